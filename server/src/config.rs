@@ -1,0 +1,259 @@
+//! Every setting of SPEC §1.5–§1.6 with its flag, env var and default. Parsed once at start-up by
+//! clap; a bad value stops the program with a message naming the variable (each value name *is*
+//! its env var, so clap's error reads `invalid value 'x' for '--cb-failures <CB_FAILURES>'`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{ArgAction, Args, ValueEnum, builder::BoolishValueParser};
+
+use crate::clock::SharedClock;
+use crate::engine::EngineConfig;
+use crate::error::StorageError;
+use crate::resilience::{ResilienceConfig, ResilientStorage};
+use crate::storage::SharedStorage;
+use crate::storage::embedded::EmbeddedStorage;
+use crate::storage::memory::MemoryStorage;
+use crate::storage::redis::{RedisConfig, RedisStorage};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    Memory,
+    Embedded,
+    Redis,
+}
+
+/// Where nodes live.
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// Storage backend; default: `redis` if REDIS_URL is set, else `embedded` if SPIRAL_DB_PATH is set, else `memory`.
+    #[arg(long = "storage", env = "SPIRAL_STORAGE", value_name = "SPIRAL_STORAGE", value_enum)]
+    pub backend: Option<Backend>,
+    /// Database file of the embedded backend.
+    #[arg(long = "db-path", env = "SPIRAL_DB_PATH", value_name = "SPIRAL_DB_PATH")]
+    pub db_path: Option<PathBuf>,
+    /// Redis URL (`redis://`, `rediss://`); a comma-separated list of nodes means Redis Cluster.
+    #[arg(long = "redis-url", env = "REDIS_URL", value_name = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// CA certificate (PEM) that signs the Redis server's certificate, for `rediss://`.
+    #[arg(long = "redis-ca", env = "REDIS_CA", value_name = "REDIS_CA")]
+    pub redis_ca: Option<PathBuf>,
+    /// Allow plain `redis://` to a host other than loopback.
+    #[arg(long = "allow-insecure-redis", env = "ALLOW_INSECURE_REDIS", value_name = "ALLOW_INSECURE_REDIS",
+          action = ArgAction::Set, value_parser = BoolishValueParser::new(), default_value = "false")]
+    pub allow_insecure_redis: bool,
+    /// Treat REDIS_URL as a Redis Cluster seed node even when it is a single URL.
+    #[arg(long = "redis-cluster", env = "SPIRAL_REDIS_CLUSTER", value_name = "SPIRAL_REDIS_CLUSTER",
+          action = ArgAction::Set, value_parser = BoolishValueParser::new(), default_value = "false")]
+    pub redis_cluster: bool,
+    /// Consecutive storage failures that open the circuit breaker.
+    #[arg(long = "cb-failures", env = "CB_FAILURES", value_name = "CB_FAILURES", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub cb_failures: u32,
+    /// How long the breaker stays open before a probe (ms).
+    #[arg(long = "cb-window-ms", env = "CB_WINDOW", value_name = "CB_WINDOW", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub cb_window_ms: u64,
+    /// Time limit of each storage call (ms).
+    #[arg(long = "cb-timeout-ms", env = "CB_TIMEOUT", value_name = "CB_TIMEOUT", default_value_t = 20_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub cb_timeout_ms: u64,
+    /// Writes the degraded-mode journal may hold while storage is unreachable.
+    #[arg(long = "degraded-journal-max", env = "DEGRADED_JOURNAL_MAX", value_name = "DEGRADED_JOURNAL_MAX",
+          default_value_t = 10_000)]
+    pub degraded_journal_max: usize,
+}
+
+impl StorageArgs {
+    /// The backend in force, after the REDIS_URL / SPIRAL_DB_PATH defaults.
+    pub fn backend(&self) -> Backend {
+        self.backend.unwrap_or(if self.redis_url.is_some() {
+            Backend::Redis
+        } else if self.db_path.is_some() {
+            Backend::Embedded
+        } else {
+            Backend::Memory
+        })
+    }
+
+    /// One line for logs and reports: which backend and where (never a password).
+    pub fn describe(&self) -> String {
+        match self.backend() {
+            Backend::Memory => "memory".into(),
+            Backend::Embedded => format!("embedded ({})", self.db_path().display()),
+            Backend::Redis => format!("redis ({})", redact(self.redis_url.as_deref().unwrap_or(""))),
+        }
+    }
+
+    fn db_path(&self) -> PathBuf {
+        self.db_path.clone().unwrap_or_else(|| PathBuf::from("spiral.redb"))
+    }
+
+    pub fn resilience(&self) -> ResilienceConfig {
+        ResilienceConfig {
+            failures: self.cb_failures,
+            window_ms: self.cb_window_ms,
+            timeout_ms: self.cb_timeout_ms,
+            journal_max: self.degraded_journal_max,
+        }
+    }
+
+    /// Open the raw adapter this configuration names.
+    pub async fn open_adapter(&self) -> Result<SharedStorage, StorageError> {
+        Ok(match self.backend() {
+            Backend::Memory => Arc::new(MemoryStorage::new()),
+            Backend::Embedded => Arc::new(EmbeddedStorage::open(self.db_path())?),
+            Backend::Redis => {
+                let url = self.redis_url.clone().ok_or_else(|| {
+                    StorageError::Config("REDIS_URL: required when SPIRAL_STORAGE=redis".into())
+                })?;
+                let mut cfg = RedisConfig::new(url);
+                cfg.ca_path = self.redis_ca.clone();
+                cfg.allow_insecure = self.allow_insecure_redis;
+                cfg.cluster |= self.redis_cluster;
+                Arc::new(RedisStorage::connect(cfg).await?)
+            }
+        })
+    }
+
+    /// The adapter wrapped in the circuit breaker and degraded mode, as the server runs it.
+    pub async fn open(&self, clock: SharedClock) -> Result<SharedStorage, StorageError> {
+        let inner = self.open_adapter().await?;
+        Ok(Arc::new(ResilientStorage::new(inner, self.resilience(), clock)))
+    }
+}
+
+/// `redis://user:secret@host` → `redis://user:***@host`.
+pub fn redact(url: &str) -> String {
+    url.split(',')
+        .map(|u| match (u.find("://"), u.rfind('@')) {
+            (Some(s), Some(at)) if at > s => {
+                let creds = &u[s + 3..at];
+                match creds.find(':') {
+                    Some(c) => format!("{}{}:***{}", &u[..s + 3], &creds[..c], &u[at..]),
+                    None => u.to_owned(),
+                }
+            }
+            _ => u.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Engine settings (SPEC §1.5).
+#[derive(Debug, Clone, Args)]
+pub struct EngineArgs {
+    /// `maxMemorySpirals`.
+    #[arg(long = "max-spirals", env = "SPIRAL_MAX_SPIRALS", value_name = "SPIRAL_MAX_SPIRALS", default_value_t = 89)]
+    pub max_spirals: u32,
+    /// `spiralTurns`.
+    #[arg(long = "spiral-turns", env = "SPIRAL_TURNS", value_name = "SPIRAL_TURNS", default_value_t = 21)]
+    pub spiral_turns: u32,
+    /// `maxMemoryNodes`: nodes held before GC must make room.
+    #[arg(long = "max-nodes", env = "SPIRAL_MAX_NODES", value_name = "SPIRAL_MAX_NODES", default_value_t = 2618)]
+    pub max_nodes: u64,
+    /// `gcTimeBudget` (ms).
+    #[arg(long = "gc-time-budget-ms", env = "GC_TIME_BUDGET_MS", value_name = "GC_TIME_BUDGET_MS", default_value_t = 25)]
+    pub gc_time_budget_ms: u64,
+    /// `gcTriggerInterval`: operations between GC passes.
+    #[arg(long = "gc-trigger-interval", env = "GC_TRIGGER_INTERVAL", value_name = "GC_TRIGGER_INTERVAL", default_value_t = 100)]
+    pub gc_trigger_interval: u64,
+    /// Nodes a GC pass may collect per ms of budget.
+    #[arg(long = "gc-budget-scale", env = "GC_BUDGET_SCALE", value_name = "GC_BUDGET_SCALE", default_value_t = 10)]
+    pub gc_budget_scale: u64,
+    /// Second chances a recently read node gets before GC collects it anyway.
+    #[arg(long = "gc-force-skip", env = "GC_FORCE_SKIP", value_name = "GC_FORCE_SKIP", default_value_t = 3)]
+    pub gc_force_skip: u32,
+    /// Hex characters of the hash that make a sigil id.
+    #[arg(long = "sigil-hash-slice", env = "SIGIL_HASH_SLICE", value_name = "SIGIL_HASH_SLICE", default_value_t = 10)]
+    pub sigil_hash_slice: u32,
+    #[arg(long = "hd-weight-distance", env = "HD_WEIGHT_DISTANCE", value_name = "HD_WEIGHT_DISTANCE", default_value_t = 0.5)]
+    pub hd_weight_distance: f64,
+    #[arg(long = "hd-weight-load", env = "HD_WEIGHT_LOAD", value_name = "HD_WEIGHT_LOAD", default_value_t = 0.3)]
+    pub hd_weight_load: f64,
+    #[arg(long = "hd-weight-age", env = "HD_WEIGHT_AGE", value_name = "HD_WEIGHT_AGE", default_value_t = 0.2)]
+    pub hd_weight_age: f64,
+    /// Link harmonically overlapping spirals with a seeded probability.
+    #[arg(long = "enable-quantum-links", env = "ENABLE_QUANTUM_LINKS", value_name = "ENABLE_QUANTUM_LINKS",
+          action = ArgAction::Set, value_parser = BoolishValueParser::new(), default_value = "false")]
+    pub enable_quantum_links: bool,
+    /// Waiting longer than this for the engine's critical section is an error (ms).
+    #[arg(long = "lock-timeout-ms", env = "SPIRAL_LOCK_TIMEOUT_MS", value_name = "SPIRAL_LOCK_TIMEOUT_MS", default_value_t = 2000)]
+    pub lock_timeout_ms: u64,
+    /// Meta snapshots kept in storage.
+    #[arg(long = "meta-snapshots-kept", env = "SPIRAL_META_SNAPSHOTS_KEPT", value_name = "SPIRAL_META_SNAPSHOTS_KEPT", default_value_t = 10)]
+    pub meta_snapshots_kept: usize,
+    /// Seed of the server's RNG (sigil salts, quantum links).
+    #[arg(long = "seed", env = "SPIRAL_SEED", value_name = "SPIRAL_SEED", default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl EngineArgs {
+    /// The engine configuration, validated; the error names the variable.
+    pub fn engine_config(&self) -> Result<EngineConfig, String> {
+        let cfg = EngineConfig {
+            max_spirals: self.max_spirals,
+            spiral_turns: self.spiral_turns,
+            max_nodes: self.max_nodes,
+            gc_time_budget_ms: self.gc_time_budget_ms,
+            gc_trigger_interval: self.gc_trigger_interval,
+            gc_budget_scale: self.gc_budget_scale,
+            gc_force_skip: self.gc_force_skip,
+            sigil_hash_slice: self.sigil_hash_slice,
+            hd_weight_distance: self.hd_weight_distance,
+            hd_weight_load: self.hd_weight_load,
+            hd_weight_age: self.hd_weight_age,
+            enable_quantum_links: self.enable_quantum_links,
+            lock_timeout_ms: self.lock_timeout_ms,
+            meta_snapshots_kept: self.meta_snapshots_kept,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(all(test, not(spiral_loom)))]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[command(flatten)]
+        engine: EngineArgs,
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let cli = Cli::try_parse_from(["spiral"]).unwrap();
+        assert_eq!(cli.engine.engine_config().unwrap(), EngineConfig::default());
+        let r = cli.storage.resilience();
+        assert_eq!((r.failures, r.window_ms, r.timeout_ms, r.journal_max), (5, 30_000, 20_000, 10_000));
+    }
+
+    #[test]
+    fn backend_defaults_follow_redis_url_then_db_path() {
+        let cli = Cli::try_parse_from(["spiral", "--db-path", "x.redb"]).unwrap();
+        assert_eq!(cli.storage.backend(), Backend::Embedded);
+        let cli = Cli::try_parse_from(["spiral", "--db-path", "x.redb", "--redis-url", "redis://127.0.0.1"]).unwrap();
+        assert_eq!(cli.storage.backend(), Backend::Redis);
+        let cli = Cli::try_parse_from(["spiral"]).unwrap();
+        assert_eq!(cli.storage.backend(), Backend::Memory);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let err = Cli::try_parse_from(["spiral", "--cb-failures", "many"]).unwrap_err().to_string();
+        assert!(err.contains("CB_FAILURES"), "{err}");
+        let cli = Cli::try_parse_from(["spiral", "--sigil-hash-slice", "2"]).unwrap();
+        assert!(cli.engine.engine_config().unwrap_err().contains("SIGIL_HASH_SLICE"));
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact("redis://u:pw@h:1,redis://h2"), "redis://u:***@h:1,redis://h2");
+        assert_eq!(redact("redis://h"), "redis://h");
+    }
+}

@@ -1,0 +1,42 @@
+//! `spiral-server`: the deterministic reference server.
+//!
+//! Library first: the `spiral` binary only parses flags and wires things together. Every source
+//! of nondeterminism enters through one seam — [`clock`] for time, [`rng`] for randomness, [`sync`]
+//! for locks and atomics — so one seed replays one run, and loom can check the locking.
+//!
+//! # Layout
+//! - [`config`] — every setting with its env var, flag and default; validated once at start-up.
+//! - [`engine`] — the spiral memory engine: spirals, nodes, sigils, selection, GC, rebuild-stats,
+//!   meta snapshots. Synchronous state under one lock ([`engine::core`]), storage I/O outside it
+//!   with reserve → persist → commit/abort.
+//! - [`storage`] — the adapter contract and the `memory`, `embedded` (redb) and `redis` adapters.
+//! - [`resilience`] — circuit breaker and degraded mode (bounded journal, replay) around an adapter.
+//! - [`repair`] — `spiral repair`: rebuild statistics against the configured storage and report.
+//! - [`planted`] — deliberately broken variants (feature `planted-bugs` only).
+
+pub mod clock;
+// pub mod config; (enabled once storage::redis and resilience land)
+pub mod engine;
+pub mod error;
+#[cfg(feature = "planted-bugs")]
+pub mod planted;
+pub mod repair;
+pub mod resilience;
+pub mod rng;
+pub mod storage;
+pub mod sync;
+
+pub use error::{EngineError, StorageError};
+
+/// `planted!(Bug)` is true only when the `planted-bugs` feature is on and `SPIRAL_PLANTED_BUG`
+/// names that bug; in normal builds it is the constant `false` and the broken branch vanishes.
+#[macro_export]
+macro_rules! planted {
+    ($bug:ident) => {{
+        #[cfg(feature = "planted-bugs")]
+        let on = $crate::planted::active($crate::planted::Bug::$bug);
+        #[cfg(not(feature = "planted-bugs"))]
+        let on = false;
+        on
+    }};
+}

@@ -1,0 +1,73 @@
+//! Deliberately broken variants (feature `planted-bugs`, never in normal builds), chosen at run
+//! time by `SPIRAL_PLANTED_BUG=<name>`. Each one exists to prove that a verification suite
+//! catches the bug it is meant to catch; `.ci/run` runs every demonstration expecting failure.
+
+use std::sync::OnceLock;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bug {
+    /// Engine: a spiral's count is updated outside the critical section (lost updates).
+    CountRace,
+    /// Engine: GC takes candidates without marking them, so a concurrent collect removes the
+    /// same node twice.
+    DoubleCollect,
+    /// Engine: a store is acknowledged before its durable write completes.
+    AckBeforePersist,
+    /// Engine: rebuild-stats skips the last node it scans.
+    RebuildSkip,
+    /// Memory adapter: `keys(prefix)` matches one byte too few.
+    KeysPrefix,
+    /// Breaker: an open breaker closes again without a successful probe.
+    BreakerSkipsProbe,
+    /// Degraded journal: an entry whose replay write fails is dropped instead of retried.
+    JournalDrop,
+    /// Auth: `jti` check and insert are not atomic across instances.
+    ReplayWindow,
+}
+
+impl Bug {
+    pub const ALL: [Bug; 8] = [
+        Bug::CountRace,
+        Bug::DoubleCollect,
+        Bug::AckBeforePersist,
+        Bug::RebuildSkip,
+        Bug::KeysPrefix,
+        Bug::BreakerSkipsProbe,
+        Bug::JournalDrop,
+        Bug::ReplayWindow,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::CountRace => "count-race",
+            Bug::DoubleCollect => "double-collect",
+            Bug::AckBeforePersist => "ack-before-persist",
+            Bug::RebuildSkip => "rebuild-skip",
+            Bug::KeysPrefix => "keys-prefix",
+            Bug::BreakerSkipsProbe => "breaker-skips-probe",
+            Bug::JournalDrop => "journal-drop",
+            Bug::ReplayWindow => "replay-window",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Bug> {
+        Bug::ALL.into_iter().find(|b| b.name() == name)
+    }
+}
+
+/// The bug planted for this process, read once from `SPIRAL_PLANTED_BUG`.
+pub fn current() -> Option<Bug> {
+    static CURRENT: OnceLock<Option<Bug>> = OnceLock::new();
+    *CURRENT.get_or_init(|| {
+        let name = std::env::var("SPIRAL_PLANTED_BUG").ok()?;
+        let bug = Bug::parse(name.trim());
+        if bug.is_none() {
+            eprintln!("SPIRAL_PLANTED_BUG={name} names no planted bug; known: {:?}", Bug::ALL.map(Bug::name));
+        }
+        bug
+    })
+}
+
+pub fn active(bug: Bug) -> bool {
+    current() == Some(bug)
+}
