@@ -170,6 +170,9 @@ struct RebuildWindow {
 pub struct Core {
     cfg: EngineConfig,
     rng: SplitMix64,
+    /// Boot generation (a storage counter bumped at every open), hashed into every sigil so an
+    /// id is never handed out again after a restart, even though the RNG replays its stream.
+    generation: i64,
     spirals: Vec<Spiral>,
     nodes: BTreeMap<String, NodeMeta>,
     /// GC order: lowest priority first, then oldest, then id (a total, deterministic order).
@@ -190,6 +193,7 @@ impl Core {
         Self {
             cfg,
             rng: SplitMix64::new(seed),
+            generation: 0,
             spirals,
             nodes: BTreeMap::new(),
             gc_queue: BTreeSet::new(),
@@ -201,6 +205,10 @@ impl Core {
             rebuild: None,
             double_collects: 0,
         }
+    }
+
+    pub fn set_generation(&mut self, generation: i64) {
+        self.generation = generation;
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -246,6 +254,7 @@ impl Core {
         for attempt in 0u32.. {
             let mut h = Sha256::new();
             h.update(salt.to_le_bytes());
+            h.update(self.generation.to_le_bytes());
             h.update(self.op.to_le_bytes());
             h.update(attempt.to_le_bytes());
             h.update(tenant.as_bytes());

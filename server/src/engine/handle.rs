@@ -5,14 +5,13 @@
 //! [`EngineError::LockTimeout`] instead of hanging. Nothing here awaits, so no lock can be held
 //! across an `.await`.
 
-use std::time::Duration;
-
 use super::core::{Core, DepthPpm, GcSelection, Reservation, Violation};
 use crate::clock::SharedClock;
 use crate::error::EngineError;
 use crate::sync::{Mutex, MutexGuard};
 
 #[derive(Debug)]
+#[cfg_attr(spiral_loom, allow(dead_code))] // loom waits on its own lock, with no deadline
 pub struct CoreHandle {
     core: Mutex<Core>,
     clock: SharedClock,
@@ -38,7 +37,7 @@ impl CoreHandle {
             }
             // Sections are microseconds long and never await, so contention clears almost at
             // once; the deadline is the safety net the spec asks for, not the normal path.
-            let deadline = self.clock.now() + Duration::from_millis(self.lock_timeout_ms);
+            let deadline = self.clock.now() + std::time::Duration::from_millis(self.lock_timeout_ms);
             loop {
                 std::thread::yield_now();
                 if let Some(g) = crate::sync::try_lock(&self.core) {

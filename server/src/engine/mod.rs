@@ -28,6 +28,8 @@ use crate::storage::SharedStorage;
 /// Storage key prefix of memory nodes.
 pub const NODE_PREFIX: &str = "node:";
 pub const META_LATEST: &str = "meta:latest";
+/// Counter bumped at every open; see `Core::set_generation`.
+pub const META_GENERATION: &str = "meta:generation";
 pub const META_SNAPSHOT_PREFIX: &str = "meta:snapshot:";
 
 pub fn node_key(id: &str) -> String {
@@ -128,7 +130,7 @@ struct Inner {
     /// One GC pass and one rebuild at a time.
     gc_running: std::sync::atomic::AtomicBool,
     rebuild_gate: tokio::sync::Mutex<()>,
-    gc_stats: std::sync::Mutex<GcTotals>,
+    gc_stats: crate::sync::Mutex<GcTotals>,
 }
 
 /// Cumulative GC figures for `/status` and metrics.
@@ -159,17 +161,20 @@ impl Engine {
     ) -> Result<(Engine, RebuildReport), EngineError> {
         cfg.validate().map_err(EngineError::BadRequest)?;
         storage.init().await?;
+        let generation = storage.atomic_incr(META_GENERATION, 1).await?;
+        let mut core = Core::new(cfg.clone(), seed);
+        core.set_generation(generation);
         let (events, _) = broadcast::channel(1024);
         let engine = Engine {
             inner: Arc::new(Inner {
-                core: CoreHandle::new(Core::new(cfg.clone(), seed), clock.clone()),
+                core: CoreHandle::new(core, clock.clone()),
                 storage,
                 clock,
                 cfg,
                 events,
                 gc_running: std::sync::atomic::AtomicBool::new(false),
                 rebuild_gate: tokio::sync::Mutex::new(()),
-                gc_stats: std::sync::Mutex::new(GcTotals::default()),
+                gc_stats: crate::sync::Mutex::new(GcTotals::default()),
             }),
         };
         if let Some(meta) = engine.inner.storage.get(META_LATEST).await? {
