@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Planted-bug demonstrations: every verification suite must catch the deliberately broken variant
+# it exists for. Each line builds with `--features planted-bugs`, selects one bug with
+# SPIRAL_PLANTED_BUG, runs one test, and REQUIRES that test to fail. A demonstration that passes
+# means the suite has lost its teeth, and this script fails.
+#
+#   scripts/planted-bugs.sh [LOOM_TARGET_DIR]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+loom_target=${1:-${CARGO_TARGET_DIR}-loom}
+logs=$(mktemp -d)
+caught=0
+missed=0
+
+# demo SUITE BUG TEST -- CARGO ARGS…
+demo() {
+  local suite=$1 bug=$2 test=$3
+  shift 4
+  local log="$logs/$bug-$test.log"
+  SPIRAL_PLANTED_BUG=$bug "$@" >"$log" 2>&1
+  local rc=$?
+  if [ $rc -ne 0 ] && grep -qE "^test $test \.\.\. FAILED" "$log"; then
+    caught=$((caught + 1))
+    local why
+    why=$(grep -m1 -E "panicked at|Test failed|minimal failing" -A1 "$log" | tr '\n' ' ' | cut -c1-200)
+    printf 'caught  %-10s %-20s %-55s %s\n' "$suite" "$bug" "$test" "$why"
+  else
+    missed=$((missed + 1))
+    printf 'MISSED  %-10s %-20s %-55s (exit %s; log below)\n' "$suite" "$bug" "$test" "$rc"
+    tail -30 "$log"
+  fi
+}
+
+loom() {
+  CARGO_TARGET_DIR=$loom_target RUSTFLAGS="--cfg spiral_loom" \
+    cargo test -p spiral-server --release --locked --features planted-bugs "$@"
+}
+chaos() {
+  cargo test -p spiral-chaos --locked --features spiral-server/planted-bugs "$@"
+}
+
+demo loom     count-race          loom_concurrent_stores_keep_invariant_1 -- loom --test loom_engine loom_concurrent_stores_keep_invariant_1
+demo loom     double-collect      loom_collect_racing_gc_never_collects_twice -- loom --test loom_engine loom_collect_racing_gc_never_collects_twice
+demo loom     breaker-skips-probe loom_breaker_transitions_stay_legal -- loom --test loom_resilience loom_breaker_transitions_stay_legal
+demo loom     journal-drop        loom_journal_replay_racing_writes_loses_nothing -- loom --test loom_resilience loom_journal_replay_racing_writes_loses_nothing
+demo proptest rebuild-skip        engine_model_memory -- chaos --test engine_model engine_model_memory
+demo proptest keys-prefix         adapter_contract_memory -- chaos --test adapter_contract adapter_contract_memory
+demo outage   journal-drop        redis_outage_loses_no_acknowledged_write -- chaos --test redis_outage redis_outage_loses_no_acknowledged_write
+
+echo "$caught caught, $missed missed"
+rm -rf "$logs"
+[ "$missed" -eq 0 ]

