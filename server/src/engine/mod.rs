@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
 pub use self::config::EngineConfig;
-pub use self::core::{Correction, SpiralStats, Violation};
 use self::core::{Core, ScannedNode, depth_to_ppm, parse_spiral_id, ppm_to_depth, spiral_id};
+pub use self::core::{Correction, SpiralStats, Violation};
 use self::handle::CoreHandle;
 use crate::clock::SharedClock;
 use crate::error::{EngineError, StorageError};
@@ -116,6 +116,9 @@ pub enum EngineEvent {
     Rebuild(RebuildReport),
 }
 
+/// Nodes one GC delete batch removes (one storage transaction or round trip).
+const GC_BATCH: usize = 32;
+
 /// Validation limits for store arguments.
 const MAX_TAGS: usize = 64;
 const MAX_TAG_LEN: usize = 128;
@@ -207,7 +210,9 @@ impl Engine {
         validate_tenant(tenant)?;
         let depth = req.depth.unwrap_or(0.5);
         if !depth.is_finite() || !(0.0..=1.0).contains(&depth) {
-            return Err(EngineError::BadRequest("depth must be a number between 0.0 and 1.0".into()));
+            return Err(EngineError::BadRequest(
+                "depth must be a number between 0.0 and 1.0".into(),
+            ));
         }
         if req.tags.len() > MAX_TAGS || req.tags.iter().any(|t| t.len() > MAX_TAG_LEN) {
             return Err(EngineError::BadRequest(format!(
@@ -220,7 +225,10 @@ impl Engine {
         let digest: [u8; 32] = Sha256::digest(&content_bytes).into();
         let created_ms = self.inner.clock.unix_ms();
 
-        let r = self.inner.core.reserve_store(tenant, depth_ppm, priority, created_ms, &digest)?;
+        let r = self
+            .inner
+            .core
+            .reserve_store(tenant, depth_ppm, priority, created_ms, &digest)?;
         let record = NodeRecord {
             id: r.id.clone(),
             tenant: tenant.to_owned(),
@@ -238,7 +246,8 @@ impl Engine {
             priority,
             created_ms,
         };
-        let value = serde_json::to_value(&record).map_err(|e| EngineError::Internal(e.to_string()))?;
+        let value =
+            serde_json::to_value(&record).map_err(|e| EngineError::Internal(e.to_string()))?;
         let key = node_key(&r.id);
 
         if crate::planted!(AckBeforePersist) {
@@ -265,7 +274,10 @@ impl Engine {
                 }
             }
         }
-        self.publish(EngineEvent::Stored { id: stored.id.clone(), spiral_id: stored.spiral_id.clone() });
+        self.publish(EngineEvent::Stored {
+            id: stored.id.clone(),
+            spiral_id: stored.spiral_id.clone(),
+        });
         self.after_op().await;
         Ok(stored)
     }
@@ -275,7 +287,12 @@ impl Engine {
         if !valid_sigil(id) || !self.inner.core.touch(tenant, id)? {
             return Err(EngineError::NotFound);
         }
-        let value = self.inner.storage.get(&node_key(id)).await?.ok_or(EngineError::NotFound)?;
+        let value = self
+            .inner
+            .storage
+            .get(&node_key(id))
+            .await?
+            .ok_or(EngineError::NotFound)?;
         let record: NodeRecord = serde_json::from_value(value)
             .map_err(|e| EngineError::Internal(format!("node {id} is not a valid record: {e}")))?;
         if record.tenant != tenant {
@@ -298,7 +315,10 @@ impl Engine {
                 return Err(e.into());
             }
         }
-        self.publish(EngineEvent::Collected { id: id.to_owned(), by_gc: false });
+        self.publish(EngineEvent::Collected {
+            id: id.to_owned(),
+            by_gc: false,
+        });
         self.after_op().await;
         Ok(())
     }
@@ -309,7 +329,10 @@ impl Engine {
     }
 
     pub fn spirals(&self) -> Result<SpiralsView, EngineError> {
-        self.inner.core.with(|c| SpiralsView { total_memories: c.total(), spirals: c.spiral_stats() })
+        self.inner.core.with(|c| SpiralsView {
+            total_memories: c.total(),
+            spirals: c.spiral_stats(),
+        })
     }
 
     pub fn total(&self) -> Result<u64, EngineError> {
@@ -368,30 +391,43 @@ impl Engine {
         let sel = self.inner.core.gc_select(self.inner.cfg.gc_node_limit())?;
         let mut collected = 0;
         let mut out_of_time = false;
-        let mut ids = sel.ids.iter();
-        for id in ids.by_ref() {
-            // The budget is checked before each delete: a pass overruns it by at most one delete.
-            if clock.now().saturating_duration_since(started) >= budget {
+        // Deletes go in batches (one transaction or round trip each). A batch starts only if the
+        // time used so far plus what a batch has been taking fits the budget, so a pass ends
+        // close to its budget instead of one slow write past it.
+        let mut batch_estimate = Duration::ZERO;
+        let mut batches = sel.ids.chunks(GC_BATCH);
+        for batch in batches.by_ref() {
+            let elapsed = clock.now().saturating_duration_since(started);
+            if elapsed + batch_estimate >= budget {
                 out_of_time = true;
-                self.inner.core.abort_collect(id)?;
+                self.abort_all(batch)?;
                 break;
             }
-            match self.inner.storage.del(&node_key(id)).await {
-                Ok(()) => {
-                    if self.inner.core.gc_commit(id)? {
-                        collected += 1;
-                        self.publish(EngineEvent::Collected { id: id.clone(), by_gc: true });
-                    }
-                }
-                Err(_) => {
-                    self.inner.core.abort_collect(id)?;
-                    break;
+            let keys: Vec<String> = batch.iter().map(|id| node_key(id)).collect();
+            let t0 = clock.now();
+            if self.inner.storage.del_many(&keys).await.is_err() {
+                self.abort_all(batch)?;
+                break;
+            }
+            let took = clock.now().saturating_duration_since(t0);
+            batch_estimate = if batch_estimate.is_zero() {
+                took
+            } else {
+                (batch_estimate * 3 + took) / 4
+            };
+            for id in batch {
+                if self.inner.core.gc_commit(id)? {
+                    collected += 1;
+                    self.publish(EngineEvent::Collected {
+                        id: id.clone(),
+                        by_gc: true,
+                    });
                 }
             }
         }
         // Whatever was taken but not deleted goes back.
-        for id in ids {
-            self.inner.core.abort_collect(id)?;
+        for batch in batches {
+            self.abort_all(batch)?;
         }
         let pause = clock.now().saturating_duration_since(started);
         Ok(GcReport {
@@ -405,6 +441,13 @@ impl Engine {
             out_of_time,
             backlog: self.inner.core.with(|c| c.gc_backlog())?,
         })
+    }
+
+    fn abort_all(&self, ids: &[String]) -> Result<(), EngineError> {
+        for id in ids {
+            self.inner.core.abort_collect(id)?;
+        }
+        Ok(())
     }
 
     /// Scan every node in storage and recompute each spiral's statistics, reporting every
@@ -423,7 +466,10 @@ impl Engine {
             }
         };
         let count = scanned.len() as u64;
-        let mut nodes: Vec<ScannedNode> = scanned.iter().filter_map(|(k, v)| scanned_node(k, v)).collect();
+        let mut nodes: Vec<ScannedNode> = scanned
+            .iter()
+            .filter_map(|(k, v)| scanned_node(k, v))
+            .collect();
         if crate::planted!(RebuildSkip) {
             nodes.pop();
         }
@@ -433,7 +479,11 @@ impl Engine {
         let report = RebuildReport {
             scanned: count,
             elapsed_ms: elapsed * 1000.0,
-            nodes_per_s: if elapsed > 0.0 { count as f64 / elapsed } else { 0.0 },
+            nodes_per_s: if elapsed > 0.0 {
+                count as f64 / elapsed
+            } else {
+                0.0
+            },
             total_before,
             total_after,
             corrections,
@@ -448,8 +498,10 @@ impl Engine {
     /// newest `meta_snapshots_kept` snapshots.
     pub async fn snapshot_meta(&self) -> Result<(), EngineError> {
         let unix_ms = self.inner.clock.unix_ms();
-        let (total, counts, stats) =
-            self.inner.core.with(|c| (c.total(), c.raw_counts(), c.spiral_stats()))?;
+        let (total, counts, stats) = self
+            .inner
+            .core
+            .with(|c| (c.total(), c.raw_counts(), c.spiral_stats()))?;
         let counts: Vec<Value> = counts
             .into_iter()
             .filter(|(_, n, _)| *n > 0)
@@ -462,10 +514,14 @@ impl Engine {
             "spirals": stats,
         });
         let storage = &self.inner.storage;
-        storage.set(&format!("{META_SNAPSHOT_PREFIX}{unix_ms:013}"), &meta).await?;
+        storage
+            .set(&format!("{META_SNAPSHOT_PREFIX}{unix_ms:013}"), &meta)
+            .await?;
         storage.set(META_LATEST, &meta).await?;
         let snapshots = storage.keys(META_SNAPSHOT_PREFIX).await?;
-        let excess = snapshots.len().saturating_sub(self.inner.cfg.meta_snapshots_kept);
+        let excess = snapshots
+            .len()
+            .saturating_sub(self.inner.cfg.meta_snapshots_kept);
         for old in snapshots.iter().take(excess) {
             storage.del(old).await?;
         }
@@ -487,11 +543,26 @@ impl Engine {
             .keys(NODE_PREFIX)
             .await
             .map_err(|e| Violation(format!("cannot list storage: {e}")))?;
-        let counted = self.inner.core.with(|c| c.counted_ids()).map_err(|e| Violation(e.to_string()))?;
-        let stored: Vec<String> = stored.into_iter().map(|k| k[NODE_PREFIX.len()..].to_owned()).collect();
+        let counted = self
+            .inner
+            .core
+            .with(|c| c.counted_ids())
+            .map_err(|e| Violation(e.to_string()))?;
+        let stored: Vec<String> = stored
+            .into_iter()
+            .map(|k| k[NODE_PREFIX.len()..].to_owned())
+            .collect();
         if stored != counted {
-            let missing: Vec<_> = counted.iter().filter(|id| !stored.contains(id)).take(5).collect();
-            let extra: Vec<_> = stored.iter().filter(|id| !counted.contains(id)).take(5).collect();
+            let missing: Vec<_> = counted
+                .iter()
+                .filter(|id| !stored.contains(id))
+                .take(5)
+                .collect();
+            let extra: Vec<_> = stored
+                .iter()
+                .filter(|id| !counted.contains(id))
+                .take(5)
+                .collect();
             return Err(Violation(format!(
                 "invariant 1: engine counts {} nodes, storage holds {} (counted but not stored: {missing:?}; stored but not counted: {extra:?})",
                 counted.len(),
@@ -504,14 +575,20 @@ impl Engine {
 
 fn validate_tenant(tenant: &str) -> Result<(), EngineError> {
     if tenant.is_empty() || tenant.len() > 256 {
-        return Err(EngineError::BadRequest("tenant must be 1 to 256 bytes".into()));
+        return Err(EngineError::BadRequest(
+            "tenant must be 1 to 256 bytes".into(),
+        ));
     }
     Ok(())
 }
 
 /// Sigils are short lowercase hex; anything else cannot name a node.
 fn valid_sigil(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Read the fields a rebuild needs straight from the stored JSON, without copying the content:
@@ -555,18 +632,32 @@ mod tests {
     async fn engine(cfg: EngineConfig) -> (Engine, Arc<MemoryStorage>, ManualClock) {
         let storage = Arc::new(MemoryStorage::new());
         let clock = ManualClock::new(1_700_000_000_000);
-        let (e, _) = Engine::open(storage.clone(), cfg, Arc::new(clock.clone()), 7).await.unwrap();
+        let (e, _) = Engine::open(storage.clone(), cfg, Arc::new(clock.clone()), 7)
+            .await
+            .unwrap();
         (e, storage, clock)
     }
 
     fn req(content: Value) -> StoreRequest {
-        StoreRequest { content, ..StoreRequest::default() }
+        StoreRequest {
+            content,
+            ..StoreRequest::default()
+        }
     }
 
     #[tokio::test]
     async fn store_get_collect_round_trip() {
         let (e, _, _) = engine(EngineConfig::default()).await;
-        let s = e.store("acme", StoreRequest { depth: Some(0.3), ..req(json!({"a": [1, "ü"]})) }).await.unwrap();
+        let s = e
+            .store(
+                "acme",
+                StoreRequest {
+                    depth: Some(0.3),
+                    ..req(json!({"a": [1, "ü"]}))
+                },
+            )
+            .await
+            .unwrap();
         let got = e.get("acme", &s.id).await.unwrap();
         assert_eq!(got.content, json!({"a": [1, "ü"]}));
         assert_eq!(got.depth, 0.3);
@@ -583,10 +674,21 @@ mod tests {
         let (e, storage, _) = engine(EngineConfig::default()).await;
         let before = storage.len();
         for depth in [-0.1, 1.5, f64::NAN] {
-            let r = e.store("t", StoreRequest { depth: Some(depth), ..req(json!(1)) }).await;
+            let r = e
+                .store(
+                    "t",
+                    StoreRequest {
+                        depth: Some(depth),
+                        ..req(json!(1))
+                    },
+                )
+                .await;
             assert!(matches!(r, Err(EngineError::BadRequest(_))), "{depth}");
         }
-        assert!(matches!(e.store("", req(json!(1))).await, Err(EngineError::BadRequest(_))));
+        assert!(matches!(
+            e.store("", req(json!(1))).await,
+            Err(EngineError::BadRequest(_))
+        ));
         assert_eq!(e.get("t", "../../etc").await, Err(EngineError::NotFound));
         assert_eq!(storage.len(), before);
         assert_eq!(e.total().unwrap(), 0);
@@ -594,9 +696,21 @@ mod tests {
 
     #[tokio::test]
     async fn over_capacity_triggers_gc_down_to_capacity() {
-        let (e, _, _) = engine(EngineConfig { max_nodes: 20, ..EngineConfig::default() }).await;
+        let (e, _, _) = engine(EngineConfig {
+            max_nodes: 20,
+            ..EngineConfig::default()
+        })
+        .await;
         for i in 0..50 {
-            e.store("t", StoreRequest { priority: Some(i), ..req(json!(i)) }).await.unwrap();
+            e.store(
+                "t",
+                StoreRequest {
+                    priority: Some(i),
+                    ..req(json!(i))
+                },
+            )
+            .await
+            .unwrap();
         }
         assert_eq!(e.total().unwrap(), 20);
         assert!(e.gc_totals().collected >= 30);
@@ -605,7 +719,12 @@ mod tests {
 
     #[tokio::test]
     async fn gc_pass_stops_at_its_node_limit_and_reports_backlog() {
-        let cfg = EngineConfig { max_nodes: 1000, gc_time_budget_ms: 2, gc_budget_scale: 5, ..EngineConfig::default() };
+        let cfg = EngineConfig {
+            max_nodes: 1000,
+            gc_time_budget_ms: 2,
+            gc_budget_scale: 5,
+            ..EngineConfig::default()
+        };
         let (e, _, _) = engine(cfg).await;
         for i in 0..100 {
             e.store("t", req(json!(i))).await.unwrap();
@@ -614,7 +733,12 @@ mod tests {
         // Shrink capacity by reopening the view of the same nodes with a lower max.
         let storage = e.storage().clone();
         let clock: SharedClock = Arc::new(ManualClock::new(0));
-        let cfg = EngineConfig { max_nodes: 10, gc_time_budget_ms: 2, gc_budget_scale: 5, ..EngineConfig::default() };
+        let cfg = EngineConfig {
+            max_nodes: 10,
+            gc_time_budget_ms: 2,
+            gc_budget_scale: 5,
+            ..EngineConfig::default()
+        };
         let (e, report) = Engine::open(storage, cfg, clock, 1).await.unwrap();
         assert_eq!(report.scanned, 100);
         let r = e.gc("test").await.unwrap().unwrap();
@@ -629,19 +753,53 @@ mod tests {
         let (e, storage, clock) = engine(EngineConfig::default()).await;
         let mut ids = Vec::new();
         for i in 0..30 {
-            ids.push(e.store("t", StoreRequest { depth: Some(f64::from(i) / 30.0), ..req(json!(i)) }).await.unwrap().id);
+            ids.push(
+                e.store(
+                    "t",
+                    StoreRequest {
+                        depth: Some(f64::from(i) / 30.0),
+                        ..req(json!(i))
+                    },
+                )
+                .await
+                .unwrap()
+                .id,
+            );
         }
         let before = e.spirals().unwrap();
         // The last snapshot predates these stores: a restart now must correct every spiral.
-        let (_, stale) =
-            Engine::open(storage.clone(), EngineConfig::default(), Arc::new(clock.clone()), 7).await.unwrap();
-        assert_eq!(stale.corrections.iter().map(|c| c.after.node_count).sum::<u64>(), 30);
+        let (_, stale) = Engine::open(
+            storage.clone(),
+            EngineConfig::default(),
+            Arc::new(clock.clone()),
+            7,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            stale
+                .corrections
+                .iter()
+                .map(|c| c.after.node_count)
+                .sum::<u64>(),
+            30
+        );
         e.snapshot_meta().await.unwrap();
         drop(e);
-        let (e2, report) =
-            Engine::open(storage.clone(), EngineConfig::default(), Arc::new(clock.clone()), 7).await.unwrap();
+        let (e2, report) = Engine::open(
+            storage.clone(),
+            EngineConfig::default(),
+            Arc::new(clock.clone()),
+            7,
+        )
+        .await
+        .unwrap();
         assert_eq!(report.scanned, 30);
-        assert!(report.corrections.is_empty(), "meta was up to date: {:?}", report.corrections);
+        assert!(
+            report.corrections.is_empty(),
+            "meta was up to date: {:?}",
+            report.corrections
+        );
         assert_eq!(e2.spirals().unwrap(), before);
         for id in &ids {
             e2.get("t", id).await.unwrap();
@@ -653,7 +811,9 @@ mod tests {
     async fn rebuild_reports_drift_after_storage_changed_behind_the_engine() {
         let (e, storage, _) = engine(EngineConfig::default()).await;
         let s = e.store("t", req(json!("x"))).await.unwrap();
-        crate::storage::Storage::del(storage.as_ref(), &node_key(&s.id)).await.unwrap();
+        crate::storage::Storage::del(storage.as_ref(), &node_key(&s.id))
+            .await
+            .unwrap();
         let report = e.rebuild_stats().await.unwrap();
         assert_eq!(report.corrections.len(), 1);
         assert_eq!(report.corrections[0].before.node_count, 1);
@@ -664,14 +824,25 @@ mod tests {
 
     #[tokio::test]
     async fn meta_snapshots_are_written_and_pruned() {
-        let (e, storage, clock) = engine(EngineConfig { meta_snapshots_kept: 3, ..EngineConfig::default() }).await;
+        let (e, storage, clock) = engine(EngineConfig {
+            meta_snapshots_kept: 3,
+            ..EngineConfig::default()
+        })
+        .await;
         for _ in 0..6 {
             clock.advance(Duration::from_millis(5));
             e.snapshot_meta().await.unwrap();
         }
-        let snaps = crate::storage::Storage::keys(storage.as_ref(), META_SNAPSHOT_PREFIX).await.unwrap();
+        let snaps = crate::storage::Storage::keys(storage.as_ref(), META_SNAPSHOT_PREFIX)
+            .await
+            .unwrap();
         assert_eq!(snaps.len(), 3);
-        assert!(crate::storage::Storage::get(storage.as_ref(), META_LATEST).await.unwrap().is_some());
+        assert!(
+            crate::storage::Storage::get(storage.as_ref(), META_LATEST)
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[tokio::test]
@@ -679,7 +850,9 @@ mod tests {
         let ids = |seed| async move {
             let storage = Arc::new(MemoryStorage::new());
             let clock: SharedClock = Arc::new(ManualClock::new(0));
-            let (e, _) = Engine::open(storage, EngineConfig::default(), clock, seed).await.unwrap();
+            let (e, _) = Engine::open(storage, EngineConfig::default(), clock, seed)
+                .await
+                .unwrap();
             let mut out = Vec::new();
             for i in 0..10 {
                 out.push(e.store("t", req(json!(i))).await.unwrap());

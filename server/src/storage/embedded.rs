@@ -21,7 +21,9 @@ pub struct EmbeddedStorage {
 
 impl std::fmt::Debug for EmbeddedStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedStorage").field("path", &self.path).finish()
+        f.debug_struct("EmbeddedStorage")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -34,12 +36,27 @@ impl EmbeddedStorage {
     pub fn open(path: impl AsRef<Path>) -> StorageResult<Self> {
         let path = path.as_ref().to_path_buf();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| StorageError::Config(format!("SPIRAL_DB_PATH {}: {e}", path.display())))?;
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StorageError::Config(format!("SPIRAL_DB_PATH {}: {e}", path.display()))
+            })?;
         }
         let db = Database::create(&path)
             .map_err(|e| StorageError::Config(format!("SPIRAL_DB_PATH {}: {e}", path.display())))?;
         let store = Self { path, db };
+        store.create_table()?;
+        Ok(store)
+    }
+
+    /// A database held in memory: the same adapter code without a disk, for simulation sweeps
+    /// where thousands of seeds each need a fresh store.
+    pub fn in_memory() -> StorageResult<Self> {
+        let db = redb::Builder::new()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| StorageError::Config(format!("in-memory redb: {e}")))?;
+        let store = Self {
+            path: PathBuf::from(":memory:"),
+            db,
+        };
         store.create_table()?;
         Ok(store)
     }
@@ -50,7 +67,10 @@ impl EmbeddedStorage {
         tx.commit().map_err(io)
     }
 
-    fn write<R>(&self, f: impl FnOnce(&mut redb::Table<'_, &str, &[u8]>) -> StorageResult<R>) -> StorageResult<R> {
+    fn write<R>(
+        &self,
+        f: impl FnOnce(&mut redb::Table<'_, &str, &[u8]>) -> StorageResult<R>,
+    ) -> StorageResult<R> {
         let tx = self.db.begin_write().map_err(io)?;
         let out = {
             let mut table = tx.open_table(KV).map_err(io)?;
@@ -60,7 +80,11 @@ impl EmbeddedStorage {
         Ok(out)
     }
 
-    fn scan(&self, prefix: &str, mut each: impl FnMut(&str, &[u8]) -> StorageResult<()>) -> StorageResult<()> {
+    fn scan(
+        &self,
+        prefix: &str,
+        mut each: impl FnMut(&str, &[u8]) -> StorageResult<()>,
+    ) -> StorageResult<()> {
         let tx = self.db.begin_read().map_err(io)?;
         let table = tx.open_table(KV).map_err(io)?;
         for entry in table.range(prefix..).map_err(io)? {
@@ -123,6 +147,26 @@ impl Storage for EmbeddedStorage {
             let bytes = encode(&Value::from(next));
             t.insert(key, bytes.as_slice()).map_err(io)?;
             Ok(next)
+        })
+    }
+
+    /// One transaction: all or nothing, one fsync.
+    async fn set_many(&self, entries: &[(String, Value)]) -> StorageResult<()> {
+        self.write(|t| {
+            for (k, v) in entries {
+                t.insert(k.as_str(), encode(v).as_slice()).map_err(io)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// One transaction: all or nothing, one fsync.
+    async fn del_many(&self, keys: &[String]) -> StorageResult<()> {
+        self.write(|t| {
+            for k in keys {
+                t.remove(k.as_str()).map_err(io)?;
+            }
+            Ok(())
         })
     }
 

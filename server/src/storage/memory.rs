@@ -56,7 +56,11 @@ impl Storage for MemoryStorage {
         if crate::planted!(KeysPrefix) {
             // Planted: compares one byte too few, so `keys("ab")` also lists "ac…".
             let short = &prefix[..prefix.floor_char_boundary(prefix.len().saturating_sub(1))];
-            return Ok(lock(&self.map).range(short.to_owned()..).take_while(|(k, _)| k.starts_with(short)).map(|(k, _)| k.clone()).collect());
+            return Ok(lock(&self.map)
+                .range(short.to_owned()..)
+                .take_while(|(k, _)| k.starts_with(short))
+                .map(|(k, _)| k.clone())
+                .collect());
         }
         Ok(lock(&self.map)
             .range(prefix.to_owned()..)
@@ -74,6 +78,22 @@ impl Storage for MemoryStorage {
         let next = current.wrapping_add(delta);
         map.insert(key.to_owned(), Value::from(next));
         Ok(next)
+    }
+
+    async fn set_many(&self, entries: &[(String, Value)]) -> StorageResult<()> {
+        let mut map = lock(&self.map);
+        for (k, v) in entries {
+            map.insert(k.clone(), v.clone());
+        }
+        Ok(())
+    }
+
+    async fn del_many(&self, keys: &[String]) -> StorageResult<()> {
+        let mut map = lock(&self.map);
+        for k in keys {
+            map.remove(k);
+        }
+        Ok(())
     }
 
     async fn scan_prefix(&self, prefix: &str) -> StorageResult<Vec<(String, Value)>> {

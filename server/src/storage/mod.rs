@@ -42,6 +42,23 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Add `delta` to the integer at `key` (missing counts as 0) and return the new value.
     async fn atomic_incr(&self, key: &str, delta: i64) -> StorageResult<i64>;
 
+    /// Write several keys. Adapters that can do it in one transaction or round trip override
+    /// this; the default writes one key at a time. Atomic only where the adapter says so.
+    async fn set_many(&self, entries: &[(String, Value)]) -> StorageResult<()> {
+        for (k, v) in entries {
+            self.set(k, v).await?;
+        }
+        Ok(())
+    }
+
+    /// Remove several keys (missing ones are fine); see `set_many`.
+    async fn del_many(&self, keys: &[String]) -> StorageResult<()> {
+        for k in keys {
+            self.del(k).await?;
+        }
+        Ok(())
+    }
+
     /// Every `(key, value)` under `prefix`, in key order. Adapters override this with a batched
     /// read; the default is correct for any adapter (a key deleted between listing and reading
     /// is skipped, as if listed a moment later).
@@ -61,8 +78,10 @@ pub type SharedStorage = std::sync::Arc<dyn Storage>;
 
 /// Parse stored bytes as JSON, naming the key when they are not.
 pub(crate) fn decode(key: &str, bytes: &[u8]) -> StorageResult<Value> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| StorageError::Corrupt { key: key.to_owned(), detail: e.to_string() })
+    serde_json::from_slice(bytes).map_err(|e| StorageError::Corrupt {
+        key: key.to_owned(),
+        detail: e.to_string(),
+    })
 }
 
 pub(crate) fn encode(value: &Value) -> Vec<u8> {
