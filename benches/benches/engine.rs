@@ -13,7 +13,10 @@ use spiral_server::storage::embedded::EmbeddedStorage;
 use spiral_server::storage::memory::MemoryStorage;
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 fn clock() -> SharedClock {
@@ -23,13 +26,22 @@ fn clock() -> SharedClock {
 fn store(c: &mut Criterion) {
     let rt = runtime();
     let (engine, _) = rt
-        .block_on(Engine::open(Arc::new(MemoryStorage::new()), EngineConfig::default(), clock(), 1))
+        .block_on(Engine::open(
+            Arc::new(MemoryStorage::new()),
+            EngineConfig::default(),
+            clock(),
+            1,
+        ))
         .expect("engine");
     let mut i = 0u64;
     c.bench_function("engine_store_memory", |b| {
         b.iter(|| {
             i += 1;
-            let req = StoreRequest { content: json!({"n": i}), depth: Some((i % 1000) as f64 / 1000.0), ..Default::default() };
+            let req = StoreRequest {
+                content: json!({"n": i}),
+                depth: Some((i % 1000) as f64 / 1000.0),
+                ..Default::default()
+            };
             rt.block_on(engine.store("bench", req)).expect("store")
         })
     });
@@ -44,11 +56,16 @@ fn rebuild(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let backends: Vec<(&str, SharedStorage)> = vec![
         ("memory", Arc::new(MemoryStorage::new())),
-        ("embedded", Arc::new(EmbeddedStorage::open(dir.path().join("b.redb")).expect("redb"))),
+        (
+            "embedded",
+            Arc::new(EmbeddedStorage::open(dir.path().join("b.redb")).expect("redb")),
+        ),
     ];
     for (name, storage) in backends {
         rt.block_on(populate(&storage, nodes, 1)).expect("populate");
-        let (engine, _) = rt.block_on(Engine::open(storage, EngineConfig::default(), clock(), 1)).expect("engine");
+        let (engine, _) = rt
+            .block_on(Engine::open(storage, EngineConfig::default(), clock(), 1))
+            .expect("engine");
         group.bench_with_input(BenchmarkId::from_parameter(name), &engine, |b, e| {
             b.iter(|| rt.block_on(e.rebuild_stats()).expect("rebuild"))
         });

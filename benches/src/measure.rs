@@ -23,7 +23,13 @@ pub struct Tail {
 impl Tail {
     pub fn of(h: &Histogram<u64>) -> Tail {
         let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        Tail { count: h.len(), p50_us: us(0.50), p95_us: us(0.95), p99_us: us(0.99), max_us: h.max() as f64 / 1000.0 }
+        Tail {
+            count: h.len(),
+            p50_us: us(0.50),
+            p95_us: us(0.95),
+            p99_us: us(0.99),
+            max_us: h.max() as f64 / 1000.0,
+        }
     }
 }
 
@@ -66,7 +72,11 @@ pub async fn rebuild(storage: SharedStorage, runs: usize) -> anyhow::Result<Rebu
 
 /// Latency of `engine.store` on a fresh engine with the default configuration (so once full,
 /// every store also pays for the GC pass that makes room), after `warmup` unmeasured stores.
-pub async fn store_latency(storage: SharedStorage, warmup: usize, ops: usize) -> anyhow::Result<Tail> {
+pub async fn store_latency(
+    storage: SharedStorage,
+    warmup: usize,
+    ops: usize,
+) -> anyhow::Result<Tail> {
     let c = clock();
     let (engine, _) = Engine::open(storage, EngineConfig::default(), c.clone(), 2).await?;
     let mut h = histogram();
@@ -102,15 +112,24 @@ pub struct GcFigures {
 
 /// Open an engine with capacity 0 over a storage holding `eligible` nodes, then run GC passes
 /// until nothing is left or `max_passes` ran, recording each pass's pause.
-pub async fn gc_pauses(storage: SharedStorage, eligible: u64, max_passes: usize) -> anyhow::Result<GcFigures> {
+pub async fn gc_pauses(
+    storage: SharedStorage,
+    eligible: u64,
+    max_passes: usize,
+) -> anyhow::Result<GcFigures> {
     let backend = storage.backend().to_owned();
-    let cfg = EngineConfig { max_nodes: 0, ..EngineConfig::default() };
+    let cfg = EngineConfig {
+        max_nodes: 0,
+        ..EngineConfig::default()
+    };
     let budget_ms = cfg.gc_time_budget_ms;
     let (engine, _) = Engine::open(storage, cfg, clock(), 3).await?;
     let mut h = histogram();
     let mut out_of_time = 0;
     for _ in 0..max_passes {
-        let Some(report) = engine.gc("bench").await? else { continue };
+        let Some(report) = engine.gc("bench").await? else {
+            continue;
+        };
         if report.selected == 0 {
             break;
         }

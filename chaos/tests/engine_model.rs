@@ -21,9 +21,20 @@ use spiral_server::storage::memory::MemoryStorage;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Store { tenant: u8, depth_milli: u16, priority: i8, content: Value },
-    Get { pick: usize, tenant: u8 },
-    Collect { pick: usize, tenant: u8 },
+    Store {
+        tenant: u8,
+        depth_milli: u16,
+        priority: i8,
+        content: Value,
+    },
+    Get {
+        pick: usize,
+        tenant: u8,
+    },
+    Collect {
+        pick: usize,
+        tenant: u8,
+    },
     Gc,
     Rebuild,
     Restart,
@@ -33,7 +44,8 @@ fn content() -> impl Strategy<Value = Value> {
     prop_oneof![
         any::<i64>().prop_map(Value::from),
         "[a-zé☃😀]{0,12}".prop_map(Value::from),
-        (any::<bool>(), "[a-z]{0,4}").prop_map(|(b, s)| json!({"flag": b, "s": s, "n": [1, 2.5, null]})),
+        (any::<bool>(), "[a-z]{0,4}")
+            .prop_map(|(b, s)| json!({"flag": b, "s": s, "n": [1, 2.5, null]})),
     ]
 }
 
@@ -75,11 +87,18 @@ fn tenant(t: u8) -> String {
 
 fn config() -> EngineConfig {
     // Small capacity and a short trigger interval so GC runs often; one second chance.
-    EngineConfig { max_nodes: 6, gc_trigger_interval: 4, gc_force_skip: 1, ..EngineConfig::default() }
+    EngineConfig {
+        max_nodes: 6,
+        gc_trigger_interval: 4,
+        gc_force_skip: 1,
+        ..EngineConfig::default()
+    }
 }
 
 async fn open(backend: &mut dyn Backend, clock: &SharedClock) -> Engine {
-    let (engine, _) = Engine::open(backend.open(), config(), clock.clone(), 11).await.expect("engine opens");
+    let (engine, _) = Engine::open(backend.open(), config(), clock.clone(), 11)
+        .await
+        .expect("engine opens");
     engine
 }
 
@@ -95,7 +114,12 @@ async fn run(backend: &mut dyn Backend, ops: Vec<Op>) -> Result<(), TestCaseErro
 
     for (step, op) in ops.into_iter().enumerate() {
         match &op {
-            Op::Store { tenant: t, depth_milli, priority, content } => {
+            Op::Store {
+                tenant: t,
+                depth_milli,
+                priority,
+                content,
+            } => {
                 let req = StoreRequest {
                     content: content.clone(),
                     depth: Some(f64::from(*depth_milli) / 1000.0),
@@ -103,8 +127,13 @@ async fn run(backend: &mut dyn Backend, ops: Vec<Op>) -> Result<(), TestCaseErro
                     tags: vec![],
                 };
                 let stored = engine.store(&tenant(*t), req).await;
-                let stored = stored.map_err(|e| TestCaseError::fail(format!("step {step}: store failed: {e}")))?;
-                prop_assert!(!known.contains(&stored.id), "step {step}: sigil {} reused", stored.id);
+                let stored = stored
+                    .map_err(|e| TestCaseError::fail(format!("step {step}: store failed: {e}")))?;
+                prop_assert!(
+                    !known.contains(&stored.id),
+                    "step {step}: sigil {} reused",
+                    stored.id
+                );
                 known.push(stored.id.clone());
                 live.insert(stored.id, (tenant(*t), content.clone()));
             }
@@ -114,11 +143,25 @@ async fn run(backend: &mut dyn Backend, ops: Vec<Op>) -> Result<(), TestCaseErro
                 match live.get(id) {
                     Some((owner, content)) if *owner == tenant(*t) => {
                         let got = got.map_err(|e| {
-                            TestCaseError::fail(format!("step {step}: invariant 2: acknowledged {id} unreadable: {e}"))
+                            TestCaseError::fail(format!(
+                                "step {step}: invariant 2: acknowledged {id} unreadable: {e}"
+                            ))
                         })?;
-                        prop_assert_eq!(&got.content, content, "step {}: {} content changed", step, id);
+                        prop_assert_eq!(
+                            &got.content,
+                            content,
+                            "step {}: {} content changed",
+                            step,
+                            id
+                        );
                     }
-                    _ => prop_assert_eq!(got.map(|_| ()), Err(EngineError::NotFound), "step {}: {} visible", step, id),
+                    _ => prop_assert_eq!(
+                        got.map(|_| ()),
+                        Err(EngineError::NotFound),
+                        "step {}: {} visible",
+                        step,
+                        id
+                    ),
                 }
             }
             Op::Collect { pick, tenant: t } if !known.is_empty() => {
@@ -126,17 +169,35 @@ async fn run(backend: &mut dyn Backend, ops: Vec<Op>) -> Result<(), TestCaseErro
                 let result = engine.collect(&tenant(*t), &id).await;
                 match live.get(&id) {
                     Some((owner, _)) if *owner == tenant(*t) => {
-                        prop_assert_eq!(result, Ok(()), "step {}: collect of live {} failed", step, &id);
+                        prop_assert_eq!(
+                            result,
+                            Ok(()),
+                            "step {}: collect of live {} failed",
+                            step,
+                            &id
+                        );
                     }
-                    _ => prop_assert_eq!(result, Err(EngineError::NotFound), "step {}: collect {}", step, &id),
+                    _ => prop_assert_eq!(
+                        result,
+                        Err(EngineError::NotFound),
+                        "step {}: collect {}",
+                        step,
+                        &id
+                    ),
                 }
             }
             Op::Get { .. } | Op::Collect { .. } => {}
             Op::Gc => {
-                engine.gc("model").await.map_err(|e| TestCaseError::fail(format!("step {step}: gc: {e}")))?;
+                engine
+                    .gc("model")
+                    .await
+                    .map_err(|e| TestCaseError::fail(format!("step {step}: gc: {e}")))?;
             }
             Op::Rebuild => {
-                engine.rebuild_stats().await.map_err(|e| TestCaseError::fail(format!("step {step}: rebuild: {e}")))?;
+                engine
+                    .rebuild_stats()
+                    .await
+                    .map_err(|e| TestCaseError::fail(format!("step {step}: rebuild: {e}")))?;
             }
             Op::Restart => {
                 // Settle the old engine's removals before it goes away.
@@ -150,13 +211,21 @@ async fn run(backend: &mut dyn Backend, ops: Vec<Op>) -> Result<(), TestCaseErro
 
         // Invariants 1 and 3, engine against storage.
         if let Err(v) = engine.check_against_storage().await {
-            return Err(TestCaseError::fail(format!("step {step} after {op:?}: {v}")));
+            return Err(TestCaseError::fail(format!(
+                "step {step} after {op:?}: {v}"
+            )));
         }
-        prop_assert_eq!(engine.total().unwrap(), live.len() as u64, "step {}: engine total vs model", step);
+        prop_assert_eq!(
+            engine.total().unwrap(),
+            live.len() as u64,
+            "step {}: engine total vs model",
+            step
+        );
         // Invariant 2: every acknowledged, not-removed node is durable with its content.
         for (id, (_, content)) in &live {
             let stored = engine.storage().get(&node_key(id)).await;
-            let stored = stored.map_err(|e| TestCaseError::fail(format!("step {step}: storage get: {e}")))?;
+            let stored = stored
+                .map_err(|e| TestCaseError::fail(format!("step {step}: storage get: {e}")))?;
             prop_assert!(
                 stored.as_ref().and_then(|v| v.get("content")) == Some(content),
                 "step {}: invariant 2: acknowledged node {} lost or changed after {:?}",
@@ -179,15 +248,30 @@ fn drain(
 ) -> Result<(), TestCaseError> {
     while let Ok(ev) = events.try_recv() {
         if let EngineEvent::Collected { id, by_gc } = ev {
-            prop_assert!(removed.insert(id.clone()), "step {}: invariant 3: {} collected twice", step, id);
-            prop_assert!(live.remove(&id).is_some(), "step {}: removed {} (gc={}) it never held", step, id, by_gc);
+            prop_assert!(
+                removed.insert(id.clone()),
+                "step {}: invariant 3: {} collected twice",
+                step,
+                id
+            );
+            prop_assert!(
+                live.remove(&id).is_some(),
+                "step {}: removed {} (gc={}) it never held",
+                step,
+                id,
+                by_gc
+            );
         }
     }
     Ok(())
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(f)
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
 }
 
 proptest! {

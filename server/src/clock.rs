@@ -51,11 +51,16 @@ impl ManualClock {
     /// `origin` is taken from tokio's clock once, at construction.
     #[allow(clippy::disallowed_methods)] // a fixed origin; all movement is manual
     pub fn new(epoch_ms: u64) -> Self {
-        Self { origin: tokio::time::Instant::now(), offset_ms: Arc::new(AtomicU64::new(0)), epoch_ms }
+        Self {
+            origin: tokio::time::Instant::now(),
+            offset_ms: Arc::new(AtomicU64::new(0)),
+            epoch_ms,
+        }
     }
 
     pub fn advance(&self, by: Duration) {
-        self.offset_ms.fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+        self.offset_ms
+            .fetch_add(by.as_millis() as u64, Ordering::SeqCst);
     }
 
     pub fn elapsed_ms(&self) -> u64 {
@@ -84,7 +89,10 @@ pub struct EpochClock {
 impl EpochClock {
     #[allow(clippy::disallowed_methods)] // origin only; later readings go through `now`
     pub fn new(epoch_ms: u64) -> Self {
-        Self { origin: tokio::time::Instant::now(), epoch_ms }
+        Self {
+            origin: tokio::time::Instant::now(),
+            epoch_ms,
+        }
     }
 }
 
@@ -95,6 +103,10 @@ impl Clock for EpochClock {
     }
 
     fn unix_ms(&self) -> u64 {
-        self.epoch_ms + self.now().saturating_duration_since(self.origin).as_millis() as u64
+        self.epoch_ms
+            + self
+                .now()
+                .saturating_duration_since(self.origin)
+                .as_millis() as u64
     }
 }

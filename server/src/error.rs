@@ -28,7 +28,10 @@ impl StorageError {
     /// Errors that say nothing about the backend's health (a corrupt value is a data problem, not
     /// an outage) must not trip the circuit breaker.
     pub fn is_outage(&self) -> bool {
-        matches!(self, StorageError::Unavailable(_) | StorageError::Timeout(_))
+        matches!(
+            self,
+            StorageError::Unavailable(_) | StorageError::Timeout(_)
+        )
     }
 }
 

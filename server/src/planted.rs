@@ -62,7 +62,10 @@ pub fn current() -> Option<Bug> {
         let name = std::env::var("SPIRAL_PLANTED_BUG").ok()?;
         let bug = Bug::parse(name.trim());
         if bug.is_none() {
-            eprintln!("SPIRAL_PLANTED_BUG={name} names no planted bug; known: {:?}", Bug::ALL.map(Bug::name));
+            eprintln!(
+                "SPIRAL_PLANTED_BUG={name} names no planted bug; known: {:?}",
+                Bug::ALL.map(Bug::name)
+            );
         }
         bug
     })

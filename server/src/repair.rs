@@ -7,7 +7,12 @@ use crate::engine::{RebuildReport, SpiralStats};
 
 /// Render a rebuild report for a terminal. `verbose` adds every spiral's statistics after the
 /// rebuild, corrected or not.
-pub fn render(storage: &str, report: &RebuildReport, after: &[SpiralStats], verbose: bool) -> String {
+pub fn render(
+    storage: &str,
+    report: &RebuildReport,
+    after: &[SpiralStats],
+    verbose: bool,
+) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "spiral repair: storage {storage}");
     let _ = writeln!(
@@ -15,7 +20,11 @@ pub fn render(storage: &str, report: &RebuildReport, after: &[SpiralStats], verb
         "scanned {} nodes in {:.1} ms ({:.0} nodes/s)",
         report.scanned, report.elapsed_ms, report.nodes_per_s
     );
-    let _ = writeln!(out, "totalMemories {} -> {}", report.total_before, report.total_after);
+    let _ = writeln!(
+        out,
+        "totalMemories {} -> {}",
+        report.total_before, report.total_after
+    );
     if report.corrections.is_empty() {
         let _ = writeln!(out, "no corrections: the statistics matched storage");
     } else {
@@ -25,7 +34,15 @@ pub fn render(storage: &str, report: &RebuildReport, after: &[SpiralStats], verb
             let _ = writeln!(
                 out,
                 "  {}: node_count {} -> {}, avg_depth {:.6} -> {:.6}, radius {:.4} -> {:.4}, turns {:.4} -> {:.4}",
-                a.id, b.node_count, a.node_count, b.avg_depth, a.avg_depth, b.radius, a.radius, b.turns, a.turns
+                a.id,
+                b.node_count,
+                a.node_count,
+                b.avg_depth,
+                a.avg_depth,
+                b.radius,
+                a.radius,
+                b.turns,
+                a.turns
             );
         }
     }
@@ -48,7 +65,13 @@ mod tests {
     use crate::engine::Correction;
 
     fn stats(id: &str, n: u64) -> SpiralStats {
-        SpiralStats { id: id.into(), node_count: n, avg_depth: 0.5, radius: 1.0, turns: 2.0 }
+        SpiralStats {
+            id: id.into(),
+            node_count: n,
+            avg_depth: 0.5,
+            radius: 1.0,
+            turns: 2.0,
+        }
     }
 
     #[test]
@@ -59,10 +82,16 @@ mod tests {
             nodes_per_s: 2000.0,
             total_before: 4,
             total_after: 3,
-            corrections: vec![Correction { before: stats("s07", 2), after: stats("s07", 1) }],
+            corrections: vec![Correction {
+                before: stats("s07", 2),
+                after: stats("s07", 1),
+            }],
         };
         let text = render("memory", &report, &[stats("s07", 1)], true);
-        assert!(text.contains("scanned 3 nodes in 1.5 ms (2000 nodes/s)"), "{text}");
+        assert!(
+            text.contains("scanned 3 nodes in 1.5 ms (2000 nodes/s)"),
+            "{text}"
+        );
         assert!(text.contains("s07: node_count 2 -> 1"), "{text}");
         assert!(text.contains("totalMemories 4 -> 3"), "{text}");
         assert!(text.contains("spirals after the rebuild (1)"), "{text}");

@@ -23,13 +23,25 @@ struct World {
 impl World {
     fn new(max_nodes: u64) -> Arc<World> {
         let clock: SharedClock = std::sync::Arc::new(ManualClock::new(0));
-        let core = Core::new(EngineConfig { max_nodes, ..EngineConfig::default() }, 1);
-        Arc::new(World { core: CoreHandle::new(core, clock), stored: Mutex::new(BTreeSet::new()) })
+        let core = Core::new(
+            EngineConfig {
+                max_nodes,
+                ..EngineConfig::default()
+            },
+            1,
+        );
+        Arc::new(World {
+            core: CoreHandle::new(core, clock),
+            stored: Mutex::new(BTreeSet::new()),
+        })
     }
 
     /// The engine's store protocol: reserve → persist → commit.
     fn store(&self, tag: u8) -> String {
-        let r = self.core.reserve_store("t", 500_000, i64::from(tag), u64::from(tag), &[tag; 32]).unwrap();
+        let r = self
+            .core
+            .reserve_store("t", 500_000, i64::from(tag), u64::from(tag), &[tag; 32])
+            .unwrap();
         self.stored.lock().unwrap().insert(r.id.clone());
         assert!(self.core.commit_store(&r.id).unwrap());
         r.id
@@ -62,7 +74,11 @@ impl World {
     fn check(&self) {
         self.core.check().unwrap_or_else(|v| panic!("{v}"));
         let total = self.core.with(|c| c.total()).unwrap();
-        assert_eq!(total, self.stored.lock().unwrap().len() as u64, "invariant 1: total vs storage");
+        assert_eq!(
+            total,
+            self.stored.lock().unwrap().len() as u64,
+            "invariant 1: total vs storage"
+        );
     }
 }
 

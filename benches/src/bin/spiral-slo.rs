@@ -23,11 +23,20 @@ struct Args {
 }
 
 fn args() -> Result<Args, String> {
-    let mut out = Args { nodes: 100_000, json: None, skip_redis: false };
+    let mut out = Args {
+        nodes: 100_000,
+        json: None,
+        skip_redis: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--nodes" => out.nodes = it.next().and_then(|v| v.parse().ok()).ok_or("--nodes takes a number")?,
+            "--nodes" => {
+                out.nodes = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("--nodes takes a number")?
+            }
             "--json" => out.json = Some(it.next().ok_or("--json takes a file")?),
             "--skip-redis" => out.skip_redis = true,
             "--bench" => {} // passed by `cargo bench`; harmless here
@@ -53,33 +62,60 @@ impl Gate {
 }
 
 async fn run(a: &Args) -> anyhow::Result<(Gate, serde_json::Value)> {
-    let mut gate = Gate { lines: vec![], missed: 0 };
+    let mut gate = Gate {
+        lines: vec![],
+        missed: 0,
+    };
     let mut figures = serde_json::Map::new();
     let n = a.nodes;
 
     let memory: SharedStorage = Arc::new(MemoryStorage::new());
     populate(&memory, n, 1).await?;
     let r = measure::rebuild(memory, 5).await?;
-    gate.check(&format!("rebuild {} nodes, memory", r.nodes), r.nodes_per_s, "nodes/s", "≥ 1,000,000", r.nodes_per_s >= 1_000_000.0);
+    gate.check(
+        &format!("rebuild {} nodes, memory", r.nodes),
+        r.nodes_per_s,
+        "nodes/s",
+        "≥ 1,000,000",
+        r.nodes_per_s >= 1_000_000.0,
+    );
     figures.insert("rebuild_memory".into(), serde_json::to_value(&r)?);
 
     let dir = tempfile::tempdir()?;
     let embedded: SharedStorage = Arc::new(EmbeddedStorage::open(dir.path().join("bench.redb"))?);
     populate(&embedded, n, 1).await?;
     let r = measure::rebuild(embedded, 3).await?;
-    gate.check(&format!("rebuild {} nodes, embedded", r.nodes), r.nodes_per_s, "nodes/s", "≥ 200,000", r.nodes_per_s >= 200_000.0);
+    gate.check(
+        &format!("rebuild {} nodes, embedded", r.nodes),
+        r.nodes_per_s,
+        "nodes/s",
+        "≥ 200,000",
+        r.nodes_per_s >= 200_000.0,
+    );
     figures.insert("rebuild_embedded".into(), serde_json::to_value(&r)?);
 
     if !a.skip_redis {
         let redis = spiral_chaos::redis_fixture::fresh_storage().await?;
         populate(&redis, n, 64).await?;
         let r = measure::rebuild(redis, 3).await?;
-        gate.check(&format!("rebuild {} nodes, redis", r.nodes), r.nodes_per_s, "nodes/s", "≥ 100,000", r.nodes_per_s >= 100_000.0);
+        gate.check(
+            &format!("rebuild {} nodes, redis", r.nodes),
+            r.nodes_per_s,
+            "nodes/s",
+            "≥ 100,000",
+            r.nodes_per_s >= 100_000.0,
+        );
         figures.insert("rebuild_redis".into(), serde_json::to_value(&r)?);
     }
 
     let t = measure::store_latency(Arc::new(MemoryStorage::new()), 5_000, 50_000).await?;
-    gate.check("engine store p95, memory", t.p95_us, "µs", "< 50", t.p95_us < 50.0);
+    gate.check(
+        "engine store p95, memory",
+        t.p95_us,
+        "µs",
+        "< 50",
+        t.p95_us < 50.0,
+    );
     figures.insert("store_memory".into(), serde_json::to_value(&t)?);
 
     let memory: SharedStorage = Arc::new(MemoryStorage::new());
@@ -99,7 +135,10 @@ async fn run(a: &Args) -> anyhow::Result<(Gate, serde_json::Value)> {
     populate(&embedded, n, 1).await?;
     let g = measure::gc_pauses(embedded, n as u64, 10_000).await?;
     gate.check(
-        &format!("GC pause p99 over budget, {} eligible, embedded", g.eligible),
+        &format!(
+            "GC pause p99 over budget, {} eligible, embedded",
+            g.eligible
+        ),
         g.p99_overrun_ms,
         "ms",
         &format!("≤ 1 (budget {} ms)", g.budget_ms),
@@ -118,7 +157,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("spiral-slo: {e}");
@@ -128,12 +170,19 @@ fn main() -> ExitCode {
     match rt.block_on(run(&a)) {
         Ok((gate, figures)) => {
             if let Some(path) = &a.json
-                && let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&figures).unwrap_or_default())
+                && let Err(e) = std::fs::write(
+                    path,
+                    serde_json::to_string_pretty(&figures).unwrap_or_default(),
+                )
             {
                 eprintln!("spiral-slo: writing {path}: {e}");
             }
             println!("{} figure(s), {} missed", gate.lines.len(), gate.missed);
-            if gate.missed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            if gate.missed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(e) => {
             eprintln!("spiral-slo: {e:#}");

@@ -311,13 +311,19 @@ impl Core {
     pub fn commit_store(&mut self, id: &str) -> bool {
         self.commit_seq += 1;
         let seq = self.commit_seq;
-        let Some(node) = self.nodes.get_mut(id) else { return false };
+        let Some(node) = self.nodes.get_mut(id) else {
+            return false;
+        };
         if node.state != NodeState::Pending {
             return false;
         }
         node.state = NodeState::Live;
         node.commit_seq = seq;
-        let (spiral, depth, key) = (node.spiral, node.depth_ppm, (node.priority, node.created_ms, id.to_owned()));
+        let (spiral, depth, key) = (
+            node.spiral,
+            node.depth_ppm,
+            (node.priority, node.created_ms, id.to_owned()),
+        );
         self.gc_queue.insert(key);
         self.count_in(spiral, depth);
         self.ops_since_gc += 1;
@@ -358,7 +364,8 @@ impl Core {
         node.state = NodeState::Live;
         node.commit_seq = seq;
         let out = (node.spiral, node.depth_ppm);
-        self.gc_queue.insert((node.priority, node.created_ms, id.to_owned()));
+        self.gc_queue
+            .insert((node.priority, node.created_ms, id.to_owned()));
         self.ops_since_gc += 1;
         Some(out)
     }
@@ -381,7 +388,11 @@ impl Core {
 
     /// The durable write failed: forget the reservation.
     pub fn abort_store(&mut self, id: &str) {
-        if self.nodes.get(id).is_some_and(|n| n.state == NodeState::Pending) {
+        if self
+            .nodes
+            .get(id)
+            .is_some_and(|n| n.state == NodeState::Pending)
+        {
             self.nodes.remove(id);
         }
     }
@@ -412,7 +423,10 @@ impl Core {
 
     /// Step 3 of a collect or GC: the delete is durable; uncount the node.
     pub fn commit_collect(&mut self, id: &str) -> bool {
-        let taken = self.nodes.get(id).is_some_and(|n| n.state == NodeState::Collecting);
+        let taken = self
+            .nodes
+            .get(id)
+            .is_some_and(|n| n.state == NodeState::Collecting);
         if !taken {
             // Removing what nobody took means two collectors raced for one node.
             self.double_collects += 1;
@@ -428,7 +442,8 @@ impl Core {
 
     fn remove_counted(&mut self, id: &str) {
         if let Some(n) = self.nodes.remove(id) {
-            self.gc_queue.remove(&(n.priority, n.created_ms, id.to_owned()));
+            self.gc_queue
+                .remove(&(n.priority, n.created_ms, id.to_owned()));
             let s = &mut self.spirals[n.spiral as usize];
             s.node_count = s.node_count.saturating_sub(1);
             s.depth_sum_ppm = s.depth_sum_ppm.saturating_sub(u64::from(n.depth_ppm));
@@ -438,7 +453,11 @@ impl Core {
 
     /// The delete failed: the node stays.
     pub fn abort_collect(&mut self, id: &str) {
-        if let Some(n) = self.nodes.get_mut(id).filter(|n| n.state == NodeState::Collecting) {
+        if let Some(n) = self
+            .nodes
+            .get_mut(id)
+            .filter(|n| n.state == NodeState::Collecting)
+        {
             n.state = NodeState::Live;
         }
     }
@@ -461,7 +480,10 @@ impl Core {
         self.ops_since_gc = 0;
         let excess = self.gc_backlog();
         let want = (excess as usize).min(limit);
-        let mut sel = GcSelection { excess, ..GcSelection::default() };
+        let mut sel = GcSelection {
+            excess,
+            ..GcSelection::default()
+        };
         if want == 0 {
             return sel;
         }
@@ -471,7 +493,9 @@ impl Core {
             if sel.ids.len() >= want {
                 break;
             }
-            let Some(n) = self.nodes.get_mut(id) else { continue };
+            let Some(n) = self.nodes.get_mut(id) else {
+                continue;
+            };
             if n.state != NodeState::Live {
                 continue;
             }
@@ -512,7 +536,11 @@ impl Core {
 
     /// Statistics of every spiral, empty ones included, for snapshots.
     pub fn all_spiral_stats(&self) -> Vec<SpiralStats> {
-        self.spirals.iter().enumerate().map(|(i, s)| s.stats(i as u32, self.cfg.spiral_turns)).collect()
+        self.spirals
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s.stats(i as u32, self.cfg.spiral_turns))
+            .collect()
     }
 
     /// Load counts from a meta snapshot (at boot, before the verifying rebuild).
@@ -532,7 +560,11 @@ impl Core {
     }
 
     pub fn raw_counts(&self) -> Vec<(u32, u64, u64)> {
-        self.spirals.iter().enumerate().map(|(i, s)| (i as u32, s.node_count, s.depth_sum_ppm)).collect()
+        self.spirals
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i as u32, s.node_count, s.depth_sum_ppm))
+            .collect()
     }
 
     /// Start a rebuild: remember the commit sequence its scan starts after. `None` if one is
@@ -541,7 +573,10 @@ impl Core {
         if self.rebuild.is_some() {
             return None;
         }
-        self.rebuild = Some(RebuildWindow { start_seq: self.commit_seq, collected: BTreeSet::new() });
+        self.rebuild = Some(RebuildWindow {
+            start_seq: self.commit_seq,
+            collected: BTreeSet::new(),
+        });
         Some(self.commit_seq)
     }
 
@@ -565,18 +600,21 @@ impl Core {
             match self.nodes.get_mut(&s.id) {
                 Some(n) => {
                     // Storage decides where a node lives and what it weighs.
-                    self.gc_queue.remove(&(n.priority, n.created_ms, s.id.clone()));
+                    self.gc_queue
+                        .remove(&(n.priority, n.created_ms, s.id.clone()));
                     n.spiral = s.spiral;
                     n.depth_ppm = s.depth_ppm;
                     n.priority = s.priority;
                     n.created_ms = s.created_ms;
                     if n.state != NodeState::Pending {
-                        self.gc_queue.insert((n.priority, n.created_ms, s.id.clone()));
+                        self.gc_queue
+                            .insert((n.priority, n.created_ms, s.id.clone()));
                     }
                 }
                 None => {
                     self.commit_seq += 1;
-                    self.gc_queue.insert((s.priority, s.created_ms, s.id.clone()));
+                    self.gc_queue
+                        .insert((s.priority, s.created_ms, s.id.clone()));
                     self.nodes.insert(
                         s.id,
                         NodeMeta {
@@ -599,7 +637,9 @@ impl Core {
             .nodes
             .iter()
             .filter(|(id, n)| {
-                n.state == NodeState::Live && n.commit_seq <= window.start_seq && !found.contains(*id)
+                n.state == NodeState::Live
+                    && n.commit_seq <= window.start_seq
+                    && !found.contains(*id)
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -611,7 +651,11 @@ impl Core {
         // Recount from the nodes themselves.
         let mut fresh = vec![Spiral::default(); self.spirals.len()];
         let mut total = 0;
-        for n in self.nodes.values().filter(|n| n.state != NodeState::Pending) {
+        for n in self
+            .nodes
+            .values()
+            .filter(|n| n.state != NodeState::Pending)
+        {
             let s = &mut fresh[n.spiral as usize];
             s.node_count += 1;
             s.depth_sum_ppm += u64::from(n.depth_ppm);
@@ -635,7 +679,11 @@ impl Core {
     /// async engine).
     pub fn check(&self) -> Result<(), Violation> {
         let sum: u64 = self.spirals.iter().map(|s| s.node_count).sum();
-        let counted = self.nodes.values().filter(|n| n.state != NodeState::Pending).count() as u64;
+        let counted = self
+            .nodes
+            .values()
+            .filter(|n| n.state != NodeState::Pending)
+            .count() as u64;
         if self.total != sum || sum != counted {
             return Err(Violation(format!(
                 "invariant 1: totalMemories={} Σ spiral.nodeCount={} counted nodes={}",
@@ -647,7 +695,9 @@ impl Core {
                 .nodes
                 .values()
                 .filter(|n| n.state != NodeState::Pending && n.spiral as usize == i)
-                .fold((0u64, 0u64), |(n, d), node| (n + 1, d + u64::from(node.depth_ppm)));
+                .fold((0u64, 0u64), |(n, d), node| {
+                    (n + 1, d + u64::from(node.depth_ppm))
+                });
             if s.node_count != n || s.depth_sum_ppm != d {
                 return Err(Violation(format!(
                     "invariant 1: spiral {} counts {} nodes (depth sum {}) but holds {} (depth sum {})",
@@ -660,14 +710,21 @@ impl Core {
             }
         }
         if self.double_collects > 0 {
-            return Err(Violation(format!("invariant 3: {} node(s) collected twice", self.double_collects)));
+            return Err(Violation(format!(
+                "invariant 3: {} node(s) collected twice",
+                self.double_collects
+            )));
         }
         Ok(())
     }
 
     /// Committed node ids (Live or Collecting), in id order.
     pub fn counted_ids(&self) -> Vec<String> {
-        self.nodes.iter().filter(|(_, n)| n.state != NodeState::Pending).map(|(id, _)| id.clone()).collect()
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.state != NodeState::Pending)
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// A tenant's committed node ids, in id order, at most `limit`.
@@ -686,7 +743,13 @@ mod tests {
     use super::*;
 
     fn core(max_nodes: u64) -> Core {
-        Core::new(EngineConfig { max_nodes, ..EngineConfig::default() }, 42)
+        Core::new(
+            EngineConfig {
+                max_nodes,
+                ..EngineConfig::default()
+            },
+            42,
+        )
     }
 
     fn store(c: &mut Core, tenant: &str, depth: f64, priority: i64, t: u64) -> String {
@@ -763,7 +826,11 @@ mod tests {
         for pass in 0..3 {
             assert!(c.touch("t", &old));
             let sel = c.gc_select(10);
-            assert_ne!(sel.ids.first(), Some(&old), "pass {pass} should spare the read node");
+            assert_ne!(
+                sel.ids.first(),
+                Some(&old),
+                "pass {pass} should spare the read node"
+            );
             assert_eq!(sel.skipped, 1);
             for id in &sel.ids {
                 c.abort_collect(id);
@@ -771,7 +838,11 @@ mod tests {
         }
         assert!(c.touch("t", &old));
         let sel = c.gc_select(10);
-        assert_eq!(sel.ids.first(), Some(&old), "skipped 3 times: collected regardless");
+        assert_eq!(
+            sel.ids.first(),
+            Some(&old),
+            "skipped 3 times: collected regardless"
+        );
     }
 
     #[test]
@@ -792,7 +863,11 @@ mod tests {
             used.insert(r.spiral);
             c.commit_store(&r.id);
         }
-        assert!(used.len() > 40, "stores spread over spirals: {}", used.len());
+        assert!(
+            used.len() > 40,
+            "stores spread over spirals: {}",
+            used.len()
+        );
         c.check().unwrap();
     }
 
@@ -848,7 +923,13 @@ mod tests {
     #[test]
     fn quantum_links_are_seeded() {
         let run = |seed| {
-            let mut c = Core::new(EngineConfig { enable_quantum_links: true, ..EngineConfig::default() }, seed);
+            let mut c = Core::new(
+                EngineConfig {
+                    enable_quantum_links: true,
+                    ..EngineConfig::default()
+                },
+                seed,
+            );
             for i in 0..300u64 {
                 let r = c.reserve_store("t", ((i * 7919) % 1_000_000) as u32, 0, i, &[0; 32]);
                 c.commit_store(&r.id);

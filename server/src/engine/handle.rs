@@ -21,7 +21,11 @@ pub struct CoreHandle {
 impl CoreHandle {
     pub fn new(core: Core, clock: SharedClock) -> Self {
         let lock_timeout_ms = core.config().lock_timeout_ms;
-        Self { core: Mutex::new(core), clock, lock_timeout_ms }
+        Self {
+            core: Mutex::new(core),
+            clock,
+            lock_timeout_ms,
+        }
     }
 
     /// Enter the critical section, or give up after the lock timeout.
@@ -37,7 +41,8 @@ impl CoreHandle {
             }
             // Sections are microseconds long and never await, so contention clears almost at
             // once; the deadline is the safety net the spec asks for, not the normal path.
-            let deadline = self.clock.now() + std::time::Duration::from_millis(self.lock_timeout_ms);
+            let deadline =
+                self.clock.now() + std::time::Duration::from_millis(self.lock_timeout_ms);
             loop {
                 std::thread::yield_now();
                 if let Some(g) = crate::sync::try_lock(&self.core) {
