@@ -77,8 +77,8 @@ impl EngineConfig {
         if self.gc_budget_scale == 0 {
             return fail("GC_BUDGET_SCALE", "must be at least 1");
         }
-        if !(4..=64).contains(&self.sigil_hash_slice) {
-            return fail("SIGIL_HASH_SLICE", "must be between 4 and 64");
+        if !(4..=16).contains(&self.sigil_hash_slice) {
+            return fail("SIGIL_HASH_SLICE", "must be between 4 and 16");
         }
         for (var, w) in [
             ("HD_WEIGHT_DISTANCE", self.hd_weight_distance),

@@ -22,6 +22,28 @@ use crate::rng::SplitMix64;
 /// The angle between successive nodes on a spiral (radians): the golden angle.
 const GOLDEN_ANGLE: f64 = 2.399_963_229_728_653;
 const PPM: f64 = 1_000_000.0;
+/// A sigil as the engine keys it: its hex digits as an integer. Integer keys make the index,
+/// the GC queue and rebuild cheap; ids are formatted back to fixed-width hex at the edge.
+pub type Sigil = u64;
+
+/// Sigils are at most 16 hex digits so they fit a `Sigil`.
+pub const MAX_SIGIL_HEX: u32 = 16;
+
+/// Parse an id of exactly `width` lowercase hex digits.
+pub fn parse_sigil(id: &str, width: u32) -> Option<Sigil> {
+    if id.len() != width as usize
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    Sigil::from_str_radix(id, 16).ok()
+}
+
+pub fn format_sigil(key: Sigil, width: u32) -> String {
+    format!("{key:0width$x}", width = width as usize)
+}
 
 /// Depth in parts per million: integer sums keep incremental and rebuilt averages bit-identical.
 pub type DepthPpm = u32;
@@ -121,6 +143,22 @@ pub struct Reservation {
     pub spiral: u32,
 }
 
+/// What made a GC pass due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GcTrigger {
+    Interval,
+    Capacity,
+}
+
+impl GcTrigger {
+    pub fn reason(self) -> &'static str {
+        match self {
+            GcTrigger::Interval => "interval",
+            GcTrigger::Capacity => "capacity",
+        }
+    }
+}
+
 /// Why a GC pass picked what it picked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcSelection {
@@ -134,7 +172,7 @@ pub struct GcSelection {
 /// A node as found in storage by a rebuild scan.
 #[derive(Debug, Clone)]
 pub struct ScannedNode {
-    pub id: String,
+    pub key: Sigil,
     pub tenant: String,
     pub spiral: u32,
     pub depth_ppm: DepthPpm,
@@ -163,7 +201,7 @@ impl std::fmt::Display for Violation {
 #[derive(Debug, Default)]
 struct RebuildWindow {
     start_seq: u64,
-    collected: BTreeSet<String>,
+    collected: BTreeSet<Sigil>,
 }
 
 #[derive(Debug)]
@@ -174,9 +212,9 @@ pub struct Core {
     /// id is never handed out again after a restart, even though the RNG replays its stream.
     generation: i64,
     spirals: Vec<Spiral>,
-    nodes: BTreeMap<String, NodeMeta>,
+    nodes: BTreeMap<Sigil, NodeMeta>,
     /// GC order: lowest priority first, then oldest, then id (a total, deterministic order).
-    gc_queue: BTreeSet<(i64, u64, String)>,
+    gc_queue: BTreeSet<(i64, u64, Sigil)>,
     total: u64,
     op: u64,
     ops_since_gc: u64,
@@ -215,12 +253,20 @@ impl Core {
         &self.cfg
     }
 
+    fn key(&self, id: &str) -> Option<Sigil> {
+        parse_sigil(id, self.cfg.sigil_hash_slice)
+    }
+
+    fn id(&self, key: Sigil) -> String {
+        format_sigil(key, self.cfg.sigil_hash_slice)
+    }
+
     pub fn total(&self) -> u64 {
         self.total
     }
 
     pub fn node_state(&self, id: &str) -> Option<NodeState> {
-        self.nodes.get(id).map(|n| n.state)
+        self.nodes.get(&self.key(id)?).map(|n| n.state)
     }
 
     pub fn links(&self) -> &BTreeSet<(u32, u32)> {
@@ -248,9 +294,9 @@ impl Core {
         best.1
     }
 
-    fn sigil(&mut self, tenant: &str, content_digest: &[u8; 32]) -> String {
+    fn sigil(&mut self, tenant: &str, content_digest: &[u8; 32]) -> Sigil {
         let salt = self.rng.next_u64();
-        let slice = self.cfg.sigil_hash_slice as usize;
+        let shift = 64 - 4 * self.cfg.sigil_hash_slice.min(MAX_SIGIL_HEX);
         for attempt in 0u32.. {
             let mut h = Sha256::new();
             h.update(salt.to_le_bytes());
@@ -260,17 +306,13 @@ impl Core {
             h.update(tenant.as_bytes());
             h.update(content_digest);
             let digest = h.finalize();
-            let mut id = String::with_capacity(slice);
-            for b in digest.iter() {
-                id.push_str(&format!("{b:02x}"));
-                if id.len() >= slice {
-                    break;
-                }
-            }
-            id.truncate(slice);
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&digest[..8]);
+            // The first `sigil_hash_slice` hex digits of the hash.
+            let key = u64::from_be_bytes(first).checked_shr(shift).unwrap_or(0);
             // Collision check: a sigil names one node for its whole life.
-            if !self.nodes.contains_key(&id) {
-                return id;
+            if !self.nodes.contains_key(&key) {
+                return key;
             }
         }
         unreachable!("an unbounded attempt counter always finds a free sigil")
@@ -286,11 +328,11 @@ impl Core {
         content_digest: &[u8; 32],
     ) -> Reservation {
         self.op += 1;
-        let id = self.sigil(tenant, content_digest);
+        let key = self.sigil(tenant, content_digest);
         let spiral = self.select_spiral(depth_ppm);
         self.spirals[spiral as usize].last_used_op = self.op;
         self.nodes.insert(
-            id.clone(),
+            key,
             NodeMeta {
                 tenant: tenant.to_owned(),
                 spiral,
@@ -303,7 +345,10 @@ impl Core {
                 commit_seq: 0,
             },
         );
-        Reservation { id, spiral }
+        Reservation {
+            id: self.id(key),
+            spiral,
+        }
     }
 
     /// Step 3 of a store: the node is durable; count it. Returns false if the reservation is gone
@@ -311,7 +356,10 @@ impl Core {
     pub fn commit_store(&mut self, id: &str) -> bool {
         self.commit_seq += 1;
         let seq = self.commit_seq;
-        let Some(node) = self.nodes.get_mut(id) else {
+        let Some(key) = self.key(id) else {
+            return false;
+        };
+        let Some(node) = self.nodes.get_mut(&key) else {
             return false;
         };
         if node.state != NodeState::Pending {
@@ -319,12 +367,8 @@ impl Core {
         }
         node.state = NodeState::Live;
         node.commit_seq = seq;
-        let (spiral, depth, key) = (
-            node.spiral,
-            node.depth_ppm,
-            (node.priority, node.created_ms, id.to_owned()),
-        );
-        self.gc_queue.insert(key);
+        let (spiral, depth) = (node.spiral, node.depth_ppm);
+        self.gc_queue.insert((node.priority, node.created_ms, key));
         self.count_in(spiral, depth);
         self.ops_since_gc += 1;
         if self.cfg.enable_quantum_links {
@@ -360,12 +404,12 @@ impl Core {
     pub fn commit_store_uncounted(&mut self, id: &str) -> Option<(u32, DepthPpm)> {
         self.commit_seq += 1;
         let seq = self.commit_seq;
-        let node = self.nodes.get_mut(id)?;
+        let key = self.key(id)?;
+        let node = self.nodes.get_mut(&key)?;
         node.state = NodeState::Live;
         node.commit_seq = seq;
         let out = (node.spiral, node.depth_ppm);
-        self.gc_queue
-            .insert((node.priority, node.created_ms, id.to_owned()));
+        self.gc_queue.insert((node.priority, node.created_ms, key));
         self.ops_since_gc += 1;
         Some(out)
     }
@@ -388,19 +432,23 @@ impl Core {
 
     /// The durable write failed: forget the reservation.
     pub fn abort_store(&mut self, id: &str) {
+        let Some(key) = self.key(id) else { return };
         if self
             .nodes
-            .get(id)
+            .get(&key)
             .is_some_and(|n| n.state == NodeState::Pending)
         {
-            self.nodes.remove(id);
+            self.nodes.remove(&key);
         }
     }
 
     /// A reader looks at a node: visible only if committed and owned by `tenant`.
     /// Marks it referenced (a second chance against GC).
     pub fn touch(&mut self, tenant: &str, id: &str) -> bool {
-        match self.nodes.get_mut(id) {
+        let Some(key) = self.key(id) else {
+            return false;
+        };
+        match self.nodes.get_mut(&key) {
             Some(n) if n.tenant == tenant && n.state != NodeState::Pending => {
                 n.referenced = true;
                 true
@@ -412,7 +460,10 @@ impl Core {
     /// Step 1 of a collect: take the node so no other collector can.
     pub fn begin_collect(&mut self, tenant: &str, id: &str) -> bool {
         self.op += 1;
-        match self.nodes.get_mut(id) {
+        let Some(key) = self.key(id) else {
+            return false;
+        };
+        match self.nodes.get_mut(&key) {
             Some(n) if n.tenant == tenant && n.state == NodeState::Live => {
                 n.state = NodeState::Collecting;
                 true
@@ -423,27 +474,27 @@ impl Core {
 
     /// Step 3 of a collect or GC: the delete is durable; uncount the node.
     pub fn commit_collect(&mut self, id: &str) -> bool {
+        let key = self.key(id).unwrap_or(Sigil::MAX);
         let taken = self
             .nodes
-            .get(id)
+            .get(&key)
             .is_some_and(|n| n.state == NodeState::Collecting);
         if !taken {
             // Removing what nobody took means two collectors raced for one node.
             self.double_collects += 1;
             return false;
         }
-        self.remove_counted(id);
+        self.remove_counted(key);
         self.ops_since_gc += 1;
         if let Some(w) = self.rebuild.as_mut() {
-            w.collected.insert(id.to_owned());
+            w.collected.insert(key);
         }
         true
     }
 
-    fn remove_counted(&mut self, id: &str) {
-        if let Some(n) = self.nodes.remove(id) {
-            self.gc_queue
-                .remove(&(n.priority, n.created_ms, id.to_owned()));
+    fn remove_counted(&mut self, key: Sigil) {
+        if let Some(n) = self.nodes.remove(&key) {
+            self.gc_queue.remove(&(n.priority, n.created_ms, key));
             let s = &mut self.spirals[n.spiral as usize];
             s.node_count = s.node_count.saturating_sub(1);
             s.depth_sum_ppm = s.depth_sum_ppm.saturating_sub(u64::from(n.depth_ppm));
@@ -453,18 +504,26 @@ impl Core {
 
     /// The delete failed: the node stays.
     pub fn abort_collect(&mut self, id: &str) {
+        let Some(key) = self.key(id) else { return };
         if let Some(n) = self
             .nodes
-            .get_mut(id)
+            .get_mut(&key)
             .filter(|n| n.state == NodeState::Collecting)
         {
             n.state = NodeState::Live;
         }
     }
 
-    /// Whether a GC pass is due: every `gc_trigger_interval` operations or when over capacity.
-    pub fn gc_due(&self) -> bool {
-        self.ops_since_gc >= self.cfg.gc_trigger_interval || self.total > self.cfg.max_nodes
+    /// Whether a GC pass is due, and why: every `gc_trigger_interval` operations, or when over
+    /// capacity.
+    pub fn gc_due(&self) -> Option<GcTrigger> {
+        if self.ops_since_gc >= self.cfg.gc_trigger_interval {
+            Some(GcTrigger::Interval)
+        } else if self.total > self.cfg.max_nodes {
+            Some(GcTrigger::Capacity)
+        } else {
+            None
+        }
     }
 
     /// Nodes GC still owes: how far over capacity the engine is.
@@ -489,11 +548,12 @@ impl Core {
         }
         let force = self.cfg.gc_force_skip;
         let take_without_marking = crate::planted!(DoubleCollect);
-        for (_, _, id) in self.gc_queue.iter() {
+        let width = self.cfg.sigil_hash_slice;
+        for &(_, _, key) in self.gc_queue.iter() {
             if sel.ids.len() >= want {
                 break;
             }
-            let Some(n) = self.nodes.get_mut(id) else {
+            let Some(n) = self.nodes.get_mut(&key) else {
                 continue;
             };
             if n.state != NodeState::Live {
@@ -508,14 +568,17 @@ impl Core {
             if !take_without_marking {
                 n.state = NodeState::Collecting;
             }
-            sel.ids.push(id.clone());
+            sel.ids.push(format_sigil(key, width));
         }
         sel
     }
 
     /// Planted `double-collect`: GC took a node without marking it; take it now, whoever has it.
     pub fn force_collecting(&mut self, id: &str) -> bool {
-        match self.nodes.get_mut(id) {
+        let Some(key) = self.key(id) else {
+            return false;
+        };
+        match self.nodes.get_mut(&key) {
             Some(n) if n.state != NodeState::Pending => {
                 n.state = NodeState::Collecting;
                 true
@@ -588,64 +651,67 @@ impl Core {
     /// truth), recompute every spiral from the nodes, and report each spiral whose statistics
     /// changed. Nodes whose store or collect raced the scan keep the state their own protocol
     /// gives them.
-    pub fn apply_rebuild(&mut self, scanned: Vec<ScannedNode>) -> Vec<Correction> {
+    pub fn apply_rebuild(&mut self, mut scanned: Vec<ScannedNode>) -> Vec<Correction> {
         let window = self.rebuild.take().unwrap_or_default();
         let before = self.all_spiral_stats();
-        let mut found = BTreeSet::new();
-        for s in scanned {
-            if window.collected.contains(&s.id) || s.spiral as usize >= self.spirals.len() {
-                continue;
+        // Storage lists keys in order, so this is a merge of two sorted sequences: one pass,
+        // sequential access, no per-node lookups (sorting sorted input is linear).
+        scanned.sort_unstable_by_key(|s| s.key);
+        let spirals = self.spirals.len();
+        let usable =
+            |s: &ScannedNode| !window.collected.contains(&s.key) && (s.spiral as usize) < spirals;
+        let mut fresh: Vec<ScannedNode> = Vec::new();
+        let mut lost: Vec<Sigil> = Vec::new();
+        let mut scan = scanned.into_iter().peekable();
+        for (&key, n) in self.nodes.iter_mut() {
+            while let Some(s) = scan.next_if(|s| s.key < key) {
+                if usable(&s) {
+                    fresh.push(s);
+                }
             }
-            found.insert(s.id.clone());
-            match self.nodes.get_mut(&s.id) {
-                Some(n) => {
+            match scan.next_if(|s| s.key == key).filter(|s| usable(s)) {
+                Some(s) => {
                     // Storage decides where a node lives and what it weighs.
-                    self.gc_queue
-                        .remove(&(n.priority, n.created_ms, s.id.clone()));
                     n.spiral = s.spiral;
                     n.depth_ppm = s.depth_ppm;
-                    n.priority = s.priority;
-                    n.created_ms = s.created_ms;
-                    if n.state != NodeState::Pending {
-                        self.gc_queue
-                            .insert((n.priority, n.created_ms, s.id.clone()));
+                    if (n.priority, n.created_ms) != (s.priority, s.created_ms) {
+                        let old = (n.priority, n.created_ms, key);
+                        n.priority = s.priority;
+                        n.created_ms = s.created_ms;
+                        if self.gc_queue.remove(&old) {
+                            self.gc_queue.insert((s.priority, s.created_ms, key));
+                        }
                     }
                 }
-                None => {
-                    self.commit_seq += 1;
-                    self.gc_queue
-                        .insert((s.priority, s.created_ms, s.id.clone()));
-                    self.nodes.insert(
-                        s.id,
-                        NodeMeta {
-                            tenant: s.tenant,
-                            spiral: s.spiral,
-                            depth_ppm: s.depth_ppm,
-                            priority: s.priority,
-                            created_ms: s.created_ms,
-                            state: NodeState::Live,
-                            referenced: false,
-                            skips: 0,
-                            commit_seq: self.commit_seq,
-                        },
-                    );
+                // Counted, committed before the scan began, and not in storage: gone.
+                None if n.state == NodeState::Live && n.commit_seq <= window.start_seq => {
+                    lost.push(key)
                 }
+                None => {}
             }
         }
-        // Counted nodes storage does not have and that did not commit after the scan began are gone.
-        let lost: Vec<String> = self
-            .nodes
-            .iter()
-            .filter(|(id, n)| {
-                n.state == NodeState::Live
-                    && n.commit_seq <= window.start_seq
-                    && !found.contains(*id)
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in lost {
-            if let Some(n) = self.nodes.remove(&id) {
-                self.gc_queue.remove(&(n.priority, n.created_ms, id));
+        fresh.extend(scan.filter(|s| usable(s)));
+        for s in fresh {
+            self.commit_seq += 1;
+            self.gc_queue.insert((s.priority, s.created_ms, s.key));
+            self.nodes.insert(
+                s.key,
+                NodeMeta {
+                    tenant: s.tenant,
+                    spiral: s.spiral,
+                    depth_ppm: s.depth_ppm,
+                    priority: s.priority,
+                    created_ms: s.created_ms,
+                    state: NodeState::Live,
+                    referenced: false,
+                    skips: 0,
+                    commit_seq: self.commit_seq,
+                },
+            );
+        }
+        for key in lost {
+            if let Some(n) = self.nodes.remove(&key) {
+                self.gc_queue.remove(&(n.priority, n.created_ms, key));
             }
         }
         // Recount from the nodes themselves.
@@ -723,7 +789,7 @@ impl Core {
         self.nodes
             .iter()
             .filter(|(_, n)| n.state != NodeState::Pending)
-            .map(|(id, _)| id.clone())
+            .map(|(k, _)| self.id(*k))
             .collect()
     }
 
@@ -733,7 +799,7 @@ impl Core {
             .iter()
             .filter(|(_, n)| n.tenant == tenant && n.state != NodeState::Pending)
             .take(limit)
-            .map(|(id, _)| id.clone())
+            .map(|(k, _)| self.id(*k))
             .collect()
     }
 }
@@ -811,7 +877,7 @@ mod tests {
         let d = store(&mut c, "t", 0.1, 1, 3);
         let e = store(&mut c, "t", 0.1, 9, 4);
         let f = store(&mut c, "t", 0.1, 9, 5);
-        assert!(c.gc_due());
+        assert_eq!(c.gc_due(), Some(GcTrigger::Capacity));
         let sel = c.gc_select(100);
         assert_eq!(sel.excess, 2);
         assert_eq!(sel.ids, vec![b, d]);
@@ -875,12 +941,12 @@ mod tests {
     fn rebuild_corrects_drifted_counts_and_reports_before_and_after() {
         let mut c = core(100);
         let id = store(&mut c, "t", 0.25, 0, 1);
-        let spiral = c.nodes[&id].spiral;
+        let spiral = c.nodes[&parse_sigil(&id, 10).unwrap()].spiral;
         c.load_counts(&[(spiral, 7, 1)]);
         assert!(c.check().is_err());
         c.begin_rebuild().unwrap();
         let fixes = c.apply_rebuild(vec![ScannedNode {
-            id: id.clone(),
+            key: parse_sigil(&id, 10).unwrap(),
             tenant: "t".into(),
             spiral,
             depth_ppm: 250_000,
@@ -901,9 +967,9 @@ mod tests {
         let gone = store(&mut c, "t", 0.5, 0, 2);
         c.begin_rebuild().unwrap();
         let scan_saw = |c: &Core, id: &str| ScannedNode {
-            id: id.to_owned(),
+            key: parse_sigil(id, 10).unwrap(),
             tenant: "t".into(),
-            spiral: c.nodes[id].spiral,
+            spiral: c.nodes[&parse_sigil(id, 10).unwrap()].spiral,
             depth_ppm: 500_000,
             priority: 0,
             created_ms: 1,

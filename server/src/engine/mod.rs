@@ -18,7 +18,10 @@ use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
 pub use self::config::EngineConfig;
-use self::core::{Core, ScannedNode, depth_to_ppm, parse_spiral_id, ppm_to_depth, spiral_id};
+use self::core::{
+    Core, GcTrigger, ScannedNode, depth_to_ppm, parse_sigil, parse_spiral_id, ppm_to_depth,
+    spiral_id,
+};
 pub use self::core::{Correction, SpiralStats, Violation};
 use self::handle::CoreHandle;
 use crate::clock::SharedClock;
@@ -348,15 +351,14 @@ impl Engine {
     }
 
     async fn after_op(&self) {
-        let due = self.inner.core.with(|c| c.gc_due()).unwrap_or(false);
-        if due {
-            // A failed pass leaves a backlog the next trigger retries; the operation that
-            // triggered it has already succeeded.
-            if let Ok(Some(report)) = self.gc("trigger").await
-                && report.reason == "trigger"
-            {
-                let _ = self.snapshot_meta().await;
-            }
+        let due = self.inner.core.with(|c| c.gc_due()).unwrap_or(None);
+        let Some(trigger) = due else { return };
+        // A failed pass leaves a backlog the next trigger retries; the operation that triggered
+        // it has already succeeded.
+        let _ = self.gc(trigger.reason()).await;
+        if trigger == GcTrigger::Interval {
+            // Snapshots follow the operation count, not every capacity-driven pass.
+            let _ = self.snapshot_meta().await;
         }
     }
 
@@ -458,18 +460,25 @@ impl Engine {
         let started = clock.now();
         let total_before = self.inner.core.with(|c| c.total())?;
         self.inner.core.with(|c| c.begin_rebuild())?;
-        let scanned = match self.inner.storage.scan_prefix(NODE_PREFIX).await {
-            Ok(s) => s,
+        let width = self.inner.cfg.sigil_hash_slice;
+        let mut nodes: Vec<ScannedNode> = Vec::new();
+        let mut visit = |k: &str, v: &Value| {
+            if let Some(n) = scanned_node(k, v, width) {
+                nodes.push(n);
+            }
+        };
+        let count = match self
+            .inner
+            .storage
+            .visit_prefix(NODE_PREFIX, &mut visit)
+            .await
+        {
+            Ok(n) => n,
             Err(e) => {
                 self.inner.core.with(|c| c.cancel_rebuild())?;
                 return Err(e.into());
             }
         };
-        let count = scanned.len() as u64;
-        let mut nodes: Vec<ScannedNode> = scanned
-            .iter()
-            .filter_map(|(k, v)| scanned_node(k, v))
-            .collect();
         if crate::planted!(RebuildSkip) {
             nodes.pop();
         }
@@ -593,13 +602,13 @@ fn valid_sigil(id: &str) -> bool {
 
 /// Read the fields a rebuild needs straight from the stored JSON, without copying the content:
 /// this is the hot loop of a 100k-node rebuild.
-fn scanned_node(key: &str, value: &Value) -> Option<ScannedNode> {
+fn scanned_node(key: &str, value: &Value, sigil_width: u32) -> Option<ScannedNode> {
     let id = key.strip_prefix(NODE_PREFIX)?;
     if value.get("id")?.as_str()? != id {
         return None;
     }
     Some(ScannedNode {
-        id: id.to_owned(),
+        key: parse_sigil(id, sigil_width)?,
         tenant: value.get("tenant")?.as_str()?.to_owned(),
         spiral: parse_spiral_id(value.get("spiral_id")?.as_str()?)?,
         depth_ppm: depth_to_ppm(value.get("depth")?.as_f64()?),

@@ -170,6 +170,20 @@ impl Storage for EmbeddedStorage {
         })
     }
 
+    async fn visit_prefix(
+        &self,
+        prefix: &str,
+        visit: &mut (dyn for<'k> FnMut(&'k str, &'k Value) + Send),
+    ) -> StorageResult<u64> {
+        let mut n = 0;
+        self.scan(prefix, |k, v| {
+            visit(k, &decode(k, v)?);
+            n += 1;
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
     async fn scan_prefix(&self, prefix: &str) -> StorageResult<Vec<(String, Value)>> {
         let mut out = Vec::new();
         self.scan(prefix, |k, v| {

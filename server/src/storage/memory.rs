@@ -96,6 +96,23 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
+    async fn visit_prefix(
+        &self,
+        prefix: &str,
+        visit: &mut (dyn for<'k> FnMut(&'k str, &'k Value) + Send),
+    ) -> StorageResult<u64> {
+        let map = lock(&self.map);
+        let mut n = 0;
+        for (k, v) in map
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+        {
+            visit(k, v);
+            n += 1;
+        }
+        Ok(n)
+    }
+
     async fn scan_prefix(&self, prefix: &str) -> StorageResult<Vec<(String, Value)>> {
         Ok(lock(&self.map)
             .range(prefix.to_owned()..)

@@ -42,6 +42,21 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Add `delta` to the integer at `key` (missing counts as 0) and return the new value.
     async fn atomic_incr(&self, key: &str, delta: i64) -> StorageResult<i64>;
 
+    /// Call `visit` for every `(key, value)` under `prefix`, in key order, and return how many
+    /// were visited. Adapters that hold values in process override this to avoid copying them;
+    /// the default is `scan_prefix`.
+    async fn visit_prefix(
+        &self,
+        prefix: &str,
+        visit: &mut (dyn for<'k> FnMut(&'k str, &'k Value) + Send),
+    ) -> StorageResult<u64> {
+        let all = self.scan_prefix(prefix).await?;
+        for (k, v) in &all {
+            visit(k, v);
+        }
+        Ok(all.len() as u64)
+    }
+
     /// Write several keys. Adapters that can do it in one transaction or round trip override
     /// this; the default writes one key at a time. Atomic only where the adapter says so.
     async fn set_many(&self, entries: &[(String, Value)]) -> StorageResult<()> {
