@@ -55,7 +55,11 @@ impl Storage for MemoryStorage {
     async fn keys(&self, prefix: &str) -> StorageResult<Vec<String>> {
         if crate::planted!(KeysPrefix) {
             // Planted: compares one byte too few, so `keys("ab")` also lists "ac…".
-            let short = &prefix[..prefix.floor_char_boundary(prefix.len().saturating_sub(1))];
+            let mut cut = prefix.len().saturating_sub(1);
+            while !prefix.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let short = &prefix[..cut];
             return Ok(lock(&self.map)
                 .range(short.to_owned()..)
                 .take_while(|(k, _)| k.starts_with(short))
