@@ -2,7 +2,7 @@
 //! and restart run against a reference model, with invariants 1–3 checked after every step.
 //!
 //! Instantiated for the memory, embedded (restart reopens the file) and Redis (restart
-//! reconnects) adapters. The reference model is a map of acknowledged, not-yet-removed nodes;
+//! reconnects to the same namespace) adapters. The reference model is a map of acknowledged, not-yet-removed nodes;
 //! GC removals are learned from the engine's events and must name a node the model holds.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -78,6 +78,18 @@ impl Backend for Embedded {
     fn open(&mut self) -> SharedStorage {
         let path: PathBuf = self.0.path().join("spiral.redb");
         Arc::new(EmbeddedStorage::open(path).expect("open redb"))
+    }
+}
+
+/// Redis: a fresh namespace per case; a restart opens a new connection to the same namespace.
+struct Redis(spiral_server::storage::redis::RedisConfig);
+impl Backend for Redis {
+    fn open(&mut self) -> SharedStorage {
+        // `open` validates and builds without I/O; the first call dials.
+        Arc::new(
+            spiral_server::storage::redis::RedisStorage::open(self.0.clone())
+                .expect("redis adapter"),
+        )
     }
 }
 
@@ -284,6 +296,14 @@ proptest! {
     #[test]
     fn engine_model_memory(ops in proptest::collection::vec(op(), 1..60)) {
         let mut b = Memory(Arc::new(MemoryStorage::new()));
+        block_on(run(&mut b, ops))?;
+    }
+
+    #[test]
+    fn engine_model_redis(ops in proptest::collection::vec(op(), 1..40)) {
+        // Without a Redis the fixture has said so once, loudly (and under CI it panicked).
+        let Some(fx) = spiral_chaos::redis_fixture::redis() else { return Ok(()) };
+        let mut b = Redis(fx.config());
         block_on(run(&mut b, ops))?;
     }
 
