@@ -6,7 +6,7 @@ use std::sync::Arc;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::json;
-use spiral_server::clock::{Clock, SharedClock, SystemClock};
+use spiral_server::clock::{SharedClock, SystemClock};
 use spiral_server::engine::{Engine, EngineConfig, StoreRequest};
 use spiral_server::storage::SharedStorage;
 

@@ -27,10 +27,19 @@ pub enum Backend {
 #[derive(Debug, Clone, Args)]
 pub struct StorageArgs {
     /// Storage backend; default: `redis` if REDIS_URL is set, else `embedded` if SPIRAL_DB_PATH is set, else `memory`.
-    #[arg(long = "storage", env = "SPIRAL_STORAGE", value_name = "SPIRAL_STORAGE", value_enum)]
+    #[arg(
+        long = "storage",
+        env = "SPIRAL_STORAGE",
+        value_name = "SPIRAL_STORAGE",
+        value_enum
+    )]
     pub backend: Option<Backend>,
     /// Database file of the embedded backend.
-    #[arg(long = "db-path", env = "SPIRAL_DB_PATH", value_name = "SPIRAL_DB_PATH")]
+    #[arg(
+        long = "db-path",
+        env = "SPIRAL_DB_PATH",
+        value_name = "SPIRAL_DB_PATH"
+    )]
     pub db_path: Option<PathBuf>,
     /// Redis URL (`redis://`, `rediss://`); a comma-separated list of nodes means Redis Cluster.
     #[arg(long = "redis-url", env = "REDIS_URL", value_name = "REDIS_URL")]
@@ -59,8 +68,12 @@ pub struct StorageArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub cb_timeout_ms: u64,
     /// Writes the degraded-mode journal may hold while storage is unreachable.
-    #[arg(long = "degraded-journal-max", env = "DEGRADED_JOURNAL_MAX", value_name = "DEGRADED_JOURNAL_MAX",
-          default_value_t = 10_000)]
+    #[arg(
+        long = "degraded-journal-max",
+        env = "DEGRADED_JOURNAL_MAX",
+        value_name = "DEGRADED_JOURNAL_MAX",
+        default_value_t = 10_000
+    )]
     pub degraded_journal_max: usize,
 }
 
@@ -81,12 +94,17 @@ impl StorageArgs {
         match self.backend() {
             Backend::Memory => "memory".into(),
             Backend::Embedded => format!("embedded ({})", self.db_path().display()),
-            Backend::Redis => format!("redis ({})", redact(self.redis_url.as_deref().unwrap_or(""))),
+            Backend::Redis => format!(
+                "redis ({})",
+                redact(self.redis_url.as_deref().unwrap_or(""))
+            ),
         }
     }
 
     fn db_path(&self) -> PathBuf {
-        self.db_path.clone().unwrap_or_else(|| PathBuf::from("spiral.redb"))
+        self.db_path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("spiral.redb"))
     }
 
     pub fn resilience(&self) -> ResilienceConfig {
@@ -116,10 +134,15 @@ impl StorageArgs {
         })
     }
 
-    /// The adapter wrapped in the circuit breaker and degraded mode, as the server runs it.
-    pub async fn open(&self, clock: SharedClock) -> Result<SharedStorage, StorageError> {
+    /// The adapter wrapped in the circuit breaker and degraded mode, as the server runs it. The
+    /// caller keeps the concrete type for `status()` (metrics, `/ready`) and `recover()`.
+    pub async fn open(&self, clock: SharedClock) -> Result<Arc<ResilientStorage>, StorageError> {
         let inner = self.open_adapter().await?;
-        Ok(Arc::new(ResilientStorage::new(inner, self.resilience(), clock)))
+        Ok(Arc::new(ResilientStorage::new(
+            inner,
+            self.resilience(),
+            clock,
+        )))
     }
 }
 
@@ -144,47 +167,117 @@ pub fn redact(url: &str) -> String {
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {
     /// `maxMemorySpirals`.
-    #[arg(long = "max-spirals", env = "SPIRAL_MAX_SPIRALS", value_name = "SPIRAL_MAX_SPIRALS", default_value_t = 89)]
+    #[arg(
+        long = "max-spirals",
+        env = "SPIRAL_MAX_SPIRALS",
+        value_name = "SPIRAL_MAX_SPIRALS",
+        default_value_t = 89
+    )]
     pub max_spirals: u32,
     /// `spiralTurns`.
-    #[arg(long = "spiral-turns", env = "SPIRAL_TURNS", value_name = "SPIRAL_TURNS", default_value_t = 21)]
+    #[arg(
+        long = "spiral-turns",
+        env = "SPIRAL_TURNS",
+        value_name = "SPIRAL_TURNS",
+        default_value_t = 21
+    )]
     pub spiral_turns: u32,
     /// `maxMemoryNodes`: nodes held before GC must make room.
-    #[arg(long = "max-nodes", env = "SPIRAL_MAX_NODES", value_name = "SPIRAL_MAX_NODES", default_value_t = 2618)]
+    #[arg(
+        long = "max-nodes",
+        env = "SPIRAL_MAX_NODES",
+        value_name = "SPIRAL_MAX_NODES",
+        default_value_t = 2618
+    )]
     pub max_nodes: u64,
     /// `gcTimeBudget` (ms).
-    #[arg(long = "gc-time-budget-ms", env = "GC_TIME_BUDGET_MS", value_name = "GC_TIME_BUDGET_MS", default_value_t = 25)]
+    #[arg(
+        long = "gc-time-budget-ms",
+        env = "GC_TIME_BUDGET_MS",
+        value_name = "GC_TIME_BUDGET_MS",
+        default_value_t = 25
+    )]
     pub gc_time_budget_ms: u64,
     /// `gcTriggerInterval`: operations between GC passes.
-    #[arg(long = "gc-trigger-interval", env = "GC_TRIGGER_INTERVAL", value_name = "GC_TRIGGER_INTERVAL", default_value_t = 100)]
+    #[arg(
+        long = "gc-trigger-interval",
+        env = "GC_TRIGGER_INTERVAL",
+        value_name = "GC_TRIGGER_INTERVAL",
+        default_value_t = 100
+    )]
     pub gc_trigger_interval: u64,
     /// Nodes a GC pass may collect per ms of budget.
-    #[arg(long = "gc-budget-scale", env = "GC_BUDGET_SCALE", value_name = "GC_BUDGET_SCALE", default_value_t = 10)]
+    #[arg(
+        long = "gc-budget-scale",
+        env = "GC_BUDGET_SCALE",
+        value_name = "GC_BUDGET_SCALE",
+        default_value_t = 10
+    )]
     pub gc_budget_scale: u64,
     /// Second chances a recently read node gets before GC collects it anyway.
-    #[arg(long = "gc-force-skip", env = "GC_FORCE_SKIP", value_name = "GC_FORCE_SKIP", default_value_t = 3)]
+    #[arg(
+        long = "gc-force-skip",
+        env = "GC_FORCE_SKIP",
+        value_name = "GC_FORCE_SKIP",
+        default_value_t = 3
+    )]
     pub gc_force_skip: u32,
     /// Hex characters of the hash that make a sigil id.
-    #[arg(long = "sigil-hash-slice", env = "SIGIL_HASH_SLICE", value_name = "SIGIL_HASH_SLICE", default_value_t = 10)]
+    #[arg(
+        long = "sigil-hash-slice",
+        env = "SIGIL_HASH_SLICE",
+        value_name = "SIGIL_HASH_SLICE",
+        default_value_t = 10
+    )]
     pub sigil_hash_slice: u32,
-    #[arg(long = "hd-weight-distance", env = "HD_WEIGHT_DISTANCE", value_name = "HD_WEIGHT_DISTANCE", default_value_t = 0.5)]
+    #[arg(
+        long = "hd-weight-distance",
+        env = "HD_WEIGHT_DISTANCE",
+        value_name = "HD_WEIGHT_DISTANCE",
+        default_value_t = 0.5
+    )]
     pub hd_weight_distance: f64,
-    #[arg(long = "hd-weight-load", env = "HD_WEIGHT_LOAD", value_name = "HD_WEIGHT_LOAD", default_value_t = 0.3)]
+    #[arg(
+        long = "hd-weight-load",
+        env = "HD_WEIGHT_LOAD",
+        value_name = "HD_WEIGHT_LOAD",
+        default_value_t = 0.3
+    )]
     pub hd_weight_load: f64,
-    #[arg(long = "hd-weight-age", env = "HD_WEIGHT_AGE", value_name = "HD_WEIGHT_AGE", default_value_t = 0.2)]
+    #[arg(
+        long = "hd-weight-age",
+        env = "HD_WEIGHT_AGE",
+        value_name = "HD_WEIGHT_AGE",
+        default_value_t = 0.2
+    )]
     pub hd_weight_age: f64,
     /// Link harmonically overlapping spirals with a seeded probability.
     #[arg(long = "enable-quantum-links", env = "ENABLE_QUANTUM_LINKS", value_name = "ENABLE_QUANTUM_LINKS",
           action = ArgAction::Set, value_parser = BoolishValueParser::new(), default_value = "false")]
     pub enable_quantum_links: bool,
     /// Waiting longer than this for the engine's critical section is an error (ms).
-    #[arg(long = "lock-timeout-ms", env = "SPIRAL_LOCK_TIMEOUT_MS", value_name = "SPIRAL_LOCK_TIMEOUT_MS", default_value_t = 2000)]
+    #[arg(
+        long = "lock-timeout-ms",
+        env = "SPIRAL_LOCK_TIMEOUT_MS",
+        value_name = "SPIRAL_LOCK_TIMEOUT_MS",
+        default_value_t = 2000
+    )]
     pub lock_timeout_ms: u64,
     /// Meta snapshots kept in storage.
-    #[arg(long = "meta-snapshots-kept", env = "SPIRAL_META_SNAPSHOTS_KEPT", value_name = "SPIRAL_META_SNAPSHOTS_KEPT", default_value_t = 10)]
+    #[arg(
+        long = "meta-snapshots-kept",
+        env = "SPIRAL_META_SNAPSHOTS_KEPT",
+        value_name = "SPIRAL_META_SNAPSHOTS_KEPT",
+        default_value_t = 10
+    )]
     pub meta_snapshots_kept: usize,
     /// Seed of the server's RNG (sigil salts, quantum links).
-    #[arg(long = "seed", env = "SPIRAL_SEED", value_name = "SPIRAL_SEED", default_value_t = 0)]
+    #[arg(
+        long = "seed",
+        env = "SPIRAL_SEED",
+        value_name = "SPIRAL_SEED",
+        default_value_t = 0
+    )]
     pub seed: u64,
 }
 
@@ -230,14 +323,24 @@ mod tests {
         let cli = Cli::try_parse_from(["spiral"]).unwrap();
         assert_eq!(cli.engine.engine_config().unwrap(), EngineConfig::default());
         let r = cli.storage.resilience();
-        assert_eq!((r.failures, r.window_ms, r.timeout_ms, r.journal_max), (5, 30_000, 20_000, 10_000));
+        assert_eq!(
+            (r.failures, r.window_ms, r.timeout_ms, r.journal_max),
+            (5, 30_000, 20_000, 10_000)
+        );
     }
 
     #[test]
     fn backend_defaults_follow_redis_url_then_db_path() {
         let cli = Cli::try_parse_from(["spiral", "--db-path", "x.redb"]).unwrap();
         assert_eq!(cli.storage.backend(), Backend::Embedded);
-        let cli = Cli::try_parse_from(["spiral", "--db-path", "x.redb", "--redis-url", "redis://127.0.0.1"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "spiral",
+            "--db-path",
+            "x.redb",
+            "--redis-url",
+            "redis://127.0.0.1",
+        ])
+        .unwrap();
         assert_eq!(cli.storage.backend(), Backend::Redis);
         let cli = Cli::try_parse_from(["spiral"]).unwrap();
         assert_eq!(cli.storage.backend(), Backend::Memory);
@@ -245,15 +348,25 @@ mod tests {
 
     #[test]
     fn a_bad_value_names_its_variable() {
-        let err = Cli::try_parse_from(["spiral", "--cb-failures", "many"]).unwrap_err().to_string();
+        let err = Cli::try_parse_from(["spiral", "--cb-failures", "many"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("CB_FAILURES"), "{err}");
         let cli = Cli::try_parse_from(["spiral", "--sigil-hash-slice", "2"]).unwrap();
-        assert!(cli.engine.engine_config().unwrap_err().contains("SIGIL_HASH_SLICE"));
+        assert!(
+            cli.engine
+                .engine_config()
+                .unwrap_err()
+                .contains("SIGIL_HASH_SLICE")
+        );
     }
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact("redis://u:pw@h:1,redis://h2"), "redis://u:***@h:1,redis://h2");
+        assert_eq!(
+            redact("redis://u:pw@h:1,redis://h2"),
+            "redis://u:***@h:1,redis://h2"
+        );
         assert_eq!(redact("redis://h"), "redis://h");
     }
 }

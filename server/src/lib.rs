@@ -15,7 +15,7 @@
 //! - [`planted`] — deliberately broken variants (feature `planted-bugs` only).
 
 pub mod clock;
-// pub mod config; (enabled once storage::redis and resilience land)
+pub mod config;
 pub mod engine;
 pub mod error;
 #[cfg(feature = "planted-bugs")]
