@@ -45,6 +45,9 @@ pub fn format_sigil(key: Sigil, width: u32) -> String {
     format!("{key:0width$x}", width = width as usize)
 }
 
+/// A tenant name, shared by all of its nodes (and by a rebuild's scan) instead of copied.
+pub type Tenant = std::sync::Arc<str>;
+
 /// Depth in parts per million: integer sums keep incremental and rebuilt averages bit-identical.
 pub type DepthPpm = u32;
 
@@ -68,7 +71,7 @@ pub enum NodeState {
 
 #[derive(Debug, Clone)]
 pub struct NodeMeta {
-    pub tenant: String,
+    pub tenant: Tenant,
     pub spiral: u32,
     pub depth_ppm: DepthPpm,
     pub priority: i64,
@@ -173,7 +176,7 @@ pub struct GcSelection {
 #[derive(Debug, Clone)]
 pub struct ScannedNode {
     pub key: Sigil,
-    pub tenant: String,
+    pub tenant: Tenant,
     pub spiral: u32,
     pub depth_ppm: DepthPpm,
     pub priority: i64,
@@ -334,7 +337,7 @@ impl Core {
         self.nodes.insert(
             key,
             NodeMeta {
-                tenant: tenant.to_owned(),
+                tenant: Tenant::from(tenant),
                 spiral,
                 depth_ppm,
                 priority,
@@ -449,7 +452,7 @@ impl Core {
             return false;
         };
         match self.nodes.get_mut(&key) {
-            Some(n) if n.tenant == tenant && n.state != NodeState::Pending => {
+            Some(n) if &*n.tenant == tenant && n.state != NodeState::Pending => {
                 n.referenced = true;
                 true
             }
@@ -464,7 +467,7 @@ impl Core {
             return false;
         };
         match self.nodes.get_mut(&key) {
-            Some(n) if n.tenant == tenant && n.state == NodeState::Live => {
+            Some(n) if &*n.tenant == tenant && n.state == NodeState::Live => {
                 n.state = NodeState::Collecting;
                 true
             }
@@ -797,7 +800,7 @@ impl Core {
     pub fn tenant_ids(&self, tenant: &str, limit: usize) -> Vec<String> {
         self.nodes
             .iter()
-            .filter(|(_, n)| n.tenant == tenant && n.state != NodeState::Pending)
+            .filter(|(_, n)| &*n.tenant == tenant && n.state != NodeState::Pending)
             .take(limit)
             .map(|(k, _)| self.id(*k))
             .collect()
