@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
+use spiral_server::config::redact;
 use spiral_server::storage::redis::{RedisConfig, RedisStorage};
 use spiral_server::storage::{SharedStorage, Storage};
 
@@ -293,23 +294,6 @@ fn start_cluster() -> Result<RedisFixture, Vec<String>> {
         });
     }
     start_cluster_processes().map_err(|e| vec![format!("cluster processes: {e:#}")])
-}
-
-/// `redis://user:secret@host` → `redis://user:***@host`, for each comma-separated entry.
-fn redact(url: &str) -> String {
-    url.split(',')
-        .map(|u| match (u.find("://"), u.rfind('@')) {
-            (Some(s), Some(at)) if at > s => {
-                let creds = &u[s + 3..at];
-                match creds.find(':') {
-                    Some(c) => format!("{}{}:***{}", &u[..s + 3], &creds[..c], &u[at..]),
-                    None => format!("{}***{}", &u[..s + 3], &u[at..]),
-                }
-            }
-            _ => u.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 // --- readiness ---------------------------------------------------------------------------------
@@ -711,15 +695,6 @@ mod tests {
             split_image("localhost:5000/redis:7"),
             ("localhost:5000/redis", "7")
         );
-    }
-
-    #[test]
-    fn urls_are_redacted() {
-        assert_eq!(
-            redact("redis://u:pw@h:1,redis://:pw@h:2"),
-            "redis://u:***@h:1,redis://:***@h:2"
-        );
-        assert_eq!(redact("redis://h:1"), "redis://h:1");
     }
 
     #[test]

@@ -146,7 +146,8 @@ impl StorageArgs {
     }
 }
 
-/// `redis://user:secret@host` → `redis://user:***@host`.
+/// `redis://user:secret@host` → `redis://user:***@host` for each comma-separated entry; a lone
+/// credential (`redis://secret@host`) is hidden whole, since some clients read it as a password.
 pub fn redact(url: &str) -> String {
     url.split(',')
         .map(|u| match (u.find("://"), u.rfind('@')) {
@@ -154,7 +155,7 @@ pub fn redact(url: &str) -> String {
                 let creds = &u[s + 3..at];
                 match creds.find(':') {
                     Some(c) => format!("{}{}:***{}", &u[..s + 3], &creds[..c], &u[at..]),
-                    None => u.to_owned(),
+                    None => format!("{}***{}", &u[..s + 3], &u[at..]),
                 }
             }
             _ => u.to_owned(),
@@ -368,5 +369,7 @@ mod tests {
             "redis://u:***@h:1,redis://h2"
         );
         assert_eq!(redact("redis://h"), "redis://h");
+        assert_eq!(redact("redis://:pw@h"), "redis://:***@h");
+        assert_eq!(redact("redis://pw@h"), "redis://***@h");
     }
 }
