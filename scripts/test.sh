@@ -42,6 +42,9 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 
+step "harness sweep (seeds 0..40)"
+cargo run -q -p spiral-harness --locked -- sweep --seeds 0..40
+
 [ "$mode" = quick ] && exit 0
 
 # --- loom --------------------------------------------------------------------------------------
