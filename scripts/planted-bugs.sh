@@ -48,6 +48,20 @@ demo proptest rebuild-skip        engine_model_memory -- chaos --test engine_mod
 demo proptest keys-prefix         adapter_contract_memory -- chaos --test adapter_contract adapter_contract_memory
 demo outage   journal-drop        redis_outage_loses_no_acknowledged_write -- chaos --test redis_outage redis_outage_loses_no_acknowledged_write
 
+# The harness sweep: must end with exit 129 (correctness) and print a replay command.
+log="$logs/harness-rebuild-skip.log"
+SPIRAL_PLANTED_BUG=rebuild-skip cargo run -q -p spiral-harness --locked --features planted-bugs -- \
+  sweep --seeds 0..20 >"$log" 2>&1
+rc=$?
+if [ $rc -eq 129 ] && grep -q "replay: SPIRAL_PLANTED_BUG=rebuild-skip" "$log"; then
+  caught=$((caught + 1))
+  printf 'caught  %-10s %-20s %-55s %s\n' harness rebuild-skip "sweep --seeds 0..20 (exit 129)" "$(grep -m1 '^FAIL' "$log" | cut -c1-120)"
+else
+  missed=$((missed + 1))
+  printf 'MISSED  %-10s %-20s %-55s (exit %s)\n' harness rebuild-skip "sweep --seeds 0..20" "$rc"
+  tail -20 "$log"
+fi
+
 echo "$caught caught, $missed missed"
 rm -rf "$logs"
 [ "$missed" -eq 0 ]

@@ -34,6 +34,9 @@ enum Command {
         seeds: std::ops::Range<u64>,
         #[arg(long, default_value_t = 400)]
         steps: usize,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        jobs: Option<usize>,
     },
 }
 
@@ -48,7 +51,18 @@ fn parse_range(s: &str) -> Result<std::ops::Range<u64>, String> {
 }
 
 fn replay(seed: u64, steps: usize) -> String {
-    format!("cargo run --release -p spiral-harness -- sim --seed {seed} --steps {steps}")
+    // A run with a planted bug replays only with the same bug planted.
+    let planted = std::env::var("SPIRAL_PLANTED_BUG")
+        .ok()
+        .filter(|_| cfg!(feature = "planted-bugs"));
+    match planted {
+        Some(bug) => format!(
+            "SPIRAL_PLANTED_BUG={bug} cargo run --release -p spiral-harness --features planted-bugs -- sim --seed {seed} --steps {steps}"
+        ),
+        None => {
+            format!("cargo run --release -p spiral-harness -- sim --seed {seed} --steps {steps}")
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -74,12 +88,14 @@ fn main() -> ExitCode {
             }
             ExitCode::from(r.outcome.exit_code())
         }
-        Command::Sweep { seeds, steps } => {
+        Command::Sweep { seeds, steps, jobs } => {
+            let jobs =
+                jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             println!(
-                "sweep: engine on the embedded store, seeds {}..{}, {steps} steps each",
+                "sweep: engine on the embedded store, seeds {}..{}, {steps} steps each, {jobs} jobs",
                 seeds.start, seeds.end
             );
-            let summary = sweep(seeds, steps, |_| {});
+            let summary = sweep(seeds, steps, jobs, |_| {});
             print!("{}", summary.render(|s| replay(s, steps)));
             ExitCode::from(summary.worst_exit_code())
         }

@@ -64,16 +64,35 @@ impl SweepSummary {
     }
 }
 
+/// Run every seed in `seeds` on `jobs` worker threads (each run owns its own runtime, so runs
+/// share nothing) and return the reports in seed order, whatever order they finished in.
 pub fn sweep(
     seeds: std::ops::Range<u64>,
     steps: usize,
-    mut progress: impl FnMut(&RunReport),
+    jobs: usize,
+    progress: impl Fn(&RunReport) + Sync,
 ) -> SweepSummary {
-    let mut runs = Vec::new();
-    for seed in seeds {
-        let r = run(seed, steps);
-        progress(&r);
-        runs.push(r);
-    }
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let next = AtomicU64::new(seeds.start);
+    let done = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            scope.spawn(|| {
+                loop {
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= seeds.end {
+                        break;
+                    }
+                    let r = run(seed, steps);
+                    progress(&r);
+                    done.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+                }
+            });
+        }
+    });
+    let mut runs = done.into_inner().unwrap_or_else(|p| p.into_inner());
+    runs.sort_by_key(|r| r.seed);
     SweepSummary { runs }
 }
