@@ -142,10 +142,16 @@ mod tests {
 
     #[test]
     fn a_section_held_too_long_is_a_timeout_error_not_a_hang() {
-        let cfg = EngineConfig { lock_timeout_ms: 30, ..EngineConfig::default() };
+        let cfg = EngineConfig {
+            lock_timeout_ms: 30,
+            ..EngineConfig::default()
+        };
         let handle = CoreHandle::new(Core::new(cfg, 1), Arc::new(SystemClock));
         let held = handle.enter().unwrap();
-        assert_eq!(handle.with(|c| c.total()).unwrap_err(), EngineError::LockTimeout(30));
+        assert_eq!(
+            handle.with(|c| c.total()).unwrap_err(),
+            EngineError::LockTimeout(30)
+        );
         drop(held);
         assert_eq!(handle.with(|c| c.total()), Ok(0));
     }
