@@ -8,9 +8,12 @@
 //!
 //! # Layout
 //! - [`engine_run`] — one seeded run and its checks.
+//! - [`sim_redis`] — a simulated Redis (RESP over any stream) with fault knobs, for the real
+//!   Redis adapter to run against inside the simulation.
 //! - [`sweep`] — many seeds, a summary table, the worst exit code.
 
 pub mod engine_run;
+pub mod sim_redis;
 pub mod sweep;
 
 /// Exit codes of a run (SPEC §3).
