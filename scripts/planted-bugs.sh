@@ -47,6 +47,8 @@ demo loom     journal-drop        loom_journal_replay_racing_writes_loses_nothin
 demo proptest rebuild-skip        engine_model_memory -- chaos --test engine_model engine_model_memory
 demo proptest keys-prefix         adapter_contract_memory -- chaos --test adapter_contract adapter_contract_memory
 demo outage   journal-drop        redis_outage_loses_no_acknowledged_write -- chaos --test redis_outage redis_outage_loses_no_acknowledged_write
+demo turmoil  journal-drop        a_partition_mid_workload_loses_no_acknowledged_write -- \
+  cargo test -p spiral-harness --locked --features planted-bugs --test turmoil_redis a_partition_mid_workload_loses_no_acknowledged_write
 
 # The harness sweep: must end with exit 129 (correctness) and print a replay command.
 log="$logs/harness-rebuild-skip.log"
