@@ -118,8 +118,8 @@ fn run(seed: u64) -> Vec<String> {
         Ok(())
     });
     sim.run().expect("the simulation runs to completion");
-    let t = trace.lock().unwrap().clone();
-    t
+    let lines = trace.lock().unwrap();
+    lines.clone()
 }
 
 #[test]
