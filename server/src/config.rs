@@ -121,17 +121,49 @@ impl StorageArgs {
         Ok(match self.backend() {
             Backend::Memory => Arc::new(MemoryStorage::new()),
             Backend::Embedded => Arc::new(EmbeddedStorage::open(self.db_path())?),
-            Backend::Redis => {
-                let url = self.redis_url.clone().ok_or_else(|| {
-                    StorageError::Config("REDIS_URL: required when SPIRAL_STORAGE=redis".into())
-                })?;
-                let mut cfg = RedisConfig::new(url);
-                cfg.ca_path = self.redis_ca.clone();
-                cfg.allow_insecure = self.allow_insecure_redis;
-                cfg.cluster |= self.redis_cluster;
-                Arc::new(RedisStorage::connect(cfg).await?)
-            }
+            Backend::Redis => Arc::new(RedisStorage::connect(self.redis_config()?).await?),
         })
+    }
+
+    /// What the server runs on: the adapter behind the circuit breaker and degraded mode, and
+    /// the shared state (rate limits, token replay and revocation) — in the same Redis when
+    /// storage is Redis, so instances sharing it share those too; in process memory otherwise.
+    pub async fn open_for_server(
+        &self,
+        clock: SharedClock,
+    ) -> Result<(Arc<ResilientStorage>, crate::auth::Shared), StorageError> {
+        let (inner, shared): (SharedStorage, _) = match self.backend() {
+            Backend::Redis => {
+                let redis = Arc::new(RedisStorage::connect(self.redis_config()?).await?);
+                (redis.clone(), crate::auth::Shared::redis(redis))
+            }
+            _ => (self.open_adapter().await?, crate::auth::Shared::memory()),
+        };
+        let storage = Arc::new(ResilientStorage::new(inner, self.resilience(), clock));
+        Ok((storage, shared))
+    }
+
+    /// `Some(true)` when storage is Redis reached without TLS.
+    pub fn redis_tls_disabled(&self) -> Option<bool> {
+        (self.backend() == Backend::Redis).then(|| {
+            !self
+                .redis_url
+                .as_deref()
+                .unwrap_or("")
+                .split(',')
+                .all(|u| u.trim().starts_with("rediss://"))
+        })
+    }
+
+    fn redis_config(&self) -> Result<RedisConfig, StorageError> {
+        let url = self.redis_url.clone().ok_or_else(|| {
+            StorageError::Config("REDIS_URL: required when SPIRAL_STORAGE=redis".into())
+        })?;
+        let mut cfg = RedisConfig::new(url);
+        cfg.ca_path = self.redis_ca.clone();
+        cfg.allow_insecure = self.allow_insecure_redis;
+        cfg.cluster |= self.redis_cluster;
+        Ok(cfg)
     }
 
     /// The adapter wrapped in the circuit breaker and degraded mode, as the server runs it. The

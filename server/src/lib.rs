@@ -5,6 +5,10 @@
 //! for locks and atomics — so one seed replays one run, and loom can check the locking.
 //!
 //! # Layout
+//! - [`api`] — the surfaces: HTTP, the WebSocket command channel and event stream, [`api::serve`].
+//! - [`auth`] — JWT verification on the injected clock; replay, revocation and rate-limit state.
+//! - [`ratelimit`] — the token bucket decision, shared by the in-memory limiter and a Redis script.
+//! - [`metrics`] — every Prometheus series, rendered as text.
 //! - [`config`] — every setting with its env var, flag and default; validated once at start-up.
 //! - [`engine`] — the spiral memory engine: spirals, nodes, sigils, selection, GC, rebuild-stats,
 //!   meta snapshots. Synchronous state under one lock ([`engine::core`]), storage I/O outside it
@@ -14,12 +18,16 @@
 //! - [`repair`] — `spiral repair`: rebuild statistics against the configured storage and report.
 //! - [`planted`] — deliberately broken variants (feature `planted-bugs` only).
 
+pub mod api;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod metrics;
 #[cfg(feature = "planted-bugs")]
 pub mod planted;
+pub mod ratelimit;
 pub mod repair;
 pub mod resilience;
 pub mod rng;

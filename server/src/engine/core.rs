@@ -260,6 +260,12 @@ impl Core {
         parse_sigil(id, self.cfg.sigil_hash_slice)
     }
 
+    /// The tenant a node belongs to, while the core knows the node.
+    pub fn tenant_of(&self, id: &str) -> Option<Tenant> {
+        let key = self.key(id)?;
+        self.nodes.get(&key).map(|n| n.tenant.clone())
+    }
+
     fn id(&self, key: Sigil) -> String {
         format_sigil(key, self.cfg.sigil_hash_slice)
     }

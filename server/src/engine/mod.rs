@@ -113,8 +113,19 @@ pub struct RebuildReport {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", content = "data", rename_all = "snake_case")]
 pub enum EngineEvent {
-    Stored { id: String, spiral_id: String },
-    Collected { id: String, by_gc: bool },
+    /// `content` is the stored JSON, carried only while somebody subscribes (the event stream
+    /// relays it, sanitized, to the node's own tenant).
+    Stored {
+        id: String,
+        tenant: String,
+        spiral_id: String,
+        content: Value,
+    },
+    Collected {
+        id: String,
+        tenant: String,
+        by_gc: bool,
+    },
     Gc(GcReport),
     Rebuild(RebuildReport),
 }
@@ -251,6 +262,12 @@ impl Engine {
         };
         let value =
             serde_json::to_value(&record).map_err(|e| EngineError::Internal(e.to_string()))?;
+        // Copy the content for the event stream only when somebody listens.
+        let event_content = if self.inner.events.receiver_count() > 0 {
+            record.content
+        } else {
+            Value::Null
+        };
         let key = node_key(&r.id);
 
         if crate::planted!(AckBeforePersist) {
@@ -279,7 +296,9 @@ impl Engine {
         }
         self.publish(EngineEvent::Stored {
             id: stored.id.clone(),
+            tenant: tenant.to_owned(),
             spiral_id: stored.spiral_id.clone(),
+            content: event_content,
         });
         self.after_op().await;
         Ok(stored)
@@ -320,6 +339,7 @@ impl Engine {
         }
         self.publish(EngineEvent::Collected {
             id: id.to_owned(),
+            tenant: tenant.to_owned(),
             by_gc: false,
         });
         self.after_op().await;
@@ -417,11 +437,16 @@ impl Engine {
             } else {
                 (batch_estimate * 3 + took) / 4
             };
-            for id in batch {
+            let tenants: Vec<Option<Tenant>> = self
+                .inner
+                .core
+                .with(|c| batch.iter().map(|id| c.tenant_of(id)).collect())?;
+            for (id, tenant) in batch.iter().zip(tenants) {
                 if self.inner.core.gc_commit(id)? {
                     collected += 1;
                     self.publish(EngineEvent::Collected {
                         id: id.clone(),
+                        tenant: tenant.as_deref().unwrap_or_default().to_owned(),
                         by_gc: true,
                     });
                 }

@@ -10,6 +10,7 @@
 //! - concurrent writers to one key: the last writer wins, never a torn value.
 
 pub mod embedded;
+pub mod instrumented;
 pub mod memory;
 pub mod redis;
 

@@ -622,6 +622,45 @@ impl RedisStorage {
         &self.namespace
     }
 
+    /// `key` in this adapter's namespace, for state that is not a stored node (rate-limit
+    /// buckets, token replay and revocation marks). Each such key is used alone, so it needs no
+    /// hash tag in a cluster.
+    pub fn namespaced(&self, key: &str) -> String {
+        format!("{}:{key}", self.namespace)
+    }
+
+    /// Run one command under the adapter's timeouts and re-dialling. `label` names it in errors.
+    pub async fn query<T: redis::FromRedisValue + Send>(
+        &self,
+        label: &str,
+        cmd: redis::Cmd,
+    ) -> StorageResult<T> {
+        self.call(label, |mut c| async move { cmd.query_async(&mut c).await })
+            .await
+    }
+
+    /// Run a script (`EVALSHA`, loading it on a miss) under the adapter's timeouts.
+    pub async fn invoke<T: redis::FromRedisValue + Send>(
+        &self,
+        label: &str,
+        script: &Script,
+        keys: &[String],
+        args: &[String],
+    ) -> StorageResult<T> {
+        let mut inv = script.prepare_invoke();
+        for k in keys {
+            inv.key(k);
+        }
+        for a in args {
+            inv.arg(a);
+        }
+        self.call(
+            label,
+            |mut c| async move { inv.invoke_async::<T>(&mut c).await },
+        )
+        .await
+    }
+
     /// Run one request under the response timeout; failures that spoil the connection drop it.
     async fn call<T, Fut>(&self, key: &str, request: impl FnOnce(Conn) -> Fut) -> StorageResult<T>
     where

@@ -1,0 +1,279 @@
+//! Settings of the server's surfaces (SPEC §1.1–§1.4, §1.8): [`ServerConfig`] with documented
+//! defaults for library users (tests, the harness), and [`ServeArgs`], the flags and env vars of
+//! `spiral serve`, which validate into it with errors that name the variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, builder::BoolishValueParser};
+
+use crate::auth::KeyConfig;
+use crate::ratelimit::Limit;
+
+/// Everything the surfaces need besides the engine, storage and keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Users refused even with a valid token (`BLOCKED_USERS`).
+    pub blocked_users: Vec<String>,
+    /// Admit WebSocket clients without a token as `anonymous` (`ALLOW_ANONYMOUS_WS`).
+    pub allow_anonymous_ws: bool,
+    /// WebSocket handshakes and messages per user (`WS_RATE_LIMIT` per `WS_RATE_WINDOW`).
+    pub ws_rate: Limit,
+    /// Store operations per user (`SPIRAL_RATE_LIMIT`).
+    pub store_rate: Limit,
+    /// HTTP requests per user (`HTTP_RATE_LIMIT`), blocking for `RATE_LIMIT_BLOCK_SECONDS` once hit.
+    pub http_rate: Limit,
+    /// Event-stream frames per second per client.
+    pub stream_frames_per_s: u64,
+    pub ws_ping_interval_ms: u64,
+    pub ws_idle_timeout_ms: u64,
+    /// Outbound frames queued per connection before new ones are dropped (`WS_SEND_QUEUE`).
+    pub ws_send_queue: usize,
+    /// Open WebSocket connections, both ports together (`SPIRAL_MAX_CONNECTIONS`).
+    pub max_connections: usize,
+    /// Largest WebSocket message and HTTP body (`SPIRAL_MAX_MESSAGE_SIZE`, bytes).
+    pub max_message_size: usize,
+    /// Event-stream heartbeat period.
+    pub heartbeat_interval_ms: u64,
+    /// How often a background probe looks for storage after an outage.
+    pub recovery_period_ms: u64,
+    /// Lifetime of tokens minted by `/auth/refresh` when the old token had no `iat`.
+    pub refresh_lifetime_s: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            blocked_users: Vec::new(),
+            allow_anonymous_ws: false,
+            ws_rate: Limit::new(100, 10_000, 0),
+            store_rate: Limit::new(100, 10_000, 0),
+            http_rate: Limit::new(100, 10_000, 60_000),
+            stream_frames_per_s: 20,
+            ws_ping_interval_ms: 30_000,
+            ws_idle_timeout_ms: 300_000,
+            ws_send_queue: 256,
+            max_connections: 1000,
+            max_message_size: 1024 * 1024,
+            heartbeat_interval_ms: 1000,
+            recovery_period_ms: 1000,
+            refresh_lifetime_s: 3600,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The per-client frame limit of the event stream.
+    pub fn stream_limit(&self) -> Limit {
+        Limit::new(self.stream_frames_per_s, 1000, 0)
+    }
+}
+
+/// Flags and env vars of `spiral serve` (storage and engine settings are flattened beside these).
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// HTTP address.
+    #[arg(
+        long = "http-addr",
+        env = "SPIRAL_HTTP_ADDR",
+        value_name = "SPIRAL_HTTP_ADDR",
+        default_value = "127.0.0.1:3000"
+    )]
+    pub http_addr: SocketAddr,
+    /// WebSocket command channel address.
+    #[arg(
+        long = "ws-addr",
+        env = "SPIRAL_WS_ADDR",
+        value_name = "SPIRAL_WS_ADDR",
+        default_value = "127.0.0.1:3001"
+    )]
+    pub ws_addr: SocketAddr,
+    /// WebSocket event stream address.
+    #[arg(
+        long = "stream-addr",
+        env = "SPIRAL_STREAM_ADDR",
+        value_name = "SPIRAL_STREAM_ADDR",
+        default_value = "127.0.0.1:3002"
+    )]
+    pub stream_addr: SocketAddr,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// Comma-separated users refused even with a valid token.
+    #[arg(
+        long = "blocked-users",
+        env = "BLOCKED_USERS",
+        value_name = "BLOCKED_USERS",
+        default_value = ""
+    )]
+    pub blocked_users: String,
+    /// Admit WebSocket clients without a token as user `anonymous`.
+    #[arg(long = "allow-anonymous-ws", env = "ALLOW_ANONYMOUS_WS", value_name = "ALLOW_ANONYMOUS_WS",
+          action = ArgAction::Set, value_parser = BoolishValueParser::new(), default_value = "false")]
+    pub allow_anonymous_ws: bool,
+    /// WebSocket handshakes and messages per user per WS_RATE_WINDOW.
+    #[arg(long = "ws-rate-limit", env = "WS_RATE_LIMIT", value_name = "WS_RATE_LIMIT", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub ws_rate_limit: u64,
+    /// Window of WS_RATE_LIMIT (s).
+    #[arg(long = "ws-rate-window", env = "WS_RATE_WINDOW", value_name = "WS_RATE_WINDOW", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub ws_rate_window: u64,
+    /// Store operations per user: `<requests>,<window seconds>`.
+    #[arg(
+        long = "store-rate-limit",
+        env = "SPIRAL_RATE_LIMIT",
+        value_name = "SPIRAL_RATE_LIMIT",
+        default_value = "100,10"
+    )]
+    pub store_rate_limit: String,
+    /// HTTP requests per user: `<requests>,<window seconds>`.
+    #[arg(
+        long = "http-rate-limit",
+        env = "HTTP_RATE_LIMIT",
+        value_name = "HTTP_RATE_LIMIT",
+        default_value = "100,10"
+    )]
+    pub http_rate_limit: String,
+    /// How long a user who hit the HTTP limit stays refused (s).
+    #[arg(
+        long = "rate-limit-block-seconds",
+        env = "RATE_LIMIT_BLOCK_SECONDS",
+        value_name = "RATE_LIMIT_BLOCK_SECONDS",
+        default_value_t = 60
+    )]
+    pub rate_limit_block_seconds: u64,
+    /// Event-stream frames per second per client; the excess is dropped.
+    #[arg(long = "stream-max-fps", env = "SPIRAL_STREAM_MAX_FPS", value_name = "SPIRAL_STREAM_MAX_FPS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub stream_max_fps: u64,
+    /// Server ping period (ms); two missed pongs close with 4001.
+    #[arg(long = "ws-ping-interval-ms", env = "WS_PING_INTERVAL_MS", value_name = "WS_PING_INTERVAL_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    pub ws_ping_interval_ms: u64,
+    /// No data message for this long closes with 4000 (ms).
+    #[arg(long = "ws-idle-timeout-ms", env = "WS_IDLE_TIMEOUT_MS", value_name = "WS_IDLE_TIMEOUT_MS", default_value_t = 300_000,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    pub ws_idle_timeout_ms: u64,
+    /// Outbound frames queued per connection before new ones are dropped.
+    #[arg(long = "ws-send-queue", env = "WS_SEND_QUEUE", value_name = "WS_SEND_QUEUE", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub ws_send_queue: u64,
+    /// Open WebSocket connections (both ports); more handshakes get 503.
+    #[arg(long = "max-connections", env = "SPIRAL_MAX_CONNECTIONS", value_name = "SPIRAL_MAX_CONNECTIONS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+    /// Largest WebSocket message or HTTP body (bytes); larger frames close with 1009.
+    #[arg(long = "max-message-size", env = "SPIRAL_MAX_MESSAGE_SIZE", value_name = "SPIRAL_MAX_MESSAGE_SIZE", default_value_t = 1_048_576,
+          value_parser = clap::value_parser!(u64).range(1024..=67_108_864))]
+    pub max_message_size: u64,
+}
+
+/// Key settings (SPEC §1.2), shared by `spiral serve` and `spiral token`.
+#[derive(Debug, Clone, Args)]
+pub struct KeyArgs {
+    /// HS256 secret (at least 32 bytes).
+    #[arg(
+        long = "jwt-secret",
+        env = "JWT_SECRET",
+        value_name = "JWT_SECRET",
+        hide_env_values = true
+    )]
+    pub jwt_secret: Option<String>,
+    /// The secret being rotated out; still accepted for verification.
+    #[arg(
+        long = "jwt-secret-previous",
+        env = "JWT_SECRET_PREVIOUS",
+        value_name = "JWT_SECRET_PREVIOUS",
+        hide_env_values = true
+    )]
+    pub jwt_secret_previous: Option<String>,
+    /// RS256 public key(s): a JWK or JWKS as JSON, or a file holding one.
+    #[arg(long = "jwk", env = "JWK", value_name = "JWK")]
+    pub jwk: Option<String>,
+    /// RS256 private key (PEM file), to mint tokens with JWK.
+    #[arg(
+        long = "jwt-private-key",
+        env = "JWT_PRIVATE_KEY",
+        value_name = "JWT_PRIVATE_KEY"
+    )]
+    pub jwt_private_key: Option<PathBuf>,
+}
+
+impl KeyArgs {
+    pub fn key_config(&self) -> KeyConfig {
+        KeyConfig {
+            jwt_secret: self.jwt_secret.clone(),
+            jwt_secret_previous: self.jwt_secret_previous.clone(),
+            jwk: self.jwk.clone(),
+            jwt_private_key: self.jwt_private_key.clone(),
+        }
+    }
+}
+
+impl ServeArgs {
+    /// The validated configuration; an error names the variable.
+    pub fn server_config(&self) -> Result<ServerConfig, String> {
+        let block_ms = self.rate_limit_block_seconds.saturating_mul(1000);
+        let blocked_users = self
+            .blocked_users
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect();
+        Ok(ServerConfig {
+            blocked_users,
+            allow_anonymous_ws: self.allow_anonymous_ws,
+            ws_rate: Limit::new(self.ws_rate_limit, self.ws_rate_window * 1000, 0),
+            store_rate: Limit::parse("SPIRAL_RATE_LIMIT", &self.store_rate_limit, 0)?,
+            http_rate: Limit::parse("HTTP_RATE_LIMIT", &self.http_rate_limit, block_ms)?,
+            stream_frames_per_s: self.stream_max_fps,
+            ws_ping_interval_ms: self.ws_ping_interval_ms,
+            ws_idle_timeout_ms: self.ws_idle_timeout_ms,
+            ws_send_queue: self.ws_send_queue as usize,
+            max_connections: self.max_connections as usize,
+            max_message_size: self.max_message_size as usize,
+            ..ServerConfig::default()
+        })
+    }
+}
+
+#[cfg(all(test, not(spiral_loom)))]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn flag_defaults_are_the_library_defaults() {
+        let cli = Cli::try_parse_from(["spiral"]).unwrap();
+        assert_eq!(cli.serve.server_config().unwrap(), ServerConfig::default());
+        assert_eq!(cli.serve.http_addr.to_string(), "127.0.0.1:3000");
+        assert_eq!(cli.serve.ws_addr.to_string(), "127.0.0.1:3001");
+        assert_eq!(cli.serve.stream_addr.to_string(), "127.0.0.1:3002");
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let e = Cli::try_parse_from(["spiral", "--ws-addr", "nowhere"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("SPIRAL_WS_ADDR"), "{e}");
+        let e = Cli::try_parse_from(["spiral", "--max-connections", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("SPIRAL_MAX_CONNECTIONS"), "{e}");
+        let cli = Cli::try_parse_from(["spiral", "--store-rate-limit", "ten"]).unwrap();
+        assert!(
+            cli.serve
+                .server_config()
+                .unwrap_err()
+                .contains("SPIRAL_RATE_LIMIT")
+        );
+    }
+}

@@ -1,0 +1,380 @@
+//! The server's surfaces (SPEC §1.1–§1.4): HTTP on one listener, the WebSocket command channel on
+//! a second, the event stream on a third. [`serve`] takes listeners that are already bound — any
+//! `axum::serve::Listener` — so the same code runs on real sockets and on the simulator's.
+//!
+//! # Layout
+//! - [`config`] — [`ServerConfig`] and the flags of `spiral serve`.
+//! - [`error`] — [`ApiError`], the one error type every surface renders.
+//! - [`http`] — routes, the auth and rate-limit middleware, health, status and metrics.
+//! - [`ws`] — the command channel: handshake checks, envelope, commands, heartbeats, close codes.
+//! - [`stream`] — the event stream: the hub that relays engine events, sanitization, frame limits.
+//! - [`client`] — a minimal HTTP/1.1 client over any byte stream (the CLI, tests, the harness).
+//! - this module — [`AppState`], the connection registry and [`serve`].
+
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod stream;
+pub mod ws;
+
+use std::collections::BTreeMap;
+use std::future::{Future, IntoFuture};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::serve::Listener;
+use tokio::sync::{broadcast, watch};
+
+pub use config::{KeyArgs, ServeArgs, ServerConfig};
+pub use error::ApiError;
+
+use crate::auth::{Keys, Principal, Reject, Shared};
+use crate::clock::SharedClock;
+use crate::engine::{Engine, EngineConfig, RebuildReport};
+use crate::error::EngineError;
+use crate::metrics::{Metrics, Snapshot};
+use crate::resilience::ResilientStorage;
+use crate::rng::SharedRng;
+use crate::storage::instrumented::Instrumented;
+
+/// Everything a request handler needs. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub struct Inner {
+    pub engine: Engine,
+    pub storage: Arc<ResilientStorage>,
+    pub shared: Arc<Shared>,
+    pub keys: Keys,
+    pub clock: SharedClock,
+    pub cfg: ServerConfig,
+    pub metrics: Arc<Metrics>,
+    pub conns: Connections,
+    pub rng: SharedRng,
+    /// Frames the stream hub relays to stream clients.
+    pub hub: broadcast::Sender<Arc<stream::Frame>>,
+    /// `Some(true)` when storage is Redis without TLS.
+    pub redis_tls_disabled: Option<bool>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+/// What [`AppState::open`] needs.
+#[derive(Debug)]
+pub struct Parts {
+    pub storage: Arc<ResilientStorage>,
+    pub shared: Arc<Shared>,
+    pub keys: Keys,
+    pub clock: SharedClock,
+    pub cfg: ServerConfig,
+    pub engine: EngineConfig,
+    /// Seeds the engine's RNG and the server's (token ids).
+    pub seed: u64,
+    pub redis_tls_disabled: Option<bool>,
+}
+
+impl AppState {
+    /// Open the engine over the storage (timed into the metrics) and assemble the state. The
+    /// rebuild report of the open is returned for the caller to log.
+    pub async fn open(p: Parts) -> Result<(AppState, RebuildReport), EngineError> {
+        let metrics = Arc::new(Metrics::new());
+        let timed = Arc::new(Instrumented::new(
+            p.storage.clone(),
+            metrics.clone(),
+            p.clock.clone(),
+        ));
+        let (engine, report) = Engine::open(timed, p.engine, p.clock.clone(), p.seed).await?;
+        let (hub, _) = broadcast::channel(1024);
+        let state = AppState {
+            inner: Arc::new(Inner {
+                engine,
+                storage: p.storage,
+                shared: p.shared,
+                keys: p.keys,
+                clock: p.clock,
+                conns: Connections::new(p.cfg.max_connections),
+                cfg: p.cfg,
+                metrics,
+                rng: SharedRng::new(p.seed ^ 0x5eed_70c3),
+                hub,
+                redis_tls_disabled: p.redis_tls_disabled,
+            }),
+        };
+        Ok((state, report))
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.unix_ms()
+    }
+
+    /// Verify a token and apply the block list and revocations. Counts nothing; callers count
+    /// by surface.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, Reject> {
+        let now_ms = self.now_ms();
+        let claims = self.keys.verify(token, now_ms)?;
+        if self.cfg.blocked_users.iter().any(|u| *u == claims.sub) {
+            return Err(Reject::Blocked);
+        }
+        let issued_ms = claims.iat.unwrap_or(0).saturating_mul(1000);
+        if self
+            .shared
+            .is_revoked(claims.jti.as_deref(), &claims.sub, issued_ms, now_ms)
+            .await
+        {
+            return Err(Reject::Revoked);
+        }
+        Ok(Principal {
+            claims,
+            anonymous: false,
+        })
+    }
+
+    /// The scrape-time values of the metrics.
+    pub fn snapshot(&self) -> Snapshot {
+        let status = self.storage.status();
+        let (heap_bytes, rss_bytes) = crate::metrics::process_memory();
+        Snapshot {
+            gc_backlog: self.engine.gc_backlog().unwrap_or(0),
+            memories_total: self.engine.total().unwrap_or(0),
+            breaker_state: status.breaker_state,
+            breaker_opens: status.opens_total,
+            eventbus_backlog: self.hub.len() as u64,
+            heap_bytes,
+            rss_bytes,
+            redis_tls_disabled: self.redis_tls_disabled,
+            journal_len: status.journal_len as u64,
+            shared_state_fallbacks: self.shared.fallbacks(),
+        }
+    }
+
+    /// A fresh token id from the seeded RNG.
+    pub fn new_jti(&self) -> String {
+        format!("{:016x}{:016x}", self.rng.next_u64(), self.rng.next_u64())
+    }
+}
+
+/// The breaker state as `/status` and the stream name it.
+pub fn breaker_name(state: u8) -> &'static str {
+    match state {
+        0 => "closed",
+        1 => "open",
+        2 => "half_open",
+        _ => "unknown",
+    }
+}
+
+/// Open WebSocket connections: the cap, the per-user count, and a way to close them by subject
+/// (revocation) or all at once (shutdown).
+#[derive(Debug)]
+pub struct Connections {
+    max: usize,
+    open: AtomicUsize,
+    next_id: AtomicU64,
+    table: Mutex<Table>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    by_id: BTreeMap<u64, Entry>,
+    users: BTreeMap<String, usize>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    sub: String,
+    jti: Option<String>,
+    close: watch::Sender<Option<u16>>,
+}
+
+/// A reserved place under the connection cap, given back on drop.
+#[derive(Debug)]
+pub struct Slot {
+    conns: Arc<Inner>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.conns.conns.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A registered connection; deregisters on drop. `closed` yields the close code the server
+/// wants (4003 revoked, 1001 shutting down).
+#[derive(Debug)]
+pub struct Registered {
+    pub id: u64,
+    pub closed: watch::Receiver<Option<u16>>,
+    state: AppState,
+    _slot: Slot,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let c = &self.state.conns;
+        let mut t = c.table.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(e) = t.by_id.remove(&self.id) {
+            if let Some(n) = t.users.get_mut(&e.sub) {
+                *n -= 1;
+                if *n == 0 {
+                    t.users.remove(&e.sub);
+                }
+            }
+        }
+        self.state
+            .metrics
+            .ws_active_connections
+            .set(t.by_id.len() as i64);
+        self.state.metrics.ws_active_users.set(t.users.len() as i64);
+    }
+}
+
+impl Connections {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            open: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            table: Mutex::new(Table::default()),
+        }
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    pub fn users(&self) -> usize {
+        self.table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .users
+            .len()
+    }
+
+    /// Take a place under the cap, or `None` when full.
+    pub fn reserve(state: &AppState) -> Option<Slot> {
+        let c = &state.conns;
+        c.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < c.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot {
+                conns: state.inner.clone(),
+            })
+    }
+
+    /// Register an upgraded connection.
+    pub fn register(state: &AppState, slot: Slot, who: &Principal) -> Registered {
+        let c = &state.conns;
+        let id = c.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = watch::channel(None);
+        let mut t = c.table.lock().unwrap_or_else(PoisonError::into_inner);
+        t.by_id.insert(
+            id,
+            Entry {
+                sub: who.claims.sub.clone(),
+                jti: who.claims.jti.clone(),
+                close: tx,
+            },
+        );
+        *t.users.entry(who.claims.sub.clone()).or_insert(0) += 1;
+        state
+            .metrics
+            .ws_active_connections
+            .set(t.by_id.len() as i64);
+        state.metrics.ws_active_users.set(t.users.len() as i64);
+        Registered {
+            id,
+            closed: rx,
+            state: state.clone(),
+            _slot: slot,
+        }
+    }
+
+    /// Ask every connection of `sub` (or holding `jti`) to close with `code`; how many.
+    pub fn close_matching(&self, sub: Option<&str>, jti: Option<&str>, code: u16) -> usize {
+        let t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut n = 0;
+        for e in t.by_id.values() {
+            let hit =
+                sub.is_some_and(|s| s == e.sub) || jti.is_some_and(|j| Some(j) == e.jti.as_deref());
+            if hit {
+                let _ = e.close.send(Some(code));
+                n += 1;
+            }
+        }
+        n
+    }
+
+    pub fn close_all(&self, code: u16) {
+        let t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        for e in t.by_id.values() {
+            let _ = e.close.send(Some(code));
+        }
+    }
+}
+
+/// The three listeners of a server.
+#[derive(Debug)]
+pub struct Listeners<H, W, S> {
+    pub http: H,
+    pub ws: W,
+    pub stream: S,
+}
+
+/// Serve until `shutdown` completes, then stop accepting, close open WebSockets with 1001
+/// (going away) and let in-flight HTTP requests finish.
+pub async fn serve<H, W, S>(
+    listeners: Listeners<H, W, S>,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    H: Listener,
+    H::Addr: std::fmt::Debug,
+    W: Listener,
+    W::Addr: std::fmt::Debug,
+    S: Listener,
+    S::Addr: std::fmt::Debug,
+{
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let hub = tokio::spawn(stream::hub(state.clone(), stop_rx.clone()));
+    let recovery = state
+        .storage
+        .spawn_recovery(Duration::from_millis(state.cfg.recovery_period_ms));
+    let stopper = {
+        let state = state.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: closing WebSockets, finishing requests");
+            let _ = stop_tx.send(true);
+            state.conns.close_all(1001);
+        }
+    };
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let http = axum::serve(listeners.http, http::router(state.clone()))
+        .with_graceful_shutdown(stopped(stop_rx.clone()))
+        .into_future();
+    let ws = axum::serve(listeners.ws, ws::router(state.clone()))
+        .with_graceful_shutdown(stopped(stop_rx.clone()))
+        .into_future();
+    let st = axum::serve(listeners.stream, stream::router(state.clone()))
+        .with_graceful_shutdown(stopped(stop_rx.clone()))
+        .into_future();
+    let (_, a, b, c) = tokio::join!(stopper, http, ws, st);
+    recovery.abort();
+    hub.abort();
+    a.and(b).and(c)
+}

@@ -1,0 +1,494 @@
+//! The WebSocket command channel (SPEC §1.4) and what both WebSocket ports share: the handshake
+//! checks, answered with an HTTP status before any upgrade (503 at the cap, 401 with a reason,
+//! 403 without the stream scope, 429 over the handshake limit), and the [`Outbox`] that writes
+//! a connection's frames from a bounded queue.
+//!
+//! A connection closes with 4000 after `WS_IDLE_TIMEOUT_MS` without a data message, 4001 after
+//! two pings went unanswered, 4003 when its subject or token is revoked, 1009 on an oversized
+//! message, 1001 when the server shuts down. Bad input never closes it: malformed JSON, unknown
+//! commands and bad arguments each get an error envelope.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::http::{VERSION, admit_store, spiral_stats};
+use super::{ApiError, AppState, Connections, Registered, Slot};
+use crate::auth::{Principal, Reject, STREAM_SCOPE, looks_like_jwt, token_from};
+use crate::clock::Instant;
+use crate::engine::StoreRequest;
+
+/// The command-channel router: the upgrade on `/` and `/ws`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", any(upgrade))
+        .route("/ws", any(upgrade))
+        .fallback(|| async { ApiError::NotFound })
+        .with_state(state)
+}
+
+/// Which port a handshake is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    Commands,
+    Stream,
+}
+
+/// An admitted handshake.
+#[derive(Debug)]
+pub struct Admitted {
+    pub who: Principal,
+    pub slot: Slot,
+    /// The subprotocol to answer with, when the client offered any.
+    pub protocol: Option<String>,
+}
+
+/// Every check a handshake must pass, in order: the cap, the token, the scope, the handshake
+/// bucket, and last the single use of its `jti` (so a refused handshake does not burn it).
+pub async fn admit(
+    st: &AppState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    port: Port,
+) -> Result<Admitted, ApiError> {
+    let slot = Connections::reserve(st).ok_or(ApiError::OverCapacity {
+        retry_after_ms: 1000,
+    })?;
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let protocols = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok());
+    let fail = |r: Reject| {
+        st.metrics.ws_auth_attempts.inc(&[r.label()]);
+        ApiError::Unauthorized(r)
+    };
+    let who = match token_from(auth, query, protocols) {
+        None if st.cfg.allow_anonymous_ws => Principal::anonymous(),
+        None => return Err(fail(Reject::Missing)),
+        Some(t) => st.authenticate(&t).await.map_err(fail)?,
+    };
+    if port == Port::Stream && !who.claims.has_scope(STREAM_SCOPE) {
+        st.metrics.ws_scope_reject.inc();
+        return Err(ApiError::Forbidden("scope `metacog.stream` required"));
+    }
+    let now_ms = st.now_ms();
+    let d = st
+        .shared
+        .rate(&format!("ws:{}", who.user()), &st.cfg.ws_rate, now_ms)
+        .await;
+    if !d.allowed {
+        st.metrics.rate_limit_exceeded.inc(&["ws_handshake"]);
+        return Err(ApiError::RateLimited {
+            retry_after_ms: d.retry_after_ms,
+        });
+    }
+    if let Some(jti) = who.claims.jti.as_deref().filter(|_| !who.anonymous) {
+        let until_ms = who
+            .claims
+            .exp
+            .saturating_add(crate::auth::LEEWAY_S)
+            .saturating_mul(1000);
+        if !st.shared.claim_jti(jti, now_ms, until_ms).await {
+            return Err(fail(Reject::Replayed));
+        }
+    }
+    st.metrics.ws_auth_attempts.inc(&["ok"]);
+    let protocol = protocols.and_then(|p| {
+        let offered: Vec<&str> = p.split(',').map(str::trim).collect();
+        offered
+            .iter()
+            .find(|s| **s == "spiral")
+            .or_else(|| offered.iter().find(|s| looks_like_jwt(s)))
+            .map(|s| (*s).to_owned())
+    });
+    Ok(Admitted {
+        who,
+        slot,
+        protocol,
+    })
+}
+
+/// Apply the size limit and the chosen subprotocol to an upgrade.
+pub fn configure(
+    ws: WebSocketUpgrade,
+    st: &AppState,
+    protocol: Option<String>,
+) -> WebSocketUpgrade {
+    let ws = ws
+        .max_message_size(st.cfg.max_message_size)
+        .max_frame_size(st.cfg.max_message_size);
+    match protocol {
+        Some(p) => ws.protocols([p]),
+        None => ws,
+    }
+}
+
+async fn upgrade(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let Ok(ws) = ws else {
+        return ApiError::BadRequest("expected a WebSocket upgrade".into()).into_response();
+    };
+    match admit(&st, &headers, query.as_deref(), Port::Commands).await {
+        Err(e) => e.into_response(),
+        Ok(a) => {
+            let st2 = st.clone();
+            configure(ws, &st, a.protocol).on_upgrade(move |socket| run(st2, socket, a.who, a.slot))
+        }
+    }
+}
+
+/// One outbound frame; `since` is when the event behind it happened (for publish lag).
+pub type Outgoing = (Message, Option<Instant>);
+
+/// The writing half of a connection: a bounded queue drained by a writer task. When the queue
+/// is full a new frame is dropped and counted in `ws_backpressure_drops_total`; a close goes
+/// around the queue.
+#[derive(Debug)]
+pub struct Outbox {
+    tx: mpsc::Sender<Outgoing>,
+    close_tx: Option<oneshot::Sender<(u16, &'static str)>>,
+    writer: JoinHandle<()>,
+    st: AppState,
+}
+
+impl Outbox {
+    pub fn spawn(mut sink: SplitSink<WebSocket, Message>, st: &AppState) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Outgoing>(st.cfg.ws_send_queue.max(1));
+        let (close_tx, mut close_rx) = oneshot::channel::<(u16, &'static str)>();
+        let m = st.metrics.clone();
+        let clock = st.clock.clone();
+        let writer = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    close = &mut close_rx => {
+                        if let Ok((code, reason)) = close {
+                            let frame = CloseFrame { code, reason: reason.into() };
+                            let _ = sink.send(Message::Close(Some(frame))).await;
+                        }
+                        break;
+                    }
+                    next = rx.recv() => {
+                        let Some((msg, since)) = next else { break };
+                        let bytes = match &msg {
+                            Message::Text(t) => t.len(),
+                            Message::Binary(b) => b.len(),
+                            _ => 0,
+                        };
+                        if sink.send(msg).await.is_err() {
+                            break;
+                        }
+                        m.ws_messages_out.inc();
+                        m.ws_bytes_out.add(bytes as u64);
+                        if let Some(t0) = since {
+                            let lag = clock.now().saturating_duration_since(t0);
+                            m.eventbus_publish_lag_ms.observe(lag.as_secs_f64() * 1000.0);
+                        }
+                    }
+                }
+            }
+            let _ = sink.close().await;
+        });
+        Self {
+            tx,
+            close_tx: Some(close_tx),
+            writer,
+            st: st.clone(),
+        }
+    }
+
+    /// Queue a frame; false (and counted) if the queue was full.
+    pub fn send(&self, msg: Message, since: Option<Instant>) -> bool {
+        match self.tx.try_send((msg, since)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.st.metrics.ws_backpressure_drops.inc();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    pub fn send_json(&self, v: &Value) -> bool {
+        self.send(Message::Text(v.to_string().into()), None)
+    }
+
+    /// Close with `code`, giving the writer a moment to deliver the close frame.
+    pub async fn close(mut self, code: u16, reason: &'static str) {
+        self.st.metrics.ws_closes.inc(&[&code.to_string()]);
+        if let Some(tx) = self.close_tx.take() {
+            let _ = tx.send((code, reason));
+        }
+        self.finish().await;
+    }
+
+    /// Wait briefly for the writer to end, then stop it.
+    pub async fn finish(mut self) {
+        self.close_tx.take();
+        if tokio::time::timeout(Duration::from_secs(2), &mut self.writer)
+            .await
+            .is_err()
+        {
+            self.writer.abort();
+        }
+    }
+}
+
+/// Whether a read error is tungstenite refusing a message over the size limit.
+pub fn is_oversized(e: &axum::Error) -> bool {
+    use std::error::Error as _;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(s) = source {
+        if let Some(t) = s.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
+            return matches!(t, tokio_tungstenite::tungstenite::Error::Capacity(_));
+        }
+        source = s.source();
+    }
+    e.to_string().contains("Space limit exceeded") || e.to_string().contains("too long")
+}
+
+/// Why a connection loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The client closed or vanished: nothing to send.
+    Gone,
+    Close(u16, &'static str),
+}
+
+/// Liveness bookkeeping shared by both ports: pings, missed pongs, revocation re-checks.
+pub struct Heartbeat {
+    pub ticker: tokio::time::Interval,
+    pub missed: u32,
+    seq: u64,
+}
+
+impl Heartbeat {
+    pub fn new(st: &AppState) -> Self {
+        let period = Duration::from_millis(st.cfg.ws_ping_interval_ms);
+        let mut ticker = tokio::time::interval_at(st.clock.now() + period, period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            ticker,
+            missed: 0,
+            seq: 0,
+        }
+    }
+
+    /// A tick: close with 4001 if two pings went unanswered, 4003 if the token was revoked
+    /// elsewhere, else send the next ping.
+    pub async fn tick(&mut self, st: &AppState, who: &Principal, out: &Outbox) -> Option<Ending> {
+        if self.missed >= 2 {
+            return Some(Ending::Close(4001, "no pong to two pings"));
+        }
+        if !who.anonymous {
+            let c = &who.claims;
+            let issued_ms = c.iat.unwrap_or(0).saturating_mul(1000);
+            if st
+                .shared
+                .is_revoked(c.jti.as_deref(), &c.sub, issued_ms, st.now_ms())
+                .await
+            {
+                return Some(Ending::Close(4003, "token revoked"));
+            }
+        }
+        self.missed += 1;
+        self.seq += 1;
+        out.send(Message::Ping(self.seq.to_be_bytes().to_vec().into()), None);
+        None
+    }
+}
+
+/// The close the registry asks for: 4003 revoked, 1001 shutdown.
+pub fn registry_close(code: Option<u16>) -> Ending {
+    match code {
+        Some(4003) => Ending::Close(4003, "token revoked"),
+        Some(c) => Ending::Close(c, "server shutting down"),
+        None => Ending::Gone,
+    }
+}
+
+async fn run(st: AppState, socket: WebSocket, who: Principal, slot: Slot) {
+    let mut reg: Registered = Connections::register(&st, slot, &who);
+    let (sink, mut incoming) = socket.split();
+    let out = Outbox::spawn(sink, &st);
+    out.send_json(&json!({
+        "type": "welcome",
+        "connection_id": reg.id,
+        "user": who.user(),
+        "tenant": who.tenant(),
+        "server": "spiral",
+        "version": VERSION,
+        "ping_interval_ms": st.cfg.ws_ping_interval_ms,
+        "idle_timeout_ms": st.cfg.ws_idle_timeout_ms,
+        "max_message_size": st.cfg.max_message_size,
+    }));
+    let idle_for = Duration::from_millis(st.cfg.ws_idle_timeout_ms);
+    let idle = tokio::time::sleep_until(st.clock.now() + idle_for);
+    tokio::pin!(idle);
+    let mut beat = Heartbeat::new(&st);
+    let ending = loop {
+        tokio::select! {
+            biased;
+            changed = reg.closed.changed() => {
+                let code = if changed.is_ok() { *reg.closed.borrow() } else { None };
+                break registry_close(code);
+            }
+            msg = incoming.next() => match msg {
+                None | Some(Ok(Message::Close(_))) => break Ending::Gone,
+                Some(Err(e)) if is_oversized(&e) => break Ending::Close(1009, "message too big"),
+                Some(Err(_)) => break Ending::Gone,
+                Some(Ok(Message::Pong(_))) => beat.missed = 0,
+                Some(Ok(Message::Ping(_))) => {}
+                Some(Ok(Message::Text(text))) => {
+                    idle.as_mut().reset(st.clock.now() + idle_for);
+                    st.metrics.ws_messages_in.inc();
+                    let reply = handle_text(&st, &who, text.as_str()).await;
+                    out.send_json(&reply);
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    idle.as_mut().reset(st.clock.now() + idle_for);
+                    st.metrics.ws_messages_in.inc();
+                    let e = ApiError::BadRequest("binary frames are not accepted; send JSON text".into());
+                    out.send_json(&error_envelope(&Value::Null, &e));
+                }
+            },
+            _ = beat.ticker.tick() => {
+                if let Some(end) = beat.tick(&st, &who, &out).await {
+                    break end;
+                }
+            }
+            () = &mut idle => break Ending::Close(4000, "idle timeout"),
+        }
+    };
+    match ending {
+        Ending::Close(code, reason) => out.close(code, reason).await,
+        Ending::Gone => out.finish().await,
+    }
+    drop(reg);
+}
+
+/// A command from the client.
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    id: Value,
+    #[serde(rename = "type", default)]
+    _kind: Option<String>,
+    command: Option<String>,
+    #[serde(default)]
+    args: Value,
+}
+
+pub fn error_envelope(id: &Value, e: &ApiError) -> Value {
+    json!({"id": id, "type": "error", "error": e.body()})
+}
+
+/// One text message in, one envelope out. Never fails: every problem is an error envelope.
+pub async fn handle_text(st: &AppState, who: &Principal, text: &str) -> Value {
+    let d = st
+        .shared
+        .rate(&format!("ws:{}", who.user()), &st.cfg.ws_rate, st.now_ms())
+        .await;
+    // The id, if the message has one, even when it is over the limit.
+    let env: Result<Envelope, _> = serde_json::from_str(text);
+    let id = env.as_ref().map(|e| e.id.clone()).unwrap_or(Value::Null);
+    if !d.allowed {
+        st.metrics.rate_limit_exceeded.inc(&["ws_message"]);
+        let e = ApiError::RateLimited {
+            retry_after_ms: d.retry_after_ms,
+        };
+        return error_envelope(&id, &e);
+    }
+    let env = match env {
+        Ok(e) => e,
+        Err(e) => {
+            let e = ApiError::BadRequest(format!("malformed message: {e}"));
+            return error_envelope(&Value::Null, &e);
+        }
+    };
+    let Some(command) = env.command.as_deref() else {
+        return error_envelope(&id, &ApiError::BadRequest("missing `command`".into()));
+    };
+    match execute(st, who, command, env.args).await {
+        Ok(data) => json!({"id": id, "type": "result", "data": data}),
+        Err(e) => error_envelope(&id, &e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdArgs {
+    id: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListArgs {
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+fn args<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ApiError> {
+    let v = if v.is_null() { json!({}) } else { v };
+    serde_json::from_value(v).map_err(|e| ApiError::BadRequest(format!("bad args: {e}")))
+}
+
+/// Run one command for `who`; the same arguments and answers as the REST routes.
+pub async fn execute(
+    st: &AppState,
+    who: &Principal,
+    command: &str,
+    a: Value,
+) -> Result<Value, ApiError> {
+    let to_json = |v: Result<Value, serde_json::Error>| v.map_err(|_| ApiError::Internal);
+    match command {
+        "memory.store" => {
+            let req: StoreRequest = args(a)?;
+            admit_store(st, who).await?;
+            to_json(serde_json::to_value(
+                st.engine.store(who.tenant(), req).await?,
+            ))
+        }
+        "memory.get" => {
+            let IdArgs { id } = args(a)?;
+            to_json(serde_json::to_value(
+                st.engine.get(who.tenant(), &id).await?,
+            ))
+        }
+        "memory.collect" => {
+            let IdArgs { id } = args(a)?;
+            st.engine.collect(who.tenant(), &id).await?;
+            Ok(json!({"id": id, "collected": true}))
+        }
+        "memory.list" => {
+            let ListArgs { limit } = args(a)?;
+            let ids = st
+                .engine
+                .list(who.tenant(), limit.unwrap_or(100).min(1000))?;
+            Ok(json!({"ids": ids}))
+        }
+        "spiral.stats" => spiral_stats(st),
+        "ping" => Ok(json!({"pong": true, "time_ms": st.now_ms()})),
+        other => Err(ApiError::BadRequest(format!(
+            "unknown command {:?}; known: memory.store, memory.get, memory.collect, memory.list, spiral.stats, ping",
+            other.chars().take(64).collect::<String>()
+        ))),
+    }
+}
