@@ -242,7 +242,14 @@ async fn store(
     Extension(who): Extension<Principal>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let req: StoreRequest = parse_body(&st, body)?;
+    let req: Value = parse_body(&st, body)?;
+    if !req.is_object() {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object with `content`".into(),
+        ));
+    }
+    let req: StoreRequest = serde_json::from_value(req)
+        .map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?;
     admit_store(&st, &who).await?;
     let stored = st.engine.store(who.tenant(), req).await?;
     Ok((StatusCode::CREATED, Json(stored)).into_response())

@@ -208,7 +208,10 @@ async fn run(st: AppState, socket: WebSocket, who: Principal, slot: Slot) {
         }
     };
     match ending {
-        Ending::Close(code, reason) => out.close(code, reason).await,
+        Ending::Close(code, reason) => {
+            out.close(code, reason).await;
+            ws::await_client_close(&mut incoming).await;
+        }
         Ending::Gone => out.finish().await,
     }
     drop(reg);

@@ -264,6 +264,20 @@ pub fn is_oversized(e: &axum::Error) -> bool {
     e.to_string().contains("Space limit exceeded") || e.to_string().contains("too long")
 }
 
+/// After the server's close frame: read until the client's close (the closing handshake) or a
+/// short timeout. Dropping the socket at once would make the kernel answer the client's pending
+/// pongs with a reset, and the client would never read the close code.
+pub async fn await_client_close(incoming: &mut futures_util::stream::SplitStream<WebSocket>) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(m)) = incoming.next().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 /// Why a connection loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
@@ -378,7 +392,10 @@ async fn run(st: AppState, socket: WebSocket, who: Principal, slot: Slot) {
         }
     };
     match ending {
-        Ending::Close(code, reason) => out.close(code, reason).await,
+        Ending::Close(code, reason) => {
+            out.close(code, reason).await;
+            await_client_close(&mut incoming).await;
+        }
         Ending::Gone => out.finish().await,
     }
     drop(reg);
@@ -460,6 +477,11 @@ pub async fn execute(
     let to_json = |v: Result<Value, serde_json::Error>| v.map_err(|_| ApiError::Internal);
     match command {
         "memory.store" => {
+            if !a.is_object() {
+                return Err(ApiError::BadRequest(
+                    "args must be an object with `content`".into(),
+                ));
+            }
             let req: StoreRequest = args(a)?;
             admit_store(st, who).await?;
             to_json(serde_json::to_value(

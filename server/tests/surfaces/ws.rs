@@ -1,0 +1,293 @@
+//! The command channel: envelope and commands, tenant isolation, close codes, the cap, backpressure.
+
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use serde_json::{Value, json};
+use spiral_server::api::ServerConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn commands_answer_with_the_same_data_as_rest() {
+    let s = start(ServerConfig::default()).await;
+    let mut ws = ws_ready(s.ws, &s.user_token("ada", "t1")).await;
+    let stored = command(
+        &mut ws,
+        1,
+        "memory.store",
+        json!({"content": {"text": "hi"}, "depth": 0.3, "priority": 2, "tags": ["a"]}),
+    )
+    .await;
+    assert_eq!(stored["type"], "result", "{stored}");
+    let id = stored["data"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(stored["data"]["depth"], 0.3);
+    let got = command(&mut ws, 2, "memory.get", json!({"id": id})).await;
+    assert_eq!(got["data"]["content"], json!({"text": "hi"}));
+    let rest = s
+        .http(
+            axum::http::Method::GET,
+            &format!("/v1/memories/{id}"),
+            Some(&s.user_token("ada", "t1")),
+            None,
+        )
+        .await;
+    assert_eq!(rest.json(), got["data"]);
+    let list = command(&mut ws, 3, "memory.list", Value::Null).await;
+    assert_eq!(list["data"]["ids"], json!([id]));
+    let stats = command(&mut ws, 4, "spiral.stats", Value::Null).await;
+    assert_eq!(stats["data"]["total_memories"], 1);
+    assert_eq!(
+        command(&mut ws, 5, "memory.collect", json!({"id": id})).await["data"]["collected"],
+        true
+    );
+    let gone = command(&mut ws, 6, "memory.get", json!({"id": id})).await;
+    assert_eq!(gone["error"]["code"], "not_found");
+    assert_eq!(
+        command(&mut ws, "7".parse().unwrap(), "ping", Value::Null).await["data"]["pong"],
+        true
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn another_tenant_gets_not_found_never_the_data() {
+    let s = start(ServerConfig::default()).await;
+    let mut a = ws_ready(s.ws, &s.user_token("ada", "t1")).await;
+    let id = command(&mut a, 1, "memory.store", json!({"content": "secret"})).await["data"]["id"]
+        .clone();
+    let mut b = ws_ready(s.ws, &s.user_token("bob", "t2")).await;
+    let missing = command(&mut b, 1, "memory.get", json!({"id": "0000000000"})).await;
+    let other = command(&mut b, 2, "memory.get", json!({"id": id})).await;
+    // Indistinguishable from a missing id.
+    assert_eq!(other["error"], missing["error"]);
+    assert_eq!(other["error"]["code"], "not_found");
+    assert_eq!(
+        command(&mut b, 3, "memory.collect", json!({"id": id})).await["error"]["code"],
+        "not_found"
+    );
+    assert_eq!(
+        command(&mut b, 4, "memory.list", Value::Null).await["data"]["ids"],
+        json!([])
+    );
+    let bt = s.user_token("bob", "t2");
+    let id = id.as_str().unwrap();
+    assert_eq!(
+        s.http(
+            axum::http::Method::GET,
+            &format!("/v1/memories/{id}"),
+            Some(&bt),
+            None
+        )
+        .await
+        .status,
+        404
+    );
+    assert_eq!(
+        s.http(
+            axum::http::Method::DELETE,
+            &format!("/v1/memories/{id}"),
+            Some(&bt),
+            None
+        )
+        .await
+        .status,
+        404
+    );
+    // Still there for its owner.
+    assert_eq!(
+        command(&mut a, 2, "memory.get", json!({"id": id})).await["type"],
+        "result"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_sends_no_data_is_closed_with_4000() {
+    let s = start(ServerConfig {
+        ws_idle_timeout_ms: 300,
+        ws_ping_interval_ms: 100,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut ws = ws_ready(s.ws, &s.user_token("ada", "t1")).await;
+    // Reading answers every ping, so only the missing data message can close it.
+    assert_eq!(
+        close_code(&mut ws, Duration::from_secs(5)).await,
+        Some(4000)
+    );
+    assert_eq!(s.metric("ws_close_total{code=\"4000\"}"), 1.0);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_answers_no_ping_is_closed_with_4001() {
+    let s = start(ServerConfig {
+        ws_idle_timeout_ms: 60_000,
+        ws_ping_interval_ms: 100,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut ws = ws_ready(s.ws, &s.user_token("ada", "t1")).await;
+    // Not reading means tungstenite answers no ping: silence.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        close_code(&mut ws, Duration::from_secs(5)).await,
+        Some(4001)
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_live_client_stays_connected_past_several_pings() {
+    let s = start(ServerConfig {
+        ws_idle_timeout_ms: 60_000,
+        ws_ping_interval_ms: 50,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut ws = ws_ready(s.ws, &s.user_token("ada", "t1")).await;
+    // Reading for 500 ms answers ~10 pings; the connection must still be open.
+    assert_eq!(close_code(&mut ws, Duration::from_millis(500)).await, None);
+    assert_eq!(
+        command(&mut ws, 1, "ping", Value::Null).await["type"],
+        "result"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_oversized_frame_closes_with_1009_and_spares_the_others() {
+    let s = start(ServerConfig {
+        max_message_size: 4096,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut other = ws_ready(s.ws, &s.user_token("bob", "t1")).await;
+    let mut ws = ws_ready(s.ws, &s.user_token("ada", "t1")).await;
+    let big = json!({"id": 1, "command": "memory.store", "args": {"content": "x".repeat(10_000)}});
+    ws.send(Message::Text(big.to_string().into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        close_code(&mut ws, Duration::from_secs(5)).await,
+        Some(1009)
+    );
+    assert_eq!(
+        command(&mut other, 1, "ping", Value::Null).await["type"],
+        "result"
+    );
+    // Over HTTP the same limit is a 413 with the JSON error.
+    let r = s
+        .http(
+            axum::http::Method::POST,
+            "/v1/memories",
+            Some(&s.user_token("c", "t1")),
+            Some(json!({"content": "x".repeat(10_000)})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (413, Some("payload_too_large"))
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn handshakes_over_the_connection_cap_get_503() {
+    let s = start(ServerConfig {
+        max_connections: 2,
+        ..ServerConfig::default()
+    })
+    .await;
+    let _a = ws_ready(s.ws, &s.user_token("a", "t")).await;
+    let b = ws_ready(s.stream, &s.stream_token("b", "t")).await;
+    let (code, body) = ws_connect(s.ws, Some(&s.user_token("c", "t")))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body["error"]["retry_after_ms"].as_u64().is_some());
+    drop(b);
+    // The place comes back once a connection ends.
+    let mut admitted = false;
+    for _ in 0..50 {
+        if ws_connect(s.ws, Some(&s.user_token("c", "t")))
+            .await
+            .is_ok()
+        {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(admitted);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_loses_frames_counted_as_backpressure() {
+    let s = start(ServerConfig {
+        ws_send_queue: 2,
+        ws_rate: spiral_server::ratelimit::Limit::new(10_000, 1_000, 0),
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut ws = ws_ready(s.ws, &s.user_token("ada", "t1")).await;
+    let id = command(
+        &mut ws,
+        1,
+        "memory.store",
+        json!({"content": "y".repeat(512 * 1024)}),
+    )
+    .await["data"]["id"]
+        .clone();
+    // Ask for 0.5 MiB a hundred times and read nothing: socket buffers fill, then the queue.
+    for i in 0..100 {
+        let m = json!({"id": 100 + i, "command": "memory.get", "args": {"id": id}});
+        ws.send(Message::Text(m.to_string().into())).await.unwrap();
+    }
+    let mut dropped = 0.0;
+    for _ in 0..100 {
+        dropped = s.metric("ws_backpressure_drops_total");
+        if dropped > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(dropped > 0.0, "no frame was dropped");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_websockets_with_1001() {
+    let s = start(ServerConfig::default()).await;
+    let mut ws = ws_ready(s.ws, &s.user_token("ada", "t1")).await;
+    let reader = tokio::spawn(async move { close_code(&mut ws, Duration::from_secs(5)).await });
+    s.stop().await;
+    assert_eq!(reader.await.unwrap(), Some(1001));
+}
+
+#[tokio::test]
+async fn messages_over_the_ws_limit_get_rate_limited_envelopes() {
+    let s = start(ServerConfig {
+        ws_rate: spiral_server::ratelimit::Limit::new(3, 10_000, 0),
+        ..ServerConfig::default()
+    })
+    .await;
+    // The handshake takes one token of the user's WebSocket bucket.
+    let mut ws = ws_ready(s.ws, &s.user_token("ada", "t1")).await;
+    assert_eq!(
+        command(&mut ws, 1, "ping", Value::Null).await["type"],
+        "result"
+    );
+    assert_eq!(
+        command(&mut ws, 2, "ping", Value::Null).await["type"],
+        "result"
+    );
+    let limited = command(&mut ws, 3, "ping", Value::Null).await;
+    assert_eq!(limited["error"]["code"], "rate_limited", "{limited}");
+    assert!(limited["error"]["retry_after_ms"].as_u64().unwrap() > 0);
+    s.stop().await;
+}
