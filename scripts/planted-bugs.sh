@@ -46,6 +46,7 @@ demo loom     breaker-skips-probe loom_breaker_transitions_stay_legal -- loom --
 demo loom     journal-drop        loom_journal_replay_racing_writes_loses_nothing -- loom --test loom_resilience loom_journal_replay_racing_writes_loses_nothing
 demo proptest rebuild-skip        engine_model_memory -- chaos --test engine_model engine_model_memory
 demo proptest keys-prefix         adapter_contract_memory -- chaos --test adapter_contract adapter_contract_memory
+demo redis    replay-window       concurrent_handshakes_with_one_jti_across_instances_admit_exactly_one -- chaos --test shared_state_redis concurrent_handshakes_with_one_jti_across_instances_admit_exactly_one
 demo outage   journal-drop        redis_outage_loses_no_acknowledged_write -- chaos --test redis_outage redis_outage_loses_no_acknowledged_write
 demo turmoil  journal-drop        a_partition_mid_workload_loses_no_acknowledged_write -- \
   cargo test -p spiral-harness --locked --features planted-bugs --test turmoil_redis a_partition_mid_workload_loses_no_acknowledged_write

@@ -20,6 +20,18 @@ step "preparing Redis"
 source scripts/redis-env.sh
 echo "redis for tests: ${SPIRAL_REDIS_MODE}${SPIRAL_REDIS_IMAGE:+ (image $SPIRAL_REDIS_IMAGE)}"
 
+# --- promtool (the metrics and alert-rule checks call it) ------------------------------------
+if ! command -v promtool >/dev/null 2>&1 && [ -z "${PROMTOOL:-}" ]; then
+  step "installing promtool (Debian's prometheus package)"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "promtool missing: install Debian's prometheus package or set PROMTOOL" >&2
+    exit 1
+  fi
+fi
+
 # --- static checks --------------------------------------------------------------------------
 step "cargo fmt --check"
 cargo fmt --all -- --check

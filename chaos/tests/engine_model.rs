@@ -259,7 +259,7 @@ fn drain(
     step: usize,
 ) -> Result<(), TestCaseError> {
     while let Ok(ev) = events.try_recv() {
-        if let EngineEvent::Collected { id, by_gc } = ev {
+        if let EngineEvent::Collected { id, by_gc, .. } = ev {
             prop_assert!(
                 removed.insert(id.clone()),
                 "step {}: invariant 3: {} collected twice",

@@ -46,7 +46,7 @@ enum Command {
     /// until SIGTERM or Ctrl-C.
     Serve {
         #[command(flatten)]
-        serve: ServeArgs,
+        serve: Box<ServeArgs>,
         #[command(flatten)]
         storage: StorageArgs,
         #[command(flatten)]
@@ -371,7 +371,7 @@ fn main() -> ExitCode {
                 serve: s,
                 storage,
                 engine,
-            } => serve(s, storage, engine).await,
+            } => serve(*s, storage, engine).await,
             Command::Token {
                 user_id,
                 roles,

@@ -122,7 +122,7 @@ impl AppState {
     pub async fn authenticate(&self, token: &str) -> Result<Principal, Reject> {
         let now_ms = self.now_ms();
         let claims = self.keys.verify(token, now_ms)?;
-        if self.cfg.blocked_users.iter().any(|u| *u == claims.sub) {
+        if self.cfg.blocked_users.contains(&claims.sub) {
             return Err(Reject::Blocked);
         }
         let issued_ms = claims.iat.unwrap_or(0).saturating_mul(1000);
@@ -222,12 +222,12 @@ impl Drop for Registered {
     fn drop(&mut self) {
         let c = &self.state.conns;
         let mut t = c.table.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(e) = t.by_id.remove(&self.id) {
-            if let Some(n) = t.users.get_mut(&e.sub) {
-                *n -= 1;
-                if *n == 0 {
-                    t.users.remove(&e.sub);
-                }
+        if let Some(e) = t.by_id.remove(&self.id)
+            && let Some(n) = t.users.get_mut(&e.sub)
+        {
+            *n -= 1;
+            if *n == 0 {
+                t.users.remove(&e.sub);
             }
         }
         self.state

@@ -37,7 +37,7 @@ async fn refused(s: &TestServer, token: Option<&str>, status: u16, label: &str) 
     let before = s.metric(&format!(
         "spiral_ws_auth_attempts_total{{status=\"{label}\"}}"
     ));
-    let (code, body) = ws_connect(s.ws, token).await.err().expect("refused");
+    let (code, body) = ws_connect(s.ws, token).await.expect_err("refused");
     assert_eq!(code, status, "{label}: {body}");
     assert_eq!(body["error"]["code"], "unauthorized", "{body}");
     let after = s.metric(&format!(

@@ -234,16 +234,16 @@ pub async fn next_json(ws: &mut Ws) -> Value {
 
 /// Read until the server's close frame; its code.
 pub async fn close_code(ws: &mut Ws, within: Duration) -> Option<u16> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match tokio::time::timeout(left, ws.next()).await {
-            Err(_) => return None,
-            Ok(None | Some(Err(_))) => return None,
-            Ok(Some(Ok(Message::Close(f)))) => return f.map(|f: CloseFrame| u16::from(f.code)),
-            Ok(Some(Ok(_))) => {}
+    let read = async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) => return None,
+                Some(Ok(Message::Close(f))) => return f.map(|f: CloseFrame| u16::from(f.code)),
+                Some(Ok(_)) => {}
+            }
         }
-    }
+    };
+    tokio::time::timeout(within, read).await.ok().flatten()
 }
 
 /// Send a command and wait for its answer (skipping events and other frames).
