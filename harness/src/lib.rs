@@ -13,6 +13,7 @@
 //! - [`sweep`] — many seeds, a summary table, the worst exit code.
 
 pub mod engine_run;
+pub mod load;
 pub mod sim_redis;
 pub mod sweep;
 
