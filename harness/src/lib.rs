@@ -10,10 +10,14 @@
 //! - [`engine_run`] — one seeded run and its checks.
 //! - [`sim_redis`] — a simulated Redis (RESP over any stream) with fault knobs, for the real
 //!   Redis adapter to run against inside the simulation.
+//! - [`sim_net`] — turmoil's listener as an `axum::serve::Listener`: the server's own
+//!   `api::serve` runs on simulated sockets.
+//! - [`load`] — the open-loop WebSocket load generator for real sockets.
 //! - [`sweep`] — many seeds, a summary table, the worst exit code.
 
 pub mod engine_run;
 pub mod load;
+pub mod sim_net;
 pub mod sim_redis;
 pub mod sweep;
 

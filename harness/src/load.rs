@@ -94,16 +94,20 @@ pub async fn run_phase(cfg: &LoadConfig, phase: &Phase, run: u64) -> anyhow::Res
     }
     let start = now() + Duration::from_millis(100);
     let warm_until = start + cfg.warmup;
+    // Offsets stagger the connections across one interval so the arrivals are even.
+    let offsets: Vec<Duration> = (0..conns)
+        .map(|n| interval.mul_f64(n as f64 / conns as f64))
+        .collect();
     let mut tasks = Vec::new();
+    let mut triggers = Vec::new();
     for (n, ws) in sockets.into_iter().enumerate() {
         let (mut sink, mut stream) = ws.split();
-        // Stagger connections across the interval so the aggregate arrivals are even.
-        let offset = interval.mul_f64(n as f64 / conns as f64);
+        let offset = offsets[n];
         let content = content.clone();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+        triggers.push(tx);
         let sender = tokio::spawn(async move {
-            for seq in 0..per_conn {
-                let intended = start + offset + interval.mul_f64(seq as f64);
-                tokio::time::sleep_until(intended.into()).await;
+            while let Some(seq) = rx.recv().await {
                 let msg =
                     json!({"id": seq, "command": "memory.store", "args": {"content": content}});
                 if sink
@@ -149,6 +153,9 @@ pub async fn run_phase(cfg: &LoadConfig, phase: &Phase, run: u64) -> anyhow::Res
         });
         tasks.push((sender, reader));
     }
+    // The schedule runs on its own OS thread with the OS's sleep (tens of µs precise) instead
+    // of tokio's 1 ms timer wheel, whose lateness would otherwise count as server latency.
+    let pacer = spawn_pacer(start, interval, offsets, per_conn, triggers);
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
     let (mut answered, mut errors) = (0, 0);
     for (sender, reader) in tasks {
@@ -159,6 +166,7 @@ pub async fn run_phase(cfg: &LoadConfig, phase: &Phase, run: u64) -> anyhow::Res
         answered += a;
         errors += e;
     }
+    let _ = tokio::task::spawn_blocking(move || pacer.join()).await;
     let sent = per_conn * conns as u64;
     let measured = phase
         .duration
@@ -175,6 +183,29 @@ pub async fn run_phase(cfg: &LoadConfig, phase: &Phase, run: u64) -> anyhow::Res
         p95_us: hist.value_at_quantile(0.95),
         p99_us: hist.value_at_quantile(0.99),
         max_us: hist.max(),
+    })
+}
+
+/// Fire every connection's sends at their intended times, in time order.
+#[allow(clippy::disallowed_methods)] // a load generator's pacing thread, not server logic
+fn spawn_pacer(
+    start: std::time::Instant,
+    interval: Duration,
+    offsets: Vec<Duration>,
+    per_conn: u64,
+    triggers: Vec<tokio::sync::mpsc::UnboundedSender<u64>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for seq in 0..per_conn {
+            for (n, tx) in triggers.iter().enumerate() {
+                let intended = start + offsets[n] + interval.mul_f64(seq as f64);
+                let t = now();
+                if intended > t {
+                    std::thread::sleep(intended - t);
+                }
+                let _ = tx.send(seq);
+            }
+        }
     })
 }
 

@@ -23,6 +23,10 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     about = "Spiral: the deterministic reference server"
 )]
 struct Cli {
+    /// Runtime worker threads (default: one per core).
+    #[arg(long, env = "SPIRAL_WORKER_THREADS", value_name = "SPIRAL_WORKER_THREADS", global = true,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    worker_threads: Option<u16>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "SPIRAL_LOG_JSON", global = true, default_value_t = false)]
     log_json: bool,
@@ -355,10 +359,11 @@ async fn tail(
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cli.worker_threads {
+        builder.worker_threads(usize::from(n));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("spiral: cannot start the runtime: {e}");

@@ -40,6 +40,11 @@ impl Gauge {
     }
 }
 
+/// Label values equal, without allocating.
+fn same(key: &[String], values: &[&str]) -> bool {
+    key.len() == values.len() && key.iter().zip(values).all(|(k, v)| k == v)
+}
+
 /// Counters by the values of fixed label names.
 #[derive(Debug)]
 pub struct CounterVec {
@@ -58,8 +63,12 @@ impl CounterVec {
     /// Add one to the child with these label values (in the order of the label names).
     pub fn inc(&self, values: &[&str]) {
         let mut c = self.children.lock().unwrap_or_else(PoisonError::into_inner);
-        *c.entry(values.iter().map(|v| (*v).to_owned()).collect())
-            .or_insert(0) += 1;
+        // Look up without allocating; allocate only for a new child.
+        if let Some((_, n)) = c.iter_mut().find(|(k, _)| same(k, values)) {
+            *n += 1;
+        } else {
+            c.insert(values.iter().map(|v| (*v).to_owned()).collect(), 1);
+        }
     }
 
     pub fn get(&self, values: &[&str]) -> u64 {
@@ -149,9 +158,13 @@ impl HistogramVec {
     pub fn observe(&self, values: &[&str], v: f64) {
         let h = {
             let mut c = self.children.lock().unwrap_or_else(PoisonError::into_inner);
-            c.entry(values.iter().map(|v| (*v).to_owned()).collect())
-                .or_insert_with(|| std::sync::Arc::new(Histogram::new(self.bounds)))
-                .clone()
+            match c.iter().find(|(k, _)| same(k, values)) {
+                Some((_, h)) => h.clone(),
+                None => c
+                    .entry(values.iter().map(|v| (*v).to_owned()).collect())
+                    .or_insert_with(|| std::sync::Arc::new(Histogram::new(self.bounds)))
+                    .clone(),
+            }
         };
         h.observe(v);
     }

@@ -264,8 +264,13 @@ impl MemoryLimiter {
             .buckets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (d, b) = decide(map.get(key).map(|(b, _)| *b), now_ms, limit);
-        if map.len() >= SWEEP_AT && !map.contains_key(key) {
+        if let Some(entry) = map.get_mut(key) {
+            let (d, b) = decide(Some(entry.0), now_ms, limit);
+            *entry = (b, *limit);
+            return d;
+        }
+        let (d, b) = decide(None, now_ms, limit);
+        if map.len() >= SWEEP_AT {
             map.retain(|_, (b, l)| {
                 let (probe, _) = decide(Some(*b), now_ms, l);
                 probe.reset_after_ms > 0 || now_ms < b.blocked_until_ms

@@ -101,8 +101,11 @@ pub async fn hub(st: AppState, mut stop: watch::Receiver<bool>) {
                     if let EngineEvent::Gc(r) = &ev {
                         st.metrics.gc_pause_ms.observe(r.pause_ms);
                     }
-                    let (tenant, v) = render(&ev);
-                    publish(tenant, v, st.clock.now());
+                    // Rendering costs a JSON round trip per event: only when someone listens.
+                    if st.hub.receiver_count() > 0 {
+                        let (tenant, v) = render(&ev);
+                        publish(tenant, v, st.clock.now());
+                    }
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     st.metrics.ws_backpressure_drops.add(n);

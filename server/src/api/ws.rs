@@ -354,7 +354,10 @@ async fn run(st: AppState, socket: WebSocket, who: Principal, slot: Slot) {
         "max_message_size": st.cfg.max_message_size,
     }));
     let idle_for = Duration::from_millis(st.cfg.ws_idle_timeout_ms);
-    let idle = tokio::time::sleep_until(st.clock.now() + idle_for);
+    // The idle timer is re-armed lazily when it fires, not on every message: a busy connection
+    // then costs no timer-wheel work per message.
+    let mut last_data = st.clock.now();
+    let idle = tokio::time::sleep_until(last_data + idle_for);
     tokio::pin!(idle);
     let mut beat = Heartbeat::new(&st);
     let ending = loop {
@@ -371,13 +374,13 @@ async fn run(st: AppState, socket: WebSocket, who: Principal, slot: Slot) {
                 Some(Ok(Message::Pong(_))) => beat.missed = 0,
                 Some(Ok(Message::Ping(_))) => {}
                 Some(Ok(Message::Text(text))) => {
-                    idle.as_mut().reset(st.clock.now() + idle_for);
+                    last_data = st.clock.now();
                     st.metrics.ws_messages_in.inc();
                     let reply = handle_text(&st, &who, text.as_str()).await;
                     out.send_json(&reply);
                 }
                 Some(Ok(Message::Binary(_))) => {
-                    idle.as_mut().reset(st.clock.now() + idle_for);
+                    last_data = st.clock.now();
                     st.metrics.ws_messages_in.inc();
                     let e = ApiError::BadRequest("binary frames are not accepted; send JSON text".into());
                     out.send_json(&error_envelope(&Value::Null, &e));
@@ -388,7 +391,13 @@ async fn run(st: AppState, socket: WebSocket, who: Principal, slot: Slot) {
                     break end;
                 }
             }
-            () = &mut idle => break Ending::Close(4000, "idle timeout"),
+            () = &mut idle => {
+                let due = last_data + idle_for;
+                if st.clock.now() >= due {
+                    break Ending::Close(4000, "idle timeout");
+                }
+                idle.as_mut().reset(due);
+            }
         }
     };
     match ending {

@@ -1,0 +1,36 @@
+//! The simulated network's side of the server: turmoil's listener as an `axum::serve::Listener`,
+//! so `spiral_server::api::serve` runs unmodified on simulated sockets.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A turmoil listener that axum can serve on.
+pub struct SimListener(pub turmoil::net::TcpListener);
+
+impl SimListener {
+    /// Bind `0.0.0.0:port` on the current simulated host.
+    pub async fn bind(port: u16) -> std::io::Result<Self> {
+        turmoil::net::TcpListener::bind(("0.0.0.0", port))
+            .await
+            .map(SimListener)
+    }
+}
+
+impl axum::serve::Listener for SimListener {
+    type Io = turmoil::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok(conn) => return conn,
+                // As axum does for real sockets: an accept error is transient; back off briefly.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}

@@ -1,0 +1,143 @@
+//! The server's own `api::serve` on turmoil's simulated sockets: the same code that serves real
+//! sockets answers HTTP and WebSocket clients on other simulated hosts, with the simulated clock
+//! deciding token expiry.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::http::Method;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use spiral_harness::sim_net::SimListener;
+use spiral_server::api::client::request;
+use spiral_server::api::{AppState, Listeners, Parts, ServerConfig};
+use spiral_server::auth::{Claims, Keys, Shared};
+use spiral_server::clock::{EpochClock, SharedClock};
+use spiral_server::engine::EngineConfig;
+use spiral_server::resilience::{ResilienceConfig, ResilientStorage};
+use spiral_server::storage::memory::MemoryStorage;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const EPOCH_MS: u64 = 1_800_000_000_000;
+const SECRET: &[u8] = b"turmoil-secret-turmoil-secret-turmoil";
+
+fn token(sub: &str, exp_s: u64) -> String {
+    let c = Claims {
+        sub: sub.into(),
+        exp: exp_s,
+        roles: vec!["user".into()],
+        tenant: "t1".into(),
+        scope: None,
+        jti: Some(format!("{sub}-{exp_s}")),
+        nbf: None,
+        iat: Some(EPOCH_MS / 1000),
+    };
+    Keys::hs256(SECRET).mint(&c).unwrap()
+}
+
+fn world(seed: u64) -> turmoil::Sim<'static> {
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .epoch(UNIX_EPOCH + Duration::from_millis(EPOCH_MS))
+        .simulation_duration(Duration::from_secs(300))
+        .build();
+    sim.host("server", || async {
+        let clock: SharedClock = Arc::new(EpochClock::new(EPOCH_MS));
+        let storage = Arc::new(ResilientStorage::new(
+            Arc::new(MemoryStorage::new()),
+            ResilienceConfig::default(),
+            clock.clone(),
+        ));
+        let (state, _) = AppState::open(Parts {
+            storage,
+            shared: Arc::new(Shared::memory()),
+            keys: Keys::hs256(SECRET),
+            clock,
+            cfg: ServerConfig {
+                ws_ping_interval_ms: 1_000,
+                ..ServerConfig::default()
+            },
+            engine: EngineConfig::default(),
+            seed: 3,
+            redis_tls_disabled: None,
+        })
+        .await?;
+        let listeners = Listeners {
+            http: SimListener::bind(3000).await?,
+            ws: SimListener::bind(3001).await?,
+            stream: SimListener::bind(3002).await?,
+        };
+        spiral_server::api::serve(listeners, state, std::future::pending()).await?;
+        Ok(())
+    });
+    sim
+}
+
+async fn http(
+    path: &str,
+    token: Option<&str>,
+) -> turmoil::Result<spiral_server::api::client::Reply> {
+    let s = turmoil::net::TcpStream::connect(("server", 3000)).await?;
+    Ok(request(s, Method::GET, "server", path, token, None).await?)
+}
+
+type SimWs = tokio_tungstenite::WebSocketStream<turmoil::net::TcpStream>;
+
+async fn next_text(ws: &mut SimWs) -> turmoil::Result<Value> {
+    loop {
+        if let Message::Text(t) = ws.next().await.ok_or("closed")?? {
+            return Ok(serde_json::from_str(t.as_str())?);
+        }
+    }
+}
+
+#[test]
+fn the_server_library_serves_simulated_clients() {
+    let mut sim = world(1);
+    sim.client("client", async {
+        let r = http("/health", None).await?;
+        assert_eq!(r.status, 200);
+        assert_eq!(http("/metrics", None).await?.status, 401);
+
+        let exp = EPOCH_MS / 1000 + 600;
+        let mut req = "ws://server:3001/".into_client_request()?;
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", token("ada", exp)).parse()?,
+        );
+        let stream = turmoil::net::TcpStream::connect(("server", 3001)).await?;
+        let (mut ws, _) = tokio_tungstenite::client_async(req, stream).await?;
+        assert_eq!(next_text(&mut ws).await?["type"], "welcome");
+        let store = json!({"id": 1, "command": "memory.store", "args": {"content": {"k": "v"}}});
+        ws.send(Message::Text(store.to_string().into())).await?;
+        let answer = next_text(&mut ws).await?;
+        assert_eq!(answer["type"], "result", "{answer}");
+        Ok(())
+    });
+    sim.run().unwrap();
+}
+
+#[test]
+fn token_expiry_follows_simulated_time() {
+    let mut sim = world(2);
+    sim.client("client", async {
+        // Valid for 100 simulated seconds (+60 s leeway).
+        let t = token("ada", EPOCH_MS / 1000 + 100);
+        assert_eq!(http("/v1/spirals", Some(&t)).await?.status, 200);
+        tokio::time::sleep(Duration::from_secs(150)).await;
+        assert_eq!(
+            http("/v1/spirals", Some(&t)).await?.status,
+            200,
+            "within the leeway"
+        );
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let r = http("/v1/spirals", Some(&t)).await?;
+        assert_eq!(
+            (r.status, r.json()["error"]["message"].as_str()),
+            (401, Some("the token has expired"))
+        );
+        Ok(())
+    });
+    sim.run().unwrap();
+}
