@@ -13,13 +13,20 @@
 //! - [`sim_net`] — turmoil's listener as an `axum::serve::Listener`: the server's own
 //!   `api::serve` runs on simulated sockets.
 //! - [`load`] — the open-loop WebSocket load generator for real sockets.
+//! - [`scenario`] — the scenario file format (`scenarios/*.toml`).
+//! - [`world`] — one seeded scenario run in turmoil: server and client hosts, faults, checkers,
+//!   a JSON-lines trace.
 //! - [`sweep`] — many seeds, a summary table, the worst exit code.
 
+pub mod checkers;
 pub mod engine_run;
 pub mod load;
+pub mod scenario;
+pub mod shrink;
 pub mod sim_net;
 pub mod sim_redis;
 pub mod sweep;
+pub mod world;
 
 /// Exit codes of a run (SPEC §3).
 pub const EXIT_PASS: u8 = 0;

@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use spiral_server::auth::shared::rate_script;
+use spiral_server::ratelimit::{Bucket, Limit, decide};
 use spiral_server::rng::SplitMix64;
 use spiral_server::storage::redis::scripts;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -41,6 +43,26 @@ pub enum Outage {
 struct Data {
     strings: BTreeMap<Vec<u8>, Vec<u8>>,
     sets: BTreeMap<Vec<u8>, BTreeSet<Vec<u8>>>,
+    /// Rate-limit buckets (the rate script's hash, natively).
+    buckets: BTreeMap<Vec<u8>, Bucket>,
+    /// Key expiry, in simulated ms since the run began (`SET … PX`).
+    expires: BTreeMap<Vec<u8>, u64>,
+}
+
+impl Data {
+    /// Drop `key` if its time is up.
+    fn expire(&mut self, key: &[u8], now: u64) {
+        if self.expires.get(key).is_some_and(|&at| at <= now) {
+            self.expires.remove(key);
+            self.strings.remove(key);
+            self.buckets.remove(key);
+        }
+    }
+}
+
+/// Simulated time for expiries (0 outside the simulator, where nothing expires).
+fn now_ms() -> u64 {
+    turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64)
 }
 
 /// One simulated Redis server; clones share its data and its fault knobs.
@@ -58,6 +80,8 @@ enum Script {
     Put,
     Remove,
     Incr,
+    /// The shared rate limiter's token bucket.
+    Rate,
 }
 
 /// A RESP2 reply.
@@ -105,6 +129,7 @@ fn wrong_args(cmd: &str) -> Reply {
 impl SimRedis {
     /// A server with no data and no faults; `seed` drives the error-rate draws.
     pub fn new(seed: u64) -> Self {
+        let (rate_sha, rate_src) = rate_script();
         let scripts = scripts()
             .into_iter()
             .map(|(name, sha, src)| {
@@ -115,6 +140,7 @@ impl SimRedis {
                 };
                 (sha, src, kind)
             })
+            .chain(std::iter::once((rate_sha, rate_src, Script::Rate)))
             .collect();
         Self {
             data: Arc::default(),
@@ -130,6 +156,14 @@ impl SimRedis {
 
     pub fn set_faults(&self, faults: Faults) {
         self.faults.send_replace(faults);
+    }
+
+    /// The JSON value stored under `key` (for the checkers, read outside the simulation).
+    pub fn get_json(&self, key: &str) -> Option<serde_json::Value> {
+        let data = lock(&self.data);
+        data.strings
+            .get(key.as_bytes())
+            .and_then(|v| serde_json::from_slice(v).ok())
     }
 
     /// Number of string keys held (for checkers and tests).
@@ -196,16 +230,20 @@ impl SimRedis {
         match cmd.as_str() {
             "PING" => Reply::Pong,
             "CLIENT" | "SELECT" | "AUTH" => Reply::Ok,
-            "GET" if a.len() == 1 => Reply::Bulk(d.strings.get(&a[0]).cloned()),
-            "MGET" if !a.is_empty() => Reply::Array(
-                a.iter()
-                    .map(|k| Reply::Bulk(d.strings.get(k).cloned()))
-                    .collect(),
-            ),
-            "SET" if a.len() == 2 => {
-                d.strings.insert(a[0].clone(), a[1].clone());
-                Reply::Ok
+            "GET" if a.len() == 1 => {
+                d.expire(&a[0], now_ms());
+                Reply::Bulk(d.strings.get(&a[0]).cloned())
             }
+            "MGET" if !a.is_empty() => {
+                let now = now_ms();
+                a.iter().for_each(|k| d.expire(k, now));
+                Reply::Array(
+                    a.iter()
+                        .map(|k| Reply::Bulk(d.strings.get(k).cloned()))
+                        .collect(),
+                )
+            }
+            "SET" if a.len() >= 2 => set(&mut d, a),
             "DEL" if !a.is_empty() => Reply::Int(
                 a.iter()
                     .filter(|k| d.strings.remove(*k).is_some() | d.sets.remove(*k).is_some())
@@ -273,6 +311,44 @@ impl SimRedis {
     }
 }
 
+/// `SET key value [NX|XX] [PX ms|EX s]`: the options the shared state uses.
+fn set(d: &mut Data, a: &[Vec<u8>]) -> Reply {
+    let now = now_ms();
+    d.expire(&a[0], now);
+    let (mut nx, mut xx, mut ttl) = (false, false, None);
+    let mut opts = a[2..].iter();
+    while let Some(o) = opts.next() {
+        let num = |v: Option<&Vec<u8>>| {
+            v.and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(|s| s.parse::<u64>().ok())
+                .filter(|n| *n > 0)
+        };
+        match o.to_ascii_uppercase().as_slice() {
+            b"NX" => nx = true,
+            b"XX" => xx = true,
+            b"PX" => match num(opts.next()) {
+                Some(ms) => ttl = Some(ms),
+                None => return Reply::Error("ERR invalid expire time in 'set' command".into()),
+            },
+            b"EX" => match num(opts.next()) {
+                Some(s) => ttl = Some(s * 1000),
+                None => return Reply::Error("ERR invalid expire time in 'set' command".into()),
+            },
+            _ => return Reply::Error("ERR syntax error".into()),
+        }
+    }
+    let exists = d.strings.contains_key(&a[0]);
+    if (nx && exists) || (xx && !exists) {
+        return Reply::Bulk(None);
+    }
+    d.strings.insert(a[0].clone(), a[1].clone());
+    match ttl {
+        Some(ms) => d.expires.insert(a[0].clone(), now + ms),
+        None => d.expires.remove(&a[0]),
+    };
+    Reply::Ok
+}
+
 fn incr_by(d: &mut Data, key: &[u8], delta: &[u8]) -> Reply {
     let parse = |b: &[u8]| {
         std::str::from_utf8(b)
@@ -333,6 +409,32 @@ fn run_script(d: &mut Data, script: Script, keys: &[Vec<u8>], argv: &[Vec<u8>]) 
             }
             err => err,
         },
+        Script::Rate if data_keys.is_empty() && argv.len() == 4 => {
+            let args: Option<Vec<u64>> = argv
+                .iter()
+                .map(|b| std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()))
+                .collect();
+            let Some([now, capacity, window_ms, block_ms]) = args
+                .as_deref()
+                .map(<[u64]>::to_vec)
+                .and_then(|v| <[u64; 4]>::try_from(v).ok())
+            else {
+                return Reply::Error("ERR rate script: bad arguments".into());
+            };
+            let limit = Limit::new(capacity, window_ms, block_ms);
+            let (decision, bucket) = decide(d.buckets.get(index).copied(), now, &limit);
+            d.buckets.insert(index.clone(), bucket);
+            Reply::Array(
+                [
+                    u64::from(decision.allowed),
+                    decision.remaining,
+                    decision.retry_after_ms,
+                    decision.reset_after_ms,
+                ]
+                .map(|n| Reply::Int(n as i64))
+                .to_vec(),
+            )
+        }
         _ => wrong_args("EVALSHA"),
     }
 }

@@ -1,0 +1,53 @@
+//! Close codes: the server ends a connection with the code its cause calls for — 4001 when the
+//! peer stops answering pings, 4000 when it sends no data for the idle timeout, 1009 for an
+//! oversized frame, 4003 when its subject is revoked.
+
+use super::{Checker, Obs};
+
+pub struct CloseCodes;
+
+impl Checker for CloseCodes {
+    fn name(&self) -> &'static str {
+        "close_codes"
+    }
+
+    fn observe(&mut self, obs: &Obs) -> Result<(), String> {
+        match obs {
+            Obs::Closed {
+                client,
+                server,
+                why,
+                expected,
+                got,
+                after_ms,
+            } if !got.is_some_and(|g| expected.contains(&g)) => {
+                let got = got.map_or("no close frame".to_owned(), |g| format!("close code {g}"));
+                Err(format!(
+                    "client-{client} ({why}) on server-{server}: expected close code {expected:?}, got {got} after {after_ms} ms"
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkers::test_support::run;
+
+    #[test]
+    fn a_wrong_or_missing_close_code_is_caught() {
+        let closed = |got| Obs::Closed {
+            client: 0,
+            server: 0,
+            why: "silent".into(),
+            expected: vec![4001],
+            got,
+            after_ms: 15_000,
+        };
+        run(&mut CloseCodes, &[closed(Some(4001))]).unwrap();
+        assert!(run(&mut CloseCodes, &[closed(Some(1000))]).is_err());
+        assert!(run(&mut CloseCodes, &[closed(None)]).is_err());
+    }
+}

@@ -1,0 +1,105 @@
+//! Rate-limit conformance: the operations a user gets past the WebSocket limiter never exceed
+//! what the token bucket allows — over any interval of length T, at most
+//! `capacity + capacity × T / window` (+1 for the boundary), counted across every connection and
+//! server of the user. An operation is "past the limiter" when it is answered with anything but
+//! `rate_limited`; it happened somewhere between its send and its answer, so an interval spans
+//! from the first one's send to the last one's answer.
+
+use std::collections::BTreeMap;
+
+use super::{Checker, Obs, error_code};
+
+#[derive(Debug)]
+pub struct RateLimit {
+    capacity: u64,
+    window_ms: u64,
+    /// Per user: (sent, answered) of each admitted operation.
+    admitted: BTreeMap<String, Vec<(u64, u64)>>,
+}
+
+impl RateLimit {
+    pub fn new(capacity: u64, window_ms: u64) -> Self {
+        Self {
+            capacity,
+            window_ms: window_ms.max(1),
+            admitted: BTreeMap::new(),
+        }
+    }
+}
+
+impl Checker for RateLimit {
+    fn name(&self) -> &'static str {
+        "rate_limit"
+    }
+
+    fn observe(&mut self, obs: &Obs) -> Result<(), String> {
+        if let Obs::Op {
+            user,
+            answer,
+            sent_ms,
+            done_ms,
+            ..
+        } = obs
+            && !answer.is_null()
+            && error_code(answer) != Some("rate_limited")
+        {
+            self.admitted
+                .entry(user.clone())
+                .or_default()
+                .push((*sent_ms, *done_ms));
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        for (user, ops) in &mut self.admitted {
+            ops.sort_unstable();
+            for i in 0..ops.len() {
+                // Answers can come back out of send order across connections: track the latest.
+                let mut last_done = ops[i].1;
+                for (j, op) in ops.iter().enumerate().skip(i) {
+                    last_done = last_done.max(op.1);
+                    let span = last_done - ops[i].0;
+                    let allowed = self.capacity + self.capacity * span / self.window_ms + 1;
+                    let n = (j - i + 1) as u64;
+                    if n > allowed {
+                        return Err(format!(
+                            "{user}: {n} operations admitted within {span} ms ({}..{} ms); the bucket allows {allowed}",
+                            ops[i].0, last_done
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkers::test_support::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_burst_beyond_the_bucket_is_caught() {
+        // 10 per second allowed with capacity 10: 12 at once is too many, 10 is fine.
+        let burst = |n: u64| {
+            (0..n)
+                .map(|i| op("stats", None, None, result(json!({})), i))
+                .collect::<Vec<_>>()
+        };
+        run(&mut RateLimit::new(10, 1000), &burst(10)).unwrap();
+        let e = run(&mut RateLimit::new(10, 1000), &burst(13)).unwrap_err();
+        assert!(e.contains("user-0"), "{e}");
+        // Denials do not count.
+        let mut denied = burst(10);
+        denied.extend((0..5).map(|i| op("stats", None, None, error("rate_limited"), 20 + i)));
+        run(&mut RateLimit::new(10, 1000), &denied).unwrap();
+        // Spread over time, the refill allows more.
+        let spread: Vec<_> = (0..40)
+            .map(|i| op("stats", None, None, result(json!({})), i * 100))
+            .collect();
+        run(&mut RateLimit::new(10, 1000), &spread).unwrap();
+    }
+}

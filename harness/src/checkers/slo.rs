@@ -1,0 +1,114 @@
+//! SLOs over simulated time: the p95 of well-behaved `memory.store` round trips and the share of
+//! operations answered with a real error (not `not_found` or `rate_limited`).
+
+use super::{Checker, Class, Obs, error_code};
+use crate::scenario::Slo;
+
+pub struct SloCheck {
+    slo: Slo,
+    store_ms: Vec<u64>,
+    ops: u64,
+    errors: u64,
+}
+
+impl SloCheck {
+    pub fn new(slo: Slo) -> Self {
+        Self {
+            slo,
+            store_ms: Vec::new(),
+            ops: 0,
+            errors: 0,
+        }
+    }
+}
+
+impl Checker for SloCheck {
+    fn name(&self) -> &'static str {
+        "slo"
+    }
+
+    fn class(&self) -> Class {
+        Class::Liveness
+    }
+
+    fn observe(&mut self, obs: &Obs) -> Result<(), String> {
+        if let Obs::Op {
+            op,
+            answer,
+            sent_ms,
+            done_ms,
+            ..
+        } = obs
+            && !answer.is_null()
+        {
+            self.ops += 1;
+            if error_code(answer).is_some_and(|c| c != "not_found" && c != "rate_limited") {
+                self.errors += 1;
+            }
+            if op == "store" {
+                self.store_ms.push(done_ms - sent_ms);
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        if let Some(target) = self.slo.store_p95_ms
+            && !self.store_ms.is_empty()
+        {
+            self.store_ms.sort_unstable();
+            let i = (self.store_ms.len() * 95).div_ceil(100).saturating_sub(1);
+            let p95 = self.store_ms[i] as f64;
+            if p95 > target {
+                return Err(format!(
+                    "store p95 {p95} ms (simulated) over the SLO {target} ms"
+                ));
+            }
+        }
+        if let Some(max) = self.slo.max_error_ratio
+            && self.ops > 0
+        {
+            let ratio = self.errors as f64 / self.ops as f64;
+            if ratio > max {
+                return Err(format!(
+                    "{} of {} operations failed ({ratio:.4}), SLO {max}",
+                    self.errors, self.ops
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkers::test_support::*;
+    use serde_json::json;
+
+    #[test]
+    fn slow_stores_and_errors_miss_the_slo() {
+        let slo = Slo {
+            store_p95_ms: Some(10.0),
+            max_error_ratio: Some(0.1),
+        };
+        let fast: Vec<_> = (0..20)
+            .map(|i| op("store", None, None, result(json!({"id": "x"})), i))
+            .collect();
+        run(&mut SloCheck::new(slo.clone()), &fast).unwrap();
+        let mut slow = fast.clone();
+        for o in &mut slow {
+            if let Obs::Op { done_ms, .. } = o {
+                *done_ms += 50;
+            }
+        }
+        assert!(
+            run(&mut SloCheck::new(slo.clone()), &slow)
+                .unwrap_err()
+                .contains("p95")
+        );
+        let mut failing = fast;
+        failing.extend((0..5).map(|i| op("stats", None, None, error("internal"), i)));
+        assert!(run(&mut SloCheck::new(slo), &failing).is_err());
+    }
+}

@@ -1,0 +1,401 @@
+//! A bad client: between pauses it picks a seeded attack — a forged, `alg: none`, garbage,
+//! expired, replayed or revoked token; a token at the expiry edge (judged by the target server's
+//! own, possibly skewed, clock); a malformed or oversized frame; HTTP without a valid token; a
+//! connection flood; a peer that goes silent or idle — and records what the server did.
+
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use serde_json::{Value, json};
+use spiral_server::rng::SplitMix64;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::net::{self, SimWs};
+use super::{Ctx, EPOCH_MS, now_ms};
+use crate::checkers::{Obs, TokenKind};
+
+/// Expired tokens are judged against this leeway (SPEC §1.2); edge tokens keep ≥ 10 s from it.
+const LEEWAY_S: u64 = 60;
+
+const ATTACKS: [&str; 13] = [
+    "forged",
+    "alg_none",
+    "garbage",
+    "expired",
+    "edge_valid",
+    "replay",
+    "revoke",
+    "malformed",
+    "oversized",
+    "http",
+    "silent",
+    "idle",
+    "flood",
+];
+
+struct Bad<'a> {
+    ctx: &'a Ctx,
+    c: u32,
+    rng: SplitMix64,
+    n: u64,
+}
+
+pub(crate) async fn main(ctx: &Ctx, c: u32, rng: SplitMix64) {
+    let mut b = Bad { ctx, c, rng, n: 0 };
+    let end_ms = ctx.sc.world.duration_s * 1000;
+    // Floods are costly and disturb everyone: at most one per client and run.
+    let mut flooded = false;
+    while now_ms() < end_ms {
+        let pause = 500 + b.rng.next_u64() % 2_000;
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        let mut attack = ATTACKS[(b.rng.next_u64() % ATTACKS.len() as u64) as usize];
+        if attack == "flood" && flooded {
+            attack = "forged";
+        }
+        flooded |= attack == "flood";
+        b.attack(attack).await;
+    }
+}
+
+impl Bad<'_> {
+    fn server(&mut self) -> u32 {
+        (self.rng.next_u64() % u64::from(self.ctx.sc.world.servers)) as u32
+    }
+
+    fn jti(&mut self) -> String {
+        self.n += 1;
+        format!("bad{}-{}", self.c, self.n)
+    }
+
+    /// A valid token for `sub`, issued `iat_s` and expiring `exp_s` (unix seconds).
+    fn token(&mut self, sub: &str, exp_s: u64, iat_s: u64) -> (String, String) {
+        let jti = self.jti();
+        let t = net::sign(&net::claims(
+            sub,
+            "tenant-bad",
+            &["user"],
+            jti.clone(),
+            exp_s,
+            iat_s,
+        ));
+        (t, jti)
+    }
+
+    fn fresh(&mut self) -> (String, String) {
+        let sub = format!("bad-{}", self.c);
+        self.token(&sub, EPOCH_MS / 1000 + 100_000, EPOCH_MS / 1000)
+    }
+
+    async fn handshake(
+        &self,
+        server: u32,
+        token: Option<&str>,
+        kind: TokenKind,
+        jti: Option<String>,
+    ) -> Option<SimWs> {
+        let h = net::connect(server, token).await;
+        self.ctx.record(Obs::Connect {
+            client: self.c,
+            server,
+            token: kind,
+            jti,
+            accepted: h.ws.is_some(),
+            status: h.status,
+            error: h.error,
+        });
+        h.ws
+    }
+
+    async fn attack(&mut self, attack: &str) {
+        let s = self.server();
+        let sub = format!("bad-{}", self.c);
+        let long = EPOCH_MS / 1000 + 100_000;
+        match attack {
+            "forged" | "alg_none" | "garbage" => {
+                let jti = self.jti();
+                let cl = net::claims(
+                    &sub,
+                    "tenant-bad",
+                    &["user", "admin"],
+                    jti.clone(),
+                    long,
+                    EPOCH_MS / 1000,
+                );
+                let (token, kind) = match attack {
+                    "forged" => (net::forge(&cl), TokenKind::Forged),
+                    "alg_none" => (net::alg_none(&cl), TokenKind::AlgNone),
+                    _ => (
+                        format!("garbage.{}", self.rng.next_u64()),
+                        TokenKind::Garbage,
+                    ),
+                };
+                self.handshake(s, Some(&token), kind, Some(jti)).await;
+            }
+            "expired" | "edge_valid" => {
+                // By the target server's clock: beyond the leeway, or inside it by 10–40 s.
+                let server_now = self.ctx.server_unix_ms(s) / 1000;
+                let margin = 10 + self.rng.next_u64() % 31;
+                let (exp, kind) = if attack == "expired" {
+                    (server_now - LEEWAY_S - margin, TokenKind::Expired)
+                } else {
+                    (server_now - LEEWAY_S + margin, TokenKind::EdgeValid)
+                };
+                let (token, jti) = self.token(&sub, exp, exp - 3600);
+                if let Some(mut ws) = self.handshake(s, Some(&token), kind, Some(jti)).await {
+                    let _ = ws.close(None).await;
+                }
+            }
+            "replay" => {
+                let (token, jti) = self.fresh();
+                let servers = self.ctx.sc.world.servers;
+                if servers > 1 {
+                    // The same token at two servers at once: at most one may let it in.
+                    let other = (s + 1) % servers;
+                    let (a, b) = tokio::join!(
+                        net::connect(s, Some(&token)),
+                        net::connect(other, Some(&token))
+                    );
+                    for (server, h) in [(s, a), (other, b)] {
+                        self.ctx.record(Obs::Connect {
+                            client: self.c,
+                            server,
+                            token: TokenKind::Contested,
+                            jti: Some(jti.clone()),
+                            accepted: h.ws.is_some(),
+                            status: h.status,
+                            error: h.error,
+                        });
+                    }
+                } else {
+                    let first = self
+                        .handshake(s, Some(&token), TokenKind::Valid, Some(jti.clone()))
+                        .await;
+                    if let Some(mut ws) = first {
+                        let _ = ws.close(None).await;
+                        if let Some(mut ws) = self
+                            .handshake(s, Some(&token), TokenKind::Replayed, Some(jti))
+                            .await
+                        {
+                            let _ = ws.close(None).await;
+                        }
+                    }
+                }
+            }
+            "revoke" => self.revoke(s).await,
+            "malformed" => {
+                let (token, jti) = self.fresh();
+                let Some(mut ws) = self
+                    .handshake(s, Some(&token), TokenKind::Valid, Some(jti))
+                    .await
+                else {
+                    return;
+                };
+                let frames = [
+                    "{not json",
+                    "{\"command\": \"no.such.command\", \"id\": 1}",
+                    "[1,2,3]",
+                    "{\"command\": \"memory.get\", \"args\": {\"id\": 7}}",
+                ];
+                let frame = frames[(self.rng.next_u64() % frames.len() as u64) as usize];
+                let answer = match ws.send(Message::Text(frame.into())).await {
+                    Ok(()) => net::next_text(&mut ws).await.unwrap_or(Value::Null),
+                    Err(_) => Value::Null,
+                };
+                let probe = json!({"id": 2, "command": "spiral.stats"}).to_string();
+                let alive = match ws.send(Message::Text(probe.into())).await {
+                    // Alive: it answers (even `rate_limited` is an answer).
+                    Ok(()) => net::next_text(&mut ws)
+                        .await
+                        .is_ok_and(|a| a["type"] == "result" || a["type"] == "error"),
+                    Err(_) => false,
+                };
+                self.ctx.record(Obs::BadFrame {
+                    client: self.c,
+                    server: s,
+                    frame: frame.into(),
+                    answer,
+                    alive,
+                });
+                let _ = ws.close(None).await;
+            }
+            "oversized" => {
+                let (token, jti) = self.fresh();
+                let Some(mut ws) = self
+                    .handshake(s, Some(&token), TokenKind::Valid, Some(jti))
+                    .await
+                else {
+                    return;
+                };
+                let size =
+                    self.ctx.sc.world.max_message_size + 1 + (self.rng.next_u64() % 1024) as usize;
+                let frame = format!(
+                    "{{\"command\":\"memory.store\",\"args\":{{\"content\":\"{}\"}}}}",
+                    "x".repeat(size)
+                );
+                let t0 = now_ms();
+                let got = match ws.send(Message::Text(frame.into())).await {
+                    Ok(()) => net::close_code(&mut ws, Duration::from_secs(5)).await,
+                    Err(_) => None,
+                };
+                self.closed(s, "oversized frame", vec![1009], got, t0);
+            }
+            "http" => {
+                let forged = net::forge(&net::claims(
+                    &sub,
+                    "tenant-bad",
+                    &["admin"],
+                    self.jti(),
+                    long,
+                    EPOCH_MS / 1000,
+                ));
+                let requests: [(&str, &str, Option<&str>, TokenKind); 4] = [
+                    ("GET", "/metrics", None, TokenKind::Missing),
+                    ("GET", "/v1/spirals", None, TokenKind::Missing),
+                    ("GET", "/status", Some(&forged), TokenKind::Forged),
+                    ("POST", "/admin/gc", Some(&forged), TokenKind::Forged),
+                ];
+                let (method, path, token, kind) = requests[(self.rng.next_u64() % 4) as usize];
+                if let Ok(status) = net::http(s, method, path, token, None).await {
+                    self.ctx.record(Obs::Http {
+                        client: self.c,
+                        server: s,
+                        method: method.into(),
+                        path: path.into(),
+                        token: kind,
+                        status,
+                    });
+                }
+            }
+            "silent" | "idle" => {
+                let (token, jti) = self.fresh();
+                let Some(mut ws) = self
+                    .handshake(s, Some(&token), TokenKind::Valid, Some(jti))
+                    .await
+                else {
+                    return;
+                };
+                let w = &self.ctx.sc.world;
+                let t0 = now_ms();
+                let (why, expected, got) = if attack == "silent" {
+                    // Read nothing (so no pongs) for three ping intervals, then see how it ended.
+                    tokio::time::sleep(Duration::from_millis(w.ws_ping_interval_ms * 3 + 1_000))
+                        .await;
+                    let got = net::close_code(&mut ws, Duration::from_secs(5)).await;
+                    ("silent peer", vec![4001], got)
+                } else {
+                    // Answer pings but send nothing.
+                    let within = Duration::from_millis(
+                        w.ws_idle_timeout_ms + w.ws_ping_interval_ms * 2 + 1_000,
+                    );
+                    (
+                        "idle peer",
+                        vec![4000],
+                        net::close_code(&mut ws, within).await,
+                    )
+                };
+                self.closed(s, why, expected, got, t0);
+            }
+            _ => self.flood(s).await,
+        }
+    }
+
+    fn closed(&self, server: u32, why: &str, expected: Vec<u16>, got: Option<u16>, t0: u64) {
+        self.ctx.record(Obs::Closed {
+            client: self.c,
+            server,
+            why: why.into(),
+            expected,
+            got,
+            after_ms: now_ms() - t0,
+        });
+    }
+
+    /// Open a connection for a subject, revoke the subject through the admin API, and see the
+    /// connection closed with 4003 and a token issued before the revocation refused.
+    async fn revoke(&mut self, s: u32) {
+        let sub = format!("rv-{}-{}", self.c, self.n);
+        let issued = self.ctx.server_unix_ms(s) / 1000 - 5;
+        let (token, jti) = self.token(&sub, issued + 100_000, issued);
+        let Some(mut ws) = self
+            .handshake(s, Some(&token), TokenKind::Valid, Some(jti))
+            .await
+        else {
+            return;
+        };
+        let admin = net::sign(&net::claims(
+            "admin-bad",
+            "tenant-bad",
+            &["admin"],
+            self.jti(),
+            issued + 100_000,
+            issued,
+        ));
+        let t0 = now_ms();
+        match net::http(
+            s,
+            "POST",
+            "/admin/tokens/revoke",
+            Some(&admin),
+            Some(&json!({"sub": sub})),
+        )
+        .await
+        {
+            Ok(200) => {}
+            // Not revoked (rate limited, unreachable): nothing to judge.
+            _ => return,
+        }
+        let within = Duration::from_millis(self.ctx.sc.world.ws_ping_interval_ms * 2 + 1_000);
+        let got = net::close_code(&mut ws, within).await;
+        self.closed(s, "subject revoked", vec![4003], got, t0);
+        let (old, jti) = self.token(&sub, issued + 100_000, issued);
+        if let Some(mut ws) = self
+            .handshake(s, Some(&old), TokenKind::Revoked, Some(jti))
+            .await
+        {
+            let _ = ws.close(None).await;
+        }
+    }
+
+    /// More connections than the cap, in concurrent batches (well inside the ping timeout, so
+    /// the server closes none of them meanwhile), each by its own user: the server must refuse
+    /// before it holds more than `max_connections`.
+    async fn flood(&mut self, s: u32) {
+        let cap = self.ctx.sc.world.max_connections;
+        let mut held = Vec::new();
+        let mut refused = false;
+        let mut i = 0;
+        while i < cap + 4 && !refused {
+            // Below turmoil's listen backlog (64).
+            let batch: Vec<String> = (i..(cap + 4).min(i + 16))
+                .map(|k| {
+                    self.token(
+                        &format!("flood-{}-{k}", self.c),
+                        EPOCH_MS / 1000 + 100_000,
+                        EPOCH_MS / 1000,
+                    )
+                    .0
+                })
+                .collect();
+            i += batch.len();
+            let results =
+                futures_util::future::join_all(batch.iter().map(|t| net::connect(s, Some(t))))
+                    .await;
+            for h in results {
+                match h.ws {
+                    Some(ws) => held.push(ws),
+                    None => refused |= h.status == Some(503),
+                }
+            }
+        }
+        self.ctx.record(Obs::Flood {
+            client: self.c,
+            server: s,
+            accepted: held.len() as u32,
+            refused_503: refused,
+            cap,
+        });
+        for mut ws in held {
+            let _ = ws.close(None).await;
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! A well-behaved client: a seeded operation stream over one WebSocket to its server, valid
+//! tokens, reconnecting (with a fresh token) whenever the connection breaks.
+
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use serde_json::{Value, json};
+use spiral_server::rng::SplitMix64;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::net::{self, SimWs};
+use super::{Ctx, EPOCH_MS, now_ms};
+use crate::checkers::{Obs, TokenKind};
+
+pub(crate) async fn main(ctx: &Ctx, c: u32, mut rng: SplitMix64) {
+    let sc = &ctx.sc;
+    let tenant = format!("tenant-{}", c % sc.workload.tenants);
+    let user = format!("user-{}", c % sc.user_count());
+    let server = c % sc.world.servers;
+    let end_ms = sc.world.duration_s * 1000;
+    let exp_s = EPOCH_MS / 1000 + sc.world.duration_s + 3600;
+    let weights = sc.workload.mix.weights();
+    let total: u64 = weights.iter().map(|(_, w)| u64::from(*w)).sum();
+    let mean_gap_ms = 1000.0 / sc.workload.ops_per_s;
+    let max_ops = sc.workload.max_ops_per_client.unwrap_or(u64::MAX);
+    let mut ws: Option<SimWs> = None;
+    let mut conn = 0u64;
+    let mut seq = 0u64;
+    let mut mine: Vec<String> = Vec::new();
+    while now_ms() < end_ms && seq < max_ops {
+        let gap = (mean_gap_ms * (0.5 + rng.next_f64())) as u64;
+        tokio::time::sleep(Duration::from_millis(gap.max(1))).await;
+        if ws.is_none() {
+            conn += 1;
+            let jti = format!("c{c}-{conn}");
+            let token = net::sign(&net::claims(
+                &user,
+                &tenant,
+                &["user"],
+                jti.clone(),
+                exp_s,
+                EPOCH_MS / 1000,
+            ));
+            let h = net::connect(server, Some(&token)).await;
+            ctx.record(Obs::Connect {
+                client: c,
+                server,
+                token: TokenKind::Valid,
+                jti: Some(jti),
+                accepted: h.ws.is_some(),
+                status: h.status,
+                error: h.error,
+            });
+            match h.ws {
+                Some(s) => ws = Some(s),
+                None => {
+                    // Back off before the next attempt.
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+            }
+        }
+        let Some(socket) = ws.as_mut() else { continue };
+        let mut roll = rng.next_u64() % total.max(1);
+        let op = weights
+            .iter()
+            .find(|(_, w)| {
+                let hit = roll < u64::from(*w);
+                roll = roll.saturating_sub(u64::from(*w));
+                hit
+            })
+            .map_or("stats", |(name, _)| *name);
+        let (command, args, target, content) = match op {
+            "store" => {
+                let content =
+                    json!({"client": c, "seq": seq, "note": format!("n{}", rng.next_u64() % 1000)});
+                let args = json!({"content": content, "priority": rng.next_u64() % 5});
+                ("memory.store", args, None, Some(content))
+            }
+            "get" | "collect" if !mine.is_empty() => {
+                let i = (rng.next_u64() % mine.len() as u64) as usize;
+                let id = if op == "collect" {
+                    mine.swap_remove(i)
+                } else {
+                    mine[i].clone()
+                };
+                let cmd = if op == "get" {
+                    "memory.get"
+                } else {
+                    "memory.collect"
+                };
+                (cmd, json!({"id": id}), Some(id), None)
+            }
+            "foreign_get" => {
+                let foreign = ctx.foreign_ids(&tenant, 64);
+                if foreign.is_empty() {
+                    continue;
+                }
+                let id = foreign[(rng.next_u64() % foreign.len() as u64) as usize].clone();
+                ("memory.get", json!({"id": id}), Some(id), None)
+            }
+            "list" => ("memory.list", json!({"limit": 20}), None, None),
+            _ => ("spiral.stats", Value::Null, None, None),
+        };
+        // "get"/"collect" with nothing of its own yet fall through to stats.
+        let op = if command == "spiral.stats" {
+            "stats"
+        } else {
+            op
+        };
+        seq += 1;
+        let sent_ms = now_ms();
+        let msg = json!({"id": seq, "command": command, "args": args});
+        let answer = match socket.send(Message::Text(msg.to_string().into())).await {
+            Ok(()) => net::next_text(socket).await,
+            Err(e) => Err(e.to_string()),
+        };
+        let (answer, error) = match answer {
+            Ok(a) => (a, None),
+            // No TCP retransmit in the simulator: a connection that crossed a partition is dead
+            // for good. Drop it and reconnect.
+            Err(e) => {
+                ws = None;
+                (Value::Null, Some(e))
+            }
+        };
+        if op == "store"
+            && let Some(id) = answer["data"]["id"].as_str()
+        {
+            mine.push(id.to_owned());
+        }
+        ctx.record(Obs::Op {
+            client: c,
+            user: user.clone(),
+            tenant: tenant.clone(),
+            server,
+            op: op.to_owned(),
+            target,
+            content,
+            sent_ms,
+            done_ms: now_ms(),
+            answer,
+            error,
+        });
+    }
+    if let Some(mut s) = ws {
+        let _ = s.close(None).await;
+    }
+}

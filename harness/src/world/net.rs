@@ -1,0 +1,189 @@
+//! The clients' side of the simulated network: tokens, WebSocket handshakes over turmoil streams
+//! (tokio-tungstenite `client_async`), reading answers and close frames, and plain HTTP/1.1.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use spiral_server::auth::{Claims, Keys};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use super::SECRET;
+
+/// A client waits this long for an answer before it gives up on the connection.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub type SimWs = tokio_tungstenite::WebSocketStream<turmoil::net::TcpStream>;
+
+/// Claims for `sub` with expiry `exp_s` and issue time `iat_s` (unix seconds).
+pub fn claims(
+    sub: &str,
+    tenant: &str,
+    roles: &[&str],
+    jti: String,
+    exp_s: u64,
+    iat_s: u64,
+) -> Claims {
+    Claims {
+        sub: sub.to_owned(),
+        exp: exp_s,
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        tenant: tenant.to_owned(),
+        scope: None,
+        jti: Some(jti),
+        nbf: None,
+        iat: Some(iat_s),
+    }
+}
+
+pub fn sign(c: &Claims) -> String {
+    Keys::hs256(SECRET).mint(c).unwrap_or_default()
+}
+
+/// Signed with a key the server does not know.
+pub fn forge(c: &Claims) -> String {
+    Keys::hs256(b"not-the-server-secret-not-the-server")
+        .mint(c)
+        .unwrap_or_default()
+}
+
+/// `alg: none`, no signature.
+pub fn alg_none(c: &Claims) -> String {
+    let header = URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT"}).to_string());
+    let body = URL_SAFE_NO_PAD.encode(serde_json::to_string(c).unwrap_or_default());
+    format!("{header}.{body}.")
+}
+
+/// How a handshake went.
+pub struct Handshake {
+    pub ws: Option<SimWs>,
+    /// HTTP status of a refused upgrade.
+    pub status: Option<u16>,
+    pub error: Option<String>,
+}
+
+/// Open a WebSocket to `server`'s command channel with `token` (as a bearer header) and read the
+/// welcome.
+pub async fn connect(server: u32, token: Option<&str>) -> Handshake {
+    let host = format!("server-{server}");
+    let fail = |status, e: String| Handshake {
+        ws: None,
+        status,
+        error: Some(e),
+    };
+    let mut req = match format!("ws://{host}:3001/").into_client_request() {
+        Ok(r) => r,
+        Err(e) => return fail(None, e.to_string()),
+    };
+    if let Some(t) = token
+        && let Ok(v) = format!("Bearer {t}").parse()
+    {
+        req.headers_mut().insert("authorization", v);
+    }
+    let stream = match turmoil::net::TcpStream::connect((host.as_str(), 3001)).await {
+        Ok(s) => s,
+        Err(e) => return fail(None, e.to_string()),
+    };
+    let mut ws =
+        match tokio::time::timeout(ANSWER_TIMEOUT, tokio_tungstenite::client_async(req, stream))
+            .await
+        {
+            Err(_) => return fail(None, "handshake timed out".into()),
+            Ok(Err(WsError::Http(resp))) => {
+                return fail(
+                    Some(resp.status().as_u16()),
+                    format!("refused: {}", resp.status()),
+                );
+            }
+            Ok(Err(e)) => return fail(None, e.to_string()),
+            Ok(Ok((ws, _))) => ws,
+        };
+    match next_text(&mut ws).await {
+        Ok(_) => Handshake {
+            ws: Some(ws),
+            status: None,
+            error: None,
+        },
+        Err(e) => fail(None, format!("no welcome: {e}")),
+    }
+}
+
+/// The next text message, as JSON (pings are answered by reading).
+pub async fn next_text(ws: &mut SimWs) -> Result<Value, String> {
+    let read = async {
+        loop {
+            match ws.next().await {
+                None => return Err("closed".to_owned()),
+                Some(Err(e)) => return Err(e.to_string()),
+                Some(Ok(Message::Text(t))) => {
+                    return serde_json::from_str(t.as_str()).map_err(|e| e.to_string());
+                }
+                Some(Ok(Message::Close(f))) => {
+                    return Err(format!(
+                        "closed by server: {}",
+                        f.map_or(0, |f| u16::from(f.code))
+                    ));
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    };
+    tokio::time::timeout(ANSWER_TIMEOUT, read)
+        .await
+        .map_err(|_| "no answer in 5 s".to_owned())?
+}
+
+/// Read until the server closes, for at most `within`: the close code, if a close frame came.
+pub async fn close_code(ws: &mut SimWs, within: Duration) -> Option<u16> {
+    let read = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(f))) => return f.map(|f| u16::from(f.code)),
+                None | Some(Err(_)) => return None,
+                Some(Ok(_)) => {}
+            }
+        }
+    };
+    tokio::time::timeout(within, read).await.ok().flatten()
+}
+
+/// One HTTP/1.1 request to `server`'s HTTP port; the response status.
+pub async fn http(
+    server: u32,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> Result<u16, String> {
+    let host = format!("server-{server}");
+    let mut s = turmoil::net::TcpStream::connect((host.as_str(), 3000))
+        .await
+        .map_err(|e| e.to_string())?;
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let exchange = async {
+        s.write_all(req.as_bytes()).await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    };
+    let buf = tokio::time::timeout(ANSWER_TIMEOUT, exchange)
+        .await
+        .map_err(|_| "no response in 5 s".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let head = String::from_utf8_lossy(&buf[..buf.len().min(64)]).into_owned();
+    head.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("not an HTTP response: {head:?}"))
+}

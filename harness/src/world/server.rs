@@ -1,0 +1,225 @@
+//! A server host: the unmodified server library on simulated listeners, over the world's durable
+//! storage (in-process, with injected latency) or the simulated Redis, with a wall clock that
+//! follows simulated time plus the host's skew.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use spiral_server::api::{AppState, Listeners, Parts, ServerConfig};
+use spiral_server::auth::{Keys, Shared};
+use spiral_server::clock::{Clock, EpochClock, Instant, SharedClock};
+use spiral_server::engine::{EngineConfig, EngineEvent};
+use spiral_server::resilience::{ResilienceConfig, ResilientStorage};
+use spiral_server::storage::redis::{RedisConnectionInfo, RedisStorage, dial_stream};
+use spiral_server::storage::{SharedStorage, Storage, StorageResult};
+
+use super::{Ctx, EPOCH_MS, SECRET, lock, now_ms};
+use crate::checkers::Obs;
+use crate::sim_net::SimListener;
+
+/// Server `s`'s data namespace in Redis: each instance indexes its own nodes, so each engine's
+/// invariant 1 is exact; rate limits, `jti`s and revocations share the default namespace.
+pub(crate) fn namespace(server: u32) -> String {
+    format!("spiral-s{server}")
+}
+
+/// Simulated time since the epoch, plus a skew that faults can move.
+#[derive(Debug)]
+struct SkewedClock {
+    base: EpochClock,
+    skew_ms: Arc<AtomicI64>,
+}
+
+impl Clock for SkewedClock {
+    fn now(&self) -> Instant {
+        self.base.now()
+    }
+
+    fn unix_ms(&self) -> u64 {
+        self.base
+            .unix_ms()
+            .saturating_add_signed(self.skew_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// In-process storage with a fixed latency on every call: a crash can land between an
+/// operation and its durable write, as with a real disk or network.
+#[derive(Debug)]
+struct Slow {
+    inner: SharedStorage,
+    latency: Duration,
+}
+
+impl Slow {
+    async fn wait(&self) {
+        tokio::time::sleep(self.latency).await;
+    }
+}
+
+#[async_trait]
+impl Storage for Slow {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn init(&self) -> StorageResult<()> {
+        self.wait().await;
+        self.inner.init().await
+    }
+    async fn get(&self, key: &str) -> StorageResult<Option<Value>> {
+        self.wait().await;
+        self.inner.get(key).await
+    }
+    async fn set(&self, key: &str, value: &Value) -> StorageResult<()> {
+        self.wait().await;
+        self.inner.set(key, value).await
+    }
+    async fn del(&self, key: &str) -> StorageResult<()> {
+        self.wait().await;
+        self.inner.del(key).await
+    }
+    async fn keys(&self, prefix: &str) -> StorageResult<Vec<String>> {
+        self.wait().await;
+        self.inner.keys(prefix).await
+    }
+    async fn atomic_incr(&self, key: &str, delta: i64) -> StorageResult<i64> {
+        self.wait().await;
+        self.inner.atomic_incr(key, delta).await
+    }
+    // Bulk calls are one round trip each, as with the real adapters.
+    async fn visit_prefix(
+        &self,
+        prefix: &str,
+        visit: &mut (dyn for<'k> FnMut(&'k str, &'k Value) + Send),
+    ) -> StorageResult<u64> {
+        self.wait().await;
+        self.inner.visit_prefix(prefix, visit).await
+    }
+    async fn set_many(&self, entries: &[(String, Value)]) -> StorageResult<()> {
+        self.wait().await;
+        self.inner.set_many(entries).await
+    }
+    async fn del_many(&self, keys: &[String]) -> StorageResult<()> {
+        self.wait().await;
+        self.inner.del_many(keys).await
+    }
+    async fn scan_prefix(&self, prefix: &str) -> StorageResult<Vec<(String, Value)>> {
+        self.wait().await;
+        self.inner.scan_prefix(prefix).await
+    }
+}
+
+fn redis_adapter() -> RedisStorage {
+    RedisStorage::with_dialer("sim-redis", || async {
+        let stream = turmoil::net::TcpStream::connect("redis:6379").await?;
+        dial_stream(&RedisConnectionInfo::default(), stream).await
+    })
+    .with_timeouts(250, 250)
+}
+
+fn server_config(ctx: &Ctx) -> ServerConfig {
+    let w = &ctx.sc.world;
+    ServerConfig {
+        ws_ping_interval_ms: w.ws_ping_interval_ms,
+        ws_idle_timeout_ms: w.ws_idle_timeout_ms,
+        max_connections: w.max_connections,
+        max_message_size: w.max_message_size,
+        recovery_period_ms: 500,
+        ..ServerConfig::default()
+    }
+}
+
+/// The host's software; called again on every bounce.
+pub(crate) async fn main(ctx: Arc<Ctx>, s: u32) -> Result<(), Box<dyn std::error::Error>> {
+    let clock: SharedClock = Arc::new(SkewedClock {
+        base: EpochClock::new(EPOCH_MS + now_ms()),
+        skew_ms: ctx.servers[s as usize].skew_ms.clone(),
+    });
+    let (storage, shared): (SharedStorage, Shared) = match (&ctx.durable, &ctx.redis) {
+        (Some(d), _) => {
+            let latency = ctx.sc.world.storage_latency_ms;
+            let storage = if latency > 0 {
+                Arc::new(Slow {
+                    inner: d.clone(),
+                    latency: Duration::from_millis(latency),
+                })
+            } else {
+                d.clone()
+            };
+            (storage, Shared::memory())
+        }
+        _ => {
+            let data = redis_adapter().with_namespace(namespace(s))?;
+            (Arc::new(data), Shared::redis(Arc::new(redis_adapter())))
+        }
+    };
+    let resilience = ResilienceConfig {
+        failures: 3,
+        window_ms: 2_000,
+        timeout_ms: 500,
+        journal_max: 10_000,
+    };
+    let resilient = Arc::new(ResilientStorage::new(storage, resilience, clock.clone()));
+    let shared = Arc::new(shared);
+    // Opening reads storage; while it is unreachable, keep trying (a real supervisor would).
+    let state = loop {
+        let parts = Parts {
+            storage: resilient.clone(),
+            shared: shared.clone(),
+            keys: Keys::hs256(SECRET),
+            clock: clock.clone(),
+            cfg: server_config(&ctx),
+            engine: EngineConfig {
+                max_nodes: ctx.sc.world.max_nodes,
+                ..EngineConfig::default()
+            },
+            seed: ctx.server_seed ^ u64::from(s),
+            redis_tls_disabled: None,
+        };
+        match AppState::open(parts).await {
+            Ok((state, _)) => break state,
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    };
+    watch_engine(&ctx, s, &state);
+    *lock(&ctx.servers[s as usize].state) = Some(state.clone());
+    let listeners = Listeners {
+        http: SimListener::bind(3000).await?,
+        ws: SimListener::bind(3001).await?,
+        stream: SimListener::bind(3002).await?,
+    };
+    spiral_server::api::serve(listeners, state, std::future::pending()).await?;
+    Ok(())
+}
+
+/// GC passes and GC removals, from the engine's own event channel.
+fn watch_engine(ctx: &Arc<Ctx>, s: u32, state: &AppState) {
+    let mut events = state.engine.subscribe();
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match events.recv().await {
+                Ok(EngineEvent::Collected {
+                    id, by_gc: true, ..
+                }) => {
+                    ctx.record(Obs::GcRemoved { server: s, id });
+                }
+                Ok(EngineEvent::Gc(r)) => ctx.record(Obs::Gc {
+                    server: s,
+                    pause_ms: r.pause_ms,
+                    budget_ms: r.budget_ms,
+                    collected: r.collected,
+                }),
+                Ok(_) => {}
+                // Missing GC removals would turn legal disappearances into false alarms.
+                Err(RecvError::Lagged(n)) => {
+                    ctx.harness_error(format!("server-{s}: the harness missed {n} engine events"));
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+}
