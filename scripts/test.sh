@@ -54,8 +54,20 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 
-step "harness sweep (seeds 0..40)"
+step "engine-only harness sweep (seeds 0..40)"
 cargo run -q -p spiral-harness --locked -- sweep --seeds 0..40
+
+# The simulated world: every scenario over seeds 0..50, and the four scenarios the planted-bug
+# demonstrations target over the rest of 0..200 (without the bugs, those sweeps must pass).
+harness() { cargo run -q --release -p spiral-harness --locked -- "$@"; }
+step "simulation sweep: every scenario, seeds 0..50"
+harness sweep scenarios/*.toml --seeds 0..50
+step "simulation sweep: the planted bugs' scenarios, seeds 50..200"
+harness sweep scenarios/{gc-pressure,server-crash-restart,multi-server,redis-outage}.toml --seeds 50..200
+step "determinism: one seed of every scenario, run twice, traces compared"
+for f in scenarios/*.toml; do
+  harness sim "$f" --seed 7 --check-determinism | grep -E '^(determinism|FAIL)'
+done
 
 [ "$mode" = quick ] && exit 0
 

@@ -66,7 +66,8 @@ pub struct WorldSpec {
     #[serde(default = "one")]
     pub servers: u32,
     pub clients: u32,
-    #[serde(default = "memory")]
+    /// Default `embedded`, the server's own default.
+    #[serde(default = "embedded")]
     pub storage: StorageKind,
     pub duration_s: u64,
     /// Engine capacity (small values put GC under pressure).
@@ -87,6 +88,12 @@ pub struct WorldSpec {
     pub max_connections: usize,
     #[serde(default = "default_max_message")]
     pub max_message_size: usize,
+    /// One-way network latency of every message, drawn in [min, max] ms (a data-centre LAN by
+    /// default; turmoil's own default is 0–100 ms).
+    #[serde(default)]
+    pub latency_ms_min: u64,
+    #[serde(default = "default_latency_max")]
+    pub latency_ms_max: u64,
     /// The simulator's step (ms): every host runs this much simulated time per step. Smaller is
     /// finer-grained and slower.
     #[serde(default = "default_tick")]
@@ -96,8 +103,8 @@ pub struct WorldSpec {
 fn one() -> u32 {
     1
 }
-fn memory() -> StorageKind {
-    StorageKind::Memory
+fn embedded() -> StorageKind {
+    StorageKind::Embedded
 }
 fn default_max_nodes() -> u64 {
     2618
@@ -110,6 +117,9 @@ fn default_idle() -> u64 {
 }
 fn default_max_connections() -> usize {
     64
+}
+fn default_latency_max() -> u64 {
+    5
 }
 fn default_tick() -> u64 {
     10
@@ -411,6 +421,9 @@ impl Scenario {
         }
         if w.servers > 8 || w.clients > 256 {
             return Err("[world]: at most 8 servers and 256 clients".into());
+        }
+        if w.latency_ms_min > w.latency_ms_max || w.latency_ms_max > 10_000 {
+            return Err("[world] latency_ms_min ≤ latency_ms_max ≤ 10000".into());
         }
         if !(1..=100).contains(&w.tick_ms) {
             return Err("[world] tick_ms: must be in 1..=100".into());

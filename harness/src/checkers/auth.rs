@@ -29,7 +29,7 @@ impl Checker for Auth {
                 status,
                 ..
             } => {
-                if *accepted && !token.must_accept() && *token != TokenKind::Contested {
+                if *accepted && !token.must_accept() && *token != TokenKind::Uncertain {
                     return Err(format!(
                         "client-{client}: server-{server} accepted a WebSocket handshake with a {token:?} token"
                     ));
@@ -114,16 +114,16 @@ mod tests {
                 .unwrap_err()
                 .contains("replay")
         );
-        let contested = |ok, status| connect(TokenKind::Contested, "b", ok, status);
+        let uncertain = |ok, status| connect(TokenKind::Uncertain, "b", ok, status);
         run(
             &mut Auth::default(),
-            &[contested(true, None), contested(false, Some(401))],
+            &[uncertain(true, None), uncertain(false, Some(401))],
         )
         .unwrap();
         assert!(
             run(
                 &mut Auth::default(),
-                &[contested(true, None), contested(true, None)]
+                &[uncertain(true, None), uncertain(true, None)]
             )
             .is_err()
         );

@@ -66,8 +66,9 @@ pub enum TokenKind {
     EdgeValid,
     /// A `jti` already used for a handshake.
     Replayed,
-    /// One token presented to several servers at once: at most one may admit it.
-    Contested,
+    /// The right outcome is not determined: one token offered to several servers at once (at
+    /// most one may admit it), or a server clock that jumped during the attempt.
+    Uncertain,
     /// Its subject was revoked after it was issued.
     Revoked,
     /// No token at all.

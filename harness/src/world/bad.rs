@@ -86,6 +86,13 @@ impl Bad<'_> {
         self.token(&sub, EPOCH_MS / 1000 + 100_000, EPOCH_MS / 1000)
     }
 
+    fn skew(&self, server: u32) -> i64 {
+        self.ctx.servers[server as usize]
+            .skew_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Connect and record it.
     async fn handshake(
         &self,
         server: u32,
@@ -93,7 +100,26 @@ impl Bad<'_> {
         kind: TokenKind,
         jti: Option<String>,
     ) -> Option<SimWs> {
+        self.handshake_since(server, token, kind, jti, self.skew(server))
+            .await
+    }
+
+    /// Connect and record it. A token judged by the server's clock (expired, edge, revoked) is
+    /// judged only if that clock did not jump since `skew_before` was read.
+    async fn handshake_since(
+        &self,
+        server: u32,
+        token: Option<&str>,
+        kind: TokenKind,
+        jti: Option<String>,
+        skew_before: i64,
+    ) -> Option<SimWs> {
         let h = net::connect(server, token).await;
+        let kind = if self.skew(server) == skew_before {
+            kind
+        } else {
+            TokenKind::Uncertain
+        };
         self.ctx.record(Obs::Connect {
             client: self.c,
             server,
@@ -133,6 +159,7 @@ impl Bad<'_> {
             }
             "expired" | "edge_valid" => {
                 // By the target server's clock: beyond the leeway, or inside it by 10–40 s.
+                let skew = self.skew(s);
                 let server_now = self.ctx.server_unix_ms(s) / 1000;
                 let margin = 10 + self.rng.next_u64() % 31;
                 let (exp, kind) = if attack == "expired" {
@@ -141,7 +168,10 @@ impl Bad<'_> {
                     (server_now - LEEWAY_S + margin, TokenKind::EdgeValid)
                 };
                 let (token, jti) = self.token(&sub, exp, exp - 3600);
-                if let Some(mut ws) = self.handshake(s, Some(&token), kind, Some(jti)).await {
+                if let Some(mut ws) = self
+                    .handshake_since(s, Some(&token), kind, Some(jti), skew)
+                    .await
+                {
                     let _ = ws.close(None).await;
                 }
             }
@@ -159,7 +189,7 @@ impl Bad<'_> {
                         self.ctx.record(Obs::Connect {
                             client: self.c,
                             server,
-                            token: TokenKind::Contested,
+                            token: TokenKind::Uncertain,
                             jti: Some(jti.clone()),
                             accepted: h.ws.is_some(),
                             status: h.status,
@@ -314,6 +344,7 @@ impl Bad<'_> {
     /// connection closed with 4003 and a token issued before the revocation refused.
     async fn revoke(&mut self, s: u32) {
         let sub = format!("rv-{}-{}", self.c, self.n);
+        let skew = self.skew(s);
         let issued = self.ctx.server_unix_ms(s) / 1000 - 5;
         let (token, jti) = self.token(&sub, issued + 100_000, issued);
         let Some(mut ws) = self
@@ -349,7 +380,7 @@ impl Bad<'_> {
         self.closed(s, "subject revoked", vec![4003], got, t0);
         let (old, jti) = self.token(&sub, issued + 100_000, issued);
         if let Some(mut ws) = self
-            .handshake(s, Some(&old), TokenKind::Revoked, Some(jti))
+            .handshake_since(s, Some(&old), TokenKind::Revoked, Some(jti), skew)
             .await
         {
             let _ = ws.close(None).await;

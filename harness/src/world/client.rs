@@ -116,6 +116,14 @@ pub(crate) async fn main(ctx: &Ctx, c: u32, mut rng: SplitMix64) {
             Err(e) => Err(e.to_string()),
         };
         let (answer, error) = match answer {
+            // The statistics are large and judged by no checker: the trace keeps their size.
+            Ok(a) if op == "stats" && a["type"] == "result" => {
+                let spirals = a["data"]["spirals"].as_array().map_or(0, Vec::len);
+                (
+                    json!({"id": a["id"], "type": "result", "data": {"spirals": spirals}}),
+                    None,
+                )
+            }
             Ok(a) => (a, None),
             // No TCP retransmit in the simulator: a connection that crossed a partition is dead
             // for good. Drop it and reconnect.

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, UNIX_EPOCH};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use spiral_server::api::AppState;
 use spiral_server::engine::node_key;
 use spiral_server::rng::SplitMix64;
@@ -177,10 +177,14 @@ impl Ctx {
 
     /// [`Ctx::record`] with the time given (outside any host, `now_ms` cannot see the clock).
     pub fn record_at(&self, obs: Obs, t_ms: u64) {
+        // `{"t_ms":…,` then the observation's own fields: one serialization, no `Value` tree.
+        let body = serde_json::to_string(&obs).unwrap_or_default();
+        let line = format!(
+            "{{\"t_ms\":{t_ms},{}",
+            body.strip_prefix('{').unwrap_or("}")
+        );
         let mut m = lock(&self.model);
-        let mut line = serde_json::to_value(&obs).unwrap_or(Value::Null);
-        line["t_ms"] = json!(t_ms);
-        m.trace.push(line.to_string());
+        m.trace.push(line);
         if let Obs::Op {
             op,
             answer,
@@ -426,6 +430,8 @@ fn simulate(
         .epoch(UNIX_EPOCH + Duration::from_millis(EPOCH_MS))
         .simulation_duration(duration + SETTLE)
         .tick_duration(Duration::from_millis(sc.world.tick_ms))
+        .min_message_latency(Duration::from_millis(sc.world.latency_ms_min))
+        .max_message_latency(Duration::from_millis(sc.world.latency_ms_max))
         .build();
 
     if let Some(redis) = &ctx.redis {

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use spiral_server::auth::{Claims, Keys};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::SECRET;
@@ -58,6 +59,11 @@ pub fn alg_none(c: &Claims) -> String {
     format!("{header}.{body}.")
 }
 
+/// A small read buffer: tungstenite zero-fills the whole buffer before every read.
+fn client_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(spiral_server::api::ws::READ_BUFFER_BYTES)
+}
+
 /// How a handshake went.
 pub struct Handshake {
     pub ws: Option<SimWs>,
@@ -88,20 +94,22 @@ pub async fn connect(server: u32, token: Option<&str>) -> Handshake {
         Ok(s) => s,
         Err(e) => return fail(None, e.to_string()),
     };
-    let mut ws =
-        match tokio::time::timeout(ANSWER_TIMEOUT, tokio_tungstenite::client_async(req, stream))
-            .await
-        {
-            Err(_) => return fail(None, "handshake timed out".into()),
-            Ok(Err(WsError::Http(resp))) => {
-                return fail(
-                    Some(resp.status().as_u16()),
-                    format!("refused: {}", resp.status()),
-                );
-            }
-            Ok(Err(e)) => return fail(None, e.to_string()),
-            Ok(Ok((ws, _))) => ws,
-        };
+    let mut ws = match tokio::time::timeout(
+        ANSWER_TIMEOUT,
+        tokio_tungstenite::client_async_with_config(req, stream, Some(client_config())),
+    )
+    .await
+    {
+        Err(_) => return fail(None, "handshake timed out".into()),
+        Ok(Err(WsError::Http(resp))) => {
+            return fail(
+                Some(resp.status().as_u16()),
+                format!("refused: {}", resp.status()),
+            );
+        }
+        Ok(Err(e)) => return fail(None, e.to_string()),
+        Ok(Ok((ws, _))) => ws,
+    };
     match next_text(&mut ws).await {
         Ok(_) => Handshake {
             ws: Some(ws),

@@ -87,6 +87,22 @@ impl CoreHandle {
         self.with(|c| c.commit_store(id))
     }
 
+    /// [`CoreHandle::commit_store`] for async callers. Under the planted `count-race` bug the
+    /// task can be switched out between the read and the write-back — what a thread switch does
+    /// under loom — so concurrent stores in the simulator lose increments too.
+    pub async fn commit_store_async(&self, id: &str) -> Result<bool, EngineError> {
+        if crate::planted!(CountRace) {
+            let Some((spiral, depth)) = self.with(|c| c.commit_store_uncounted(id))? else {
+                return Ok(false);
+            };
+            let read = self.with(|c| c.read_counts(spiral))?;
+            tokio::task::yield_now().await;
+            self.with(|c| c.write_counts(spiral, depth, read))?;
+            return Ok(true);
+        }
+        self.commit_store(id)
+    }
+
     pub fn abort_store(&self, id: &str) -> Result<(), EngineError> {
         self.with(|c| c.abort_store(id))
     }

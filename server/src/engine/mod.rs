@@ -281,7 +281,7 @@ impl Engine {
         } else {
             match self.inner.storage.set(&key, &value).await {
                 Ok(()) => {
-                    self.inner.core.commit_store(&r.id)?;
+                    self.inner.core.commit_store_async(&r.id).await?;
                 }
                 Err(e) => {
                     self.inner.core.abort_store(&r.id)?;

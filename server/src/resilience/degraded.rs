@@ -46,6 +46,31 @@ struct State {
     /// Bumped whenever a write changes (or decides not to change) the view; a storage read that
     /// saw it move may be stale and must not refresh the view.
     write_gen: u64,
+    /// Prefixes the view holds completely: a scan of storage succeeded for them, and every write
+    /// since went through the view. Only these can be listed from the view; listing anything
+    /// else while storage is unreachable would present a partial (at boot: empty) picture as the
+    /// whole — an engine opened on it would lose every acknowledged node it did not see.
+    complete: Vec<String>,
+}
+
+impl State {
+    fn covers(&self, prefix: &str) -> bool {
+        self.complete.iter().any(|c| prefix.starts_with(c.as_str()))
+    }
+
+    /// The view under `prefix`, if it holds all of it.
+    fn listed<T>(
+        &self,
+        prefix: &str,
+        f: impl Fn((&String, &Value)) -> T,
+    ) -> Result<Vec<T>, StorageError> {
+        if !self.covers(prefix) {
+            return Err(StorageError::Unavailable(format!(
+                "storage unreachable and `{prefix}` was never loaded: the degraded view cannot list it"
+            )));
+        }
+        Ok(prefixed(&self.view, prefix).map(f).collect())
+    }
 }
 
 /// Where a write goes.
@@ -120,6 +145,7 @@ impl ResilienceCore {
                 breaker: Breaker::new(breaker),
                 journal: Journal::new(journal_max),
                 view: BTreeMap::new(),
+                complete: Vec::new(),
                 write_gen: 0,
             }),
             replaying: AtomicBool::new(false),
@@ -300,16 +326,14 @@ impl ResilienceCore {
         lock(&self.state).view.get(key).cloned()
     }
 
-    pub fn view_keys(&self, prefix: &str) -> Vec<String> {
-        let st = lock(&self.state);
-        prefixed(&st.view, prefix).map(|(k, _)| k.clone()).collect()
+    /// The view's keys under `prefix` — refused unless the view holds all of the prefix.
+    pub fn view_keys(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        lock(&self.state).listed(prefix, |(k, _)| k.clone())
     }
 
-    pub fn view_scan(&self, prefix: &str) -> Vec<(String, Value)> {
-        let st = lock(&self.state);
-        prefixed(&st.view, prefix)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+    /// The view's entries under `prefix` — refused unless the view holds all of the prefix.
+    pub fn view_scan(&self, prefix: &str) -> Result<Vec<(String, Value)>, StorageError> {
+        lock(&self.state).listed(prefix, |(k, v)| (k.clone(), v.clone()))
     }
 
     /// Report a storage `get`; an outage falls back to the view.
@@ -353,9 +377,7 @@ impl ResilienceCore {
         let mut st = lock(&self.state);
         st.breaker.record(permit, outcome(&result), now);
         match result {
-            Err(e) if e.is_outage() => {
-                Ok(prefixed(&st.view, prefix).map(|(k, _)| k.clone()).collect())
-            }
+            Err(e) if e.is_outage() => st.listed(prefix, |(k, _)| k.clone()),
             other => other,
         }
     }
@@ -383,12 +405,13 @@ impl ResilienceCore {
                     for (k, v) in &all {
                         st.view.insert(k.clone(), v.clone());
                     }
+                    if !st.covers(prefix) {
+                        st.complete.push(prefix.to_owned());
+                    }
                 }
                 Ok(all)
             }
-            Err(e) if e.is_outage() => Ok(prefixed(&st.view, prefix)
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()),
+            Err(e) if e.is_outage() => st.listed(prefix, |(k, v)| (k.clone(), v.clone())),
             Err(e) => Err(e),
         }
     }

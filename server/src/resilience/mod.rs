@@ -309,7 +309,7 @@ impl Storage for ResilientStorage {
         let s = &self.shared;
         s.kick();
         match s.core.begin_read(s.now()) {
-            ReadRoute::View => Ok(s.core.view_keys(prefix)),
+            ReadRoute::View => s.core.view_keys(prefix),
             ReadRoute::Storage { permit, .. } => {
                 let call = Call::new(s, permit);
                 let r = s.bounded(s.inner.keys(prefix)).await;
@@ -358,7 +358,7 @@ impl Storage for ResilientStorage {
         let s = &self.shared;
         s.kick();
         match s.core.begin_read(s.now()) {
-            ReadRoute::View => Ok(s.core.view_scan(prefix)),
+            ReadRoute::View => s.core.view_scan(prefix),
             ReadRoute::Storage { permit, write_gen } => {
                 let call = Call::new(s, permit);
                 let r = s.bounded(s.inner.scan_prefix(prefix)).await;

@@ -153,7 +153,8 @@ async fn the_breaker_opens_after_five_outage_failures_then_fails_fast() {
     );
     assert_eq!(w.faulty.calls(), 5);
     w.store.get("k").await.unwrap();
-    w.store.keys("").await.unwrap();
+    // Nothing was ever listed from storage, so the view cannot list anything either.
+    assert!(w.store.keys("").await.is_err());
     assert_eq!(
         w.faulty.calls(),
         5,
@@ -169,6 +170,8 @@ async fn the_breaker_opens_after_five_outage_failures_then_fails_fast() {
 #[tokio::test]
 async fn writes_while_open_are_journaled_acknowledged_and_readable() {
     let w = default_world();
+    // Loaded once (empty), so the view holds everything there is.
+    assert!(w.store.scan_prefix("").await.unwrap().is_empty());
     w.open().await;
     let calls = w.faulty.calls();
     w.store.set("a", &json!(1)).await.unwrap();
@@ -450,6 +453,37 @@ async fn reads_fall_back_to_the_view_of_everything_read_and_written() {
         .unwrap();
     assert_eq!(n, 2);
     assert_eq!(seen[1], ("n:b".to_string(), json!(2)));
+}
+
+#[tokio::test]
+async fn a_prefix_never_loaded_is_refused_not_listed_empty_while_degraded() {
+    // Found by the simulation (server-crash-restart with slow storage): a boot whose scan failed
+    // over to the view opened the engine on an empty picture and lost every acknowledged node.
+    let w = default_world();
+    w.faulty.mem.set("n:a", &json!(1)).await.unwrap();
+    w.faulty.mem.set("n:b", &json!(2)).await.unwrap();
+    w.open().await;
+    let e = w.store.scan_prefix("n:").await.unwrap_err();
+    assert!(
+        e.is_outage() && e.to_string().contains("never loaded"),
+        "{e}"
+    );
+    assert!(w.store.keys("n:").await.is_err());
+    assert!(w.store.visit_prefix("n:", &mut |_, _| {}).await.is_err());
+    // Outage on the call itself (breaker still closed): the same.
+    let w = default_world();
+    w.faulty.mem.set("n:a", &json!(1)).await.unwrap();
+    w.faulty.set_mode(FAIL);
+    assert!(w.store.scan_prefix("n:").await.is_err());
+    assert!(w.store.keys("n:").await.is_err());
+    // Once a scan has loaded the prefix, the view answers for it (and for narrower prefixes).
+    w.faulty.set_mode(HEALTHY);
+    assert_eq!(w.store.scan_prefix("n:").await.unwrap().len(), 1);
+    w.store.set("n:c", &json!(3)).await.unwrap();
+    w.open().await;
+    assert_eq!(w.store.keys("n:").await.unwrap(), ["n:a", "n:c"]);
+    assert_eq!(w.store.keys("n:c").await.unwrap(), ["n:c"]);
+    assert!(w.store.keys("m:").await.is_err());
 }
 
 #[tokio::test]
