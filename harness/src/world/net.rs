@@ -59,9 +59,12 @@ pub fn alg_none(c: &Claims) -> String {
     format!("{header}.{body}.")
 }
 
-/// A small read buffer: tungstenite zero-fills the whole buffer before every read.
+/// A small read buffer: tungstenite zero-fills its whole read buffer (128 KiB by default) before
+/// every read, and the clients' answers are small. (The server keeps the default: with a small
+/// buffer it refuses an oversized frame before the client has finished sending it, and the
+/// close frame is lost in the reset.)
 fn client_config() -> WebSocketConfig {
-    WebSocketConfig::default().read_buffer_size(spiral_server::api::ws::READ_BUFFER_BYTES)
+    WebSocketConfig::default().read_buffer_size(8 * 1024)
 }
 
 /// How a handshake went.

@@ -121,19 +121,13 @@ pub async fn admit(
     })
 }
 
-/// Bytes read from a socket at a time. tungstenite zero-fills its whole read buffer before every
-/// read (128 KiB by default); commands are small, so a small buffer saves that work on every
-/// frame. Larger messages still arrive whole: the buffer grows as a frame needs.
-pub const READ_BUFFER_BYTES: usize = 8 * 1024;
-
-/// Apply the size limit, the read buffer and the chosen subprotocol to an upgrade.
+/// Apply the size limit and the chosen subprotocol to an upgrade.
 pub fn configure(
     ws: WebSocketUpgrade,
     st: &AppState,
     protocol: Option<String>,
 ) -> WebSocketUpgrade {
     let ws = ws
-        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(st.cfg.max_message_size)
         .max_frame_size(st.cfg.max_message_size);
     match protocol {
