@@ -16,7 +16,7 @@ mod client;
 mod net;
 mod server;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, UNIX_EPOCH};
@@ -132,6 +132,8 @@ struct Model {
     trace: Vec<String>,
     checkers: Vec<Box<dyn Checker + Send>>,
     violation: Option<(Violation, usize)>,
+    /// Checkers that found a violation at any point.
+    violated: BTreeSet<&'static str>,
     ops: BTreeMap<String, u64>,
     faults: BTreeMap<String, u64>,
     /// Acknowledged stores: id → (tenant, server). Foreign reads and the durable check use it.
@@ -218,24 +220,42 @@ impl Ctx {
     }
 
     fn check(&self, m: &mut Model, mut f: impl FnMut(&mut dyn Checker) -> Result<(), String>) {
-        let mut found = None;
+        let mut found = Vec::new();
         for c in &mut m.checkers {
             if let Err(detail) = f(c.as_mut()) {
-                found.get_or_insert(Violation {
+                found.push(Violation {
                     checker: c.name(),
                     class: c.class(),
                     detail,
                 });
             }
         }
-        if let Some(v) = found {
+        for v in found {
             let line = json!({"check": v.checker, "verdict": "violated", "detail": v.detail});
             m.trace.push(line.to_string());
+            m.violated.insert(v.checker);
             if m.violation.is_none() {
                 let at = m.trace.len() - 1;
                 m.violation = Some((v, at));
             }
         }
+    }
+
+    /// Every checker's verdict for the whole run, one trace line each.
+    fn verdicts(&self, m: &mut Model) {
+        let lines: Vec<String> = m
+            .checkers
+            .iter()
+            .map(|c| {
+                let verdict = if m.violated.contains(c.name()) {
+                    "violated"
+                } else {
+                    "held"
+                };
+                json!({"check": c.name(), "verdict": verdict}).to_string()
+            })
+            .collect();
+        m.trace.extend(lines);
     }
 
     /// Up to `n` acknowledged ids of tenants other than `tenant`, in id order.
@@ -292,6 +312,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunResult {
             trace: Vec::new(),
             checkers,
             violation: None,
+            violated: BTreeSet::new(),
             ops: BTreeMap::new(),
             faults: BTreeMap::new(),
             acked: BTreeMap::new(),
@@ -322,6 +343,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunResult {
             Some(e) => Some(e),
             None => {
                 ctx.check(&mut m, |c| c.finish());
+                ctx.verdicts(&mut m);
                 None
             }
         },
