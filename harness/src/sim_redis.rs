@@ -171,6 +171,19 @@ impl SimRedis {
         lock(&self.data).strings.len()
     }
 
+    /// Accept connections on `port` of the current simulated host and serve each (the body of a
+    /// `redis` host).
+    pub async fn listen(&self, port: u16) -> std::io::Result<()> {
+        let listener = turmoil::net::TcpListener::bind(("0.0.0.0", port)).await?;
+        loop {
+            let (stream, _) = listener.accept().await?;
+            let redis = self.clone();
+            tokio::spawn(async move {
+                let _ = redis.serve_connection(stream).await;
+            });
+        }
+    }
+
     /// Serve one client connection until it closes or an outage refuses it.
     pub async fn serve_connection<S>(&self, stream: S) -> std::io::Result<()>
     where

@@ -34,14 +34,8 @@ fn run(seed: u64) -> Vec<String> {
     sim.host("redis", move || {
         let redis = redis.clone();
         async move {
-            let listener = turmoil::net::TcpListener::bind("0.0.0.0:6379").await?;
-            loop {
-                let (stream, _) = listener.accept().await?;
-                let redis = redis.clone();
-                tokio::spawn(async move {
-                    let _ = redis.serve_connection(stream).await;
-                });
-            }
+            redis.listen(6379).await?;
+            Ok(())
         }
     });
     let trace = Arc::new(Mutex::new(Vec::new()));

@@ -8,9 +8,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use axum::http::Method;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use spiral_harness::sim_net::SimListener;
 use spiral_server::api::client::request;
-use spiral_server::api::{AppState, Listeners, Parts, ServerConfig};
+use spiral_server::api::{AppState, Parts, ServerConfig};
 use spiral_server::auth::{Claims, Keys, Shared};
 use spiral_server::clock::{EpochClock, SharedClock};
 use spiral_server::engine::EngineConfig;
@@ -63,12 +62,7 @@ fn world(seed: u64) -> turmoil::Sim<'static> {
             redis_tls_disabled: None,
         })
         .await?;
-        let listeners = Listeners {
-            http: SimListener::bind(3000).await?,
-            ws: SimListener::bind(3001).await?,
-            stream: SimListener::bind(3002).await?,
-        };
-        spiral_server::api::serve(listeners, state, std::future::pending()).await?;
+        spiral_harness::sim_net::serve(state).await?;
         Ok(())
     });
     sim

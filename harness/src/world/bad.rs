@@ -92,6 +92,13 @@ impl Bad<'_> {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// A connection with a fresh valid token, or `None` (recorded either way).
+    async fn open(&mut self, server: u32) -> Option<SimWs> {
+        let (token, jti) = self.fresh();
+        self.handshake(server, Some(&token), TokenKind::Valid, Some(jti))
+            .await
+    }
+
     /// Connect and record it.
     async fn handshake(
         &self,
@@ -213,11 +220,7 @@ impl Bad<'_> {
             }
             "revoke" => self.revoke(s).await,
             "malformed" => {
-                let (token, jti) = self.fresh();
-                let Some(mut ws) = self
-                    .handshake(s, Some(&token), TokenKind::Valid, Some(jti))
-                    .await
-                else {
+                let Some(mut ws) = self.open(s).await else {
                     return;
                 };
                 let frames = [
@@ -249,11 +252,7 @@ impl Bad<'_> {
                 let _ = ws.close(None).await;
             }
             "oversized" => {
-                let (token, jti) = self.fresh();
-                let Some(mut ws) = self
-                    .handshake(s, Some(&token), TokenKind::Valid, Some(jti))
-                    .await
-                else {
+                let Some(mut ws) = self.open(s).await else {
                     return;
                 };
                 let size =
@@ -297,11 +296,7 @@ impl Bad<'_> {
                 }
             }
             "silent" | "idle" => {
-                let (token, jti) = self.fresh();
-                let Some(mut ws) = self
-                    .handshake(s, Some(&token), TokenKind::Valid, Some(jti))
-                    .await
-                else {
+                let Some(mut ws) = self.open(s).await else {
                     return;
                 };
                 let w = &self.ctx.sc.world;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use spiral_server::api::{AppState, Listeners, Parts, ServerConfig};
+use spiral_server::api::{AppState, Parts, ServerConfig};
 use spiral_server::auth::{Keys, Shared};
 use spiral_server::clock::{Clock, EpochClock, Instant, SharedClock};
 use spiral_server::engine::{EngineConfig, EngineEvent};
@@ -18,7 +18,6 @@ use spiral_server::storage::{SharedStorage, Storage, StorageResult};
 
 use super::{Ctx, EPOCH_MS, SECRET, lock, now_ms};
 use crate::checkers::Obs;
-use crate::sim_net::SimListener;
 
 /// Server `s`'s data namespace in Redis: each instance indexes its own nodes, so each engine's
 /// invariant 1 is exact; rate limits, `jti`s and revocations share the default namespace.
@@ -185,12 +184,7 @@ pub(crate) async fn main(ctx: Arc<Ctx>, s: u32) -> Result<(), Box<dyn std::error
     };
     watch_engine(&ctx, s, &state);
     *lock(&ctx.servers[s as usize].state) = Some(state.clone());
-    let listeners = Listeners {
-        http: SimListener::bind(3000).await?,
-        ws: SimListener::bind(3001).await?,
-        stream: SimListener::bind(3002).await?,
-    };
-    spiral_server::api::serve(listeners, state, std::future::pending()).await?;
+    crate::sim_net::serve(state).await?;
     Ok(())
 }
 
