@@ -4,7 +4,7 @@
 # planted-bug demonstrations that prove each suite catches what it is meant to catch.
 #
 #   scripts/test.sh            everything
-#   scripts/test.sh quick      fmt + clippy + tests only (no loom, no demonstrations)
+#   scripts/test.sh quick      fmt + clippy + tests only (no simulation sweeps, loom or demonstrations)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-all}
@@ -57,6 +57,9 @@ fi
 step "engine-only harness sweep (seeds 0..40)"
 cargo run -q -p spiral-harness --locked -- sweep --seeds 0..40
 
+[ "$mode" = quick ] && exit 0
+
+# --- the simulated world -----------------------------------------------------------------------
 # The simulated world: every scenario over seeds 0..50, and the four scenarios the planted-bug
 # demonstrations target over the rest of 0..200 (without the bugs, those sweeps must pass).
 harness() { cargo run -q --release -p spiral-harness --locked -- "$@"; }
@@ -68,8 +71,6 @@ step "determinism: one seed of every scenario, run twice, traces compared"
 for f in scenarios/*.toml; do
   harness sim "$f" --seed 7 --check-determinism | grep -E '^(determinism|FAIL)'
 done
-
-[ "$mode" = quick ] && exit 0
 
 # --- loom --------------------------------------------------------------------------------------
 step "loom models"
