@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README): prepares a real Redis, then runs every check the project has —
-# formatting, clippy, the test suites (Redis-backed ones included), the loom models, and the
-# planted-bug demonstrations that prove each suite catches what it is meant to catch.
+# formatting, clippy, the test suites (Redis-backed ones included), the simulation sweeps with a
+# determinism check, the loom models, and the planted-bug demonstrations that prove each suite
+# catches what it is meant to catch.
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh quick      fmt + clippy + tests only (no simulation sweeps, loom or demonstrations)
