@@ -206,13 +206,18 @@ pub trait Checker {
 pub fn all(scenario: &Scenario) -> Vec<Box<dyn Checker + Send>> {
     let clients = scenario.world.clients - scenario.workload.bad_clients;
     let wl = &scenario.workload;
+    // The world's servers run the default WebSocket limit.
+    let ws_rate = spiral_server::api::ServerConfig::default().ws_rate;
     let mut v: Vec<Box<dyn Checker + Send>> = vec![
         Box::new(EngineInvariants),
         Box::new(acked_writes::AckedWrites::default()),
         Box::new(reads::Reads::default()),
         Box::new(tenant_isolation::TenantIsolation),
         Box::new(auth::Auth::default()),
-        Box::new(rate_limit::RateLimit::new(100, 10_000)),
+        Box::new(rate_limit::RateLimit::new(
+            ws_rate.capacity,
+            ws_rate.window_ms,
+        )),
         Box::new(breaker::Breaker),
         Box::new(gc_budget::GcBudget::new(scenario.checks.gc_grace_ms)),
         Box::new(close_codes::CloseCodes),
