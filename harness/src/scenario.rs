@@ -9,7 +9,8 @@
 //!
 //! [world]
 //! servers = 1            # server hosts, each running the unmodified server library
-//! clients = 8            # client hosts speaking real WebSocket over simulated TCP
+//! clients = 8            # clients speaking real WebSocket over simulated TCP
+//! client_hosts = 8       # hosts they run on, client c on `client-(c mod client_hosts)`
 //! storage = "memory"     # memory | embedded (in-process, durable across a crash) | redis (a host)
 //! duration_s = 60        # simulated seconds of workload
 //!
@@ -66,6 +67,12 @@ pub struct WorldSpec {
     #[serde(default = "one")]
     pub servers: u32,
     pub clients: u32,
+    /// Hosts the clients run on (default: one per client). Client `c` runs on host
+    /// `client-(c mod client_hosts)`, with its own connections, user and token; clients sharing
+    /// a host share its network faults. Turmoil steps every host every tick, busy or idle, so
+    /// fewer hosts make a run cheaper.
+    #[serde(default)]
+    pub client_hosts: Option<u32>,
     /// Default `embedded`, the server's own default.
     #[serde(default = "embedded")]
     pub storage: StorageKind,
@@ -98,6 +105,20 @@ pub struct WorldSpec {
     /// finer-grained and slower.
     #[serde(default = "default_tick")]
     pub tick_ms: u64,
+}
+
+impl WorldSpec {
+    /// Hosts the clients run on.
+    pub fn client_host_count(&self) -> u32 {
+        self.client_hosts
+            .unwrap_or(self.clients)
+            .clamp(1, self.clients.max(1))
+    }
+
+    /// The host client `c` runs on.
+    pub fn client_host(&self, c: u32) -> String {
+        format!("client-{}", c % self.client_host_count())
+    }
 }
 
 fn one() -> u32 {
@@ -422,6 +443,9 @@ impl Scenario {
         if w.servers > 8 || w.clients > 256 {
             return Err("[world]: at most 8 servers and 256 clients".into());
         }
+        if w.client_hosts.is_some_and(|h| h == 0 || h > w.clients) {
+            return Err("[world] client_hosts: must be in 1..=clients".into());
+        }
         if w.latency_ms_min > w.latency_ms_max || w.latency_ms_max > 10_000 {
             return Err("[world] latency_ms_min ≤ latency_ms_max ≤ 10000".into());
         }
@@ -553,7 +577,7 @@ impl Scenario {
         let redis = (self.world.storage == StorageKind::Redis).then(|| "redis".to_owned());
         (0..self.world.servers)
             .map(|i| format!("server-{i}"))
-            .chain((0..self.world.clients).map(|i| format!("client-{i}")))
+            .chain((0..self.world.client_host_count()).map(|i| format!("client-{i}")))
             .chain(redis)
             .collect()
     }
@@ -602,6 +626,34 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn clients_share_the_client_hosts_round_robin() {
+        let base = "name = \"x\"\n[world]\nclients = 5\nduration_s = 10\n";
+        let s = Scenario::parse("x.toml", &format!("{base}client_hosts = 2\n")).unwrap();
+        assert_eq!(
+            s.host_names(),
+            ["server-0", "client-0", "client-1"].map(String::from)
+        );
+        let hosts: Vec<String> = (0..5).map(|c| s.world.client_host(c)).collect();
+        assert_eq!(
+            hosts,
+            ["client-0", "client-1", "client-0", "client-1", "client-0"].map(String::from)
+        );
+        // By default every client has a host of its own.
+        let s = Scenario::parse("x.toml", base).unwrap();
+        assert_eq!(s.world.client_host(4), "client-4");
+        // A fault may only name a host that exists.
+        let fault =
+            "[[faults]]\nat_s = 1\nkind = \"partition\"\na = \"client-3\"\nb = \"server-0\"\n";
+        let e = Scenario::parse("x.toml", &format!("{base}client_hosts = 2\n{fault}")).unwrap_err();
+        assert!(e.contains("line 6") && e.contains("client-3"), "{e}");
+        for bad in ["0", "6"] {
+            let e =
+                Scenario::parse("x.toml", &format!("{base}client_hosts = {bad}\n")).unwrap_err();
+            assert!(e.contains("client_hosts"), "{e}");
+        }
     }
 
     #[test]

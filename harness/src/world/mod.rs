@@ -419,7 +419,10 @@ pub fn schedule(sc: &Scenario, rng: &mut SplitMix64) -> Vec<FaultAt> {
     for t in arrivals(sw.partitions_per_min, rng) {
         let c = rng.next_u64() % u64::from(good.max(1));
         let s = rng.next_u64() % u64::from(sc.world.servers);
-        let (a, b) = (Some(format!("client-{c}")), Some(format!("server-{s}")));
+        let (a, b) = (
+            Some(sc.world.client_host(c as u32)),
+            Some(format!("server-{s}")),
+        );
         out.push(fault(t, FaultKind::Partition, a.clone(), b.clone()));
         out.push(fault(t + heal, FaultKind::Repair, a, b));
     }
@@ -481,24 +484,33 @@ fn simulate(
         .map(FaultAt::at_ms)
         .max()
         .unwrap_or(0);
+    // Each client host runs its clients side by side in one task (polled in a fixed order).
+    let mut hosts: Vec<Vec<(u32, SplitMix64)>> =
+        vec![Vec::new(); sc.world.client_host_count() as usize];
     for c in 0..sc.world.clients {
-        let ctx = ctx.clone();
         let rng = root.fork(&format!("client-{c}"));
-        let bad = ctx.bad_client(c);
-        sim.client(format!("client-{c}"), async move {
-            if bad {
-                bad::main(&ctx, c, rng).await;
-            } else {
-                client::main(&ctx, c, rng).await;
-            }
-            ctx.clients_done.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        });
+        hosts[(c % sc.world.client_host_count()) as usize].push((c, rng));
     }
-    {
+    // Host `client-0` also runs the final checks, which wait for every client to finish: a host
+    // of its own would cost a runtime step every tick for one task at the end.
+    for (h, clients) in hosts.into_iter().enumerate() {
         let ctx = ctx.clone();
-        sim.client("checker", async move {
-            final_checks(&ctx, last_heal_ms).await;
+        sim.client(format!("client-{h}"), async move {
+            let ctx = &ctx;
+            let work =
+                futures_util::future::join_all(clients.into_iter().map(|(c, rng)| async move {
+                    if ctx.bad_client(c) {
+                        bad::main(ctx, c, rng).await;
+                    } else {
+                        client::main(ctx, c, rng).await;
+                    }
+                    ctx.clients_done.fetch_add(1, Ordering::SeqCst);
+                }));
+            if h == 0 {
+                futures_util::future::join(work, final_checks(ctx, last_heal_ms)).await;
+            } else {
+                work.await;
+            }
             Ok(())
         });
     }

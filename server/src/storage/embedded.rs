@@ -12,11 +12,20 @@ use serde_json::Value;
 
 use super::{Storage, StorageError, StorageResult, as_counter, decode, encode};
 
+/// A database held in memory commits durably once every this many writes: its pages live as
+/// long as the process, so the rest skip the durable-commit bookkeeping, and the periodic
+/// durable commit lets redb reclaim the pages the others freed.
+const IN_MEMORY_DURABLE_EVERY: u32 = 64;
+
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("spiral_kv");
 
 pub struct EmbeddedStorage {
     path: PathBuf,
     db: Database,
+    /// Commit durably only every this many writes (1: every write). Only a database held in
+    /// memory, which has no disk to be durable on, commits less often.
+    durable_every: u32,
+    writes: std::sync::atomic::AtomicU32,
 }
 
 impl std::fmt::Debug for EmbeddedStorage {
@@ -42,7 +51,12 @@ impl EmbeddedStorage {
         }
         let db = Database::create(&path)
             .map_err(|e| StorageError::Config(format!("SPIRAL_DB_PATH {}: {e}", path.display())))?;
-        let store = Self { path, db };
+        let store = Self {
+            path,
+            db,
+            durable_every: 1,
+            writes: std::sync::atomic::AtomicU32::new(0),
+        };
         store.create_table()?;
         Ok(store)
     }
@@ -56,6 +70,8 @@ impl EmbeddedStorage {
         let store = Self {
             path: PathBuf::from(":memory:"),
             db,
+            durable_every: IN_MEMORY_DURABLE_EVERY,
+            writes: std::sync::atomic::AtomicU32::new(0),
         };
         store.create_table()?;
         Ok(store)
@@ -71,7 +87,15 @@ impl EmbeddedStorage {
         &self,
         f: impl FnOnce(&mut redb::Table<'_, &str, &[u8]>) -> StorageResult<R>,
     ) -> StorageResult<R> {
-        let tx = self.db.begin_write().map_err(io)?;
+        let mut tx = self.db.begin_write().map_err(io)?;
+        if self.durable_every > 1 {
+            let n = self
+                .writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if !n.is_multiple_of(self.durable_every) {
+                tx.set_durability(redb::Durability::None).map_err(io)?;
+            }
+        }
         let out = {
             let mut table = tx.open_table(KV).map_err(io)?;
             f(&mut table)?
