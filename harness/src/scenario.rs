@@ -115,9 +115,14 @@ impl WorldSpec {
             .clamp(1, self.clients.max(1))
     }
 
+    /// The index of the host client `c` runs on.
+    pub fn client_host_index(&self, c: u32) -> u32 {
+        c % self.client_host_count()
+    }
+
     /// The host client `c` runs on.
     pub fn client_host(&self, c: u32) -> String {
-        format!("client-{}", c % self.client_host_count())
+        format!("client-{}", self.client_host_index(c))
     }
 }
 

@@ -489,7 +489,7 @@ fn simulate(
         vec![Vec::new(); sc.world.client_host_count() as usize];
     for c in 0..sc.world.clients {
         let rng = root.fork(&format!("client-{c}"));
-        hosts[(c % sc.world.client_host_count()) as usize].push((c, rng));
+        hosts[sc.world.client_host_index(c) as usize].push((c, rng));
     }
     // Host `client-0` also runs the final checks, which wait for every client to finish: a host
     // of its own would cost a runtime step every tick for one task at the end.
