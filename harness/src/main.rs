@@ -1,26 +1,38 @@
-//! `spiral-harness`: seeded simulation runs, sweeps and shrinking of scenarios against the reference server, and load on real sockets.
-
-use std::process::ExitCode;
+//! `spiral-harness`: seeded simulation runs, sweeps and shrinking of scenarios against the
+//! reference server, the engine-only model, and load on real sockets. Exit codes: see
+//! [`spiral_harness::EXIT_CODES_HELP`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use spiral_harness::engine_run::{Outcome, run};
+use spiral_harness::artifacts::{self, FailedRun};
+use spiral_harness::engine_run::{self, Outcome};
+use spiral_harness::provenance::{
+    self, Checkout, ScenarioFile, TraceHeader, cargo_prefix, replay_command,
+};
 use spiral_harness::scenario::Scenario;
-use spiral_harness::sweep::sweep;
+use spiral_harness::summary::{Request, Row, RunBrief, SeedRange, Shard, Summary, counts};
 use spiral_harness::world::{self, RunResult, Verdict};
+use spiral_harness::{
+    EXIT_CODES_HELP, EXIT_ERROR, EXIT_NONDETERMINISM, EXIT_PASS, EXIT_USAGE, say, say_text,
+};
 
 // A simulated run allocates and frees small objects all the time (messages, JSON, timers, trace
 // lines); mimalloc makes a sweep noticeably cheaper than the system allocator.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Operations of an engine-only run unless `--steps` says otherwise.
+const ENGINE_STEPS: usize = 400;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "spiral-harness",
     version,
-    about = "Deterministic simulation, sweeps, shrinking and load against the Spiral reference server"
+    about = "Deterministic simulation, sweeps, shrinking and load against the Spiral reference server",
+    after_help = EXIT_CODES_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -31,55 +43,83 @@ struct Cli {
 enum Command {
     /// One seeded run; prints the seed, what ran and the verdict. With a SCENARIO file, the
     /// simulated world (server and clients in turmoil, faults, checkers); without, the
-    /// engine-only run.
+    /// engine-only model.
+    #[command(after_help = EXIT_CODES_HELP)]
     Sim {
-        /// A scenario file, e.g. `scenarios/smoke.toml`.
+        /// A scenario file, e.g. `scenarios/smoke.toml`; leave it out for the engine-only model.
         scenario: Option<PathBuf>,
+        /// The seed: it fixes the workload, the faults, the network and the server's RNG.
         #[arg(long)]
         seed: u64,
-        /// Operations of the engine-only run.
-        #[arg(long, default_value_t = 400)]
-        steps: usize,
-        /// Write the run's JSON-lines trace here.
+        /// Operations of the engine-only run (default 400); not for a SCENARIO.
         #[arg(long)]
+        steps: Option<usize>,
+        /// Write the run's JSON-lines trace here (header line first); needs a SCENARIO.
+        #[arg(long, value_name = "FILE")]
         trace: Option<PathBuf>,
-        /// Run twice and require byte-identical traces.
+        /// Run twice and require byte-identical traces (exit 3 when they differ).
         #[arg(long)]
         check_determinism: bool,
+        /// Refuse to run unless HEAD is this commit (a prefix of at least 7 characters). Replay
+        /// commands printed by a failing run carry it.
+        #[arg(long, value_name = "COMMIT")]
+        commit: Option<String>,
+        /// Refuse to run unless the SCENARIO file's SHA-256 starts with this (at least 8 hex
+        /// characters). Replay commands printed by a failing run carry it.
+        #[arg(long, value_name = "HEX")]
+        scenario_sha256: Option<String>,
     },
     /// Many seeds; prints a summary table (faults fired, checks, failures with replay commands)
     /// and exits with the worst run's code. With SCENARIO files, each of them over the seed
-    /// range; without, the engine-only run.
+    /// range; without, the engine-only model.
+    #[command(after_help = EXIT_CODES_HELP)]
     Sweep {
+        /// Scenario files, e.g. `scenarios/*.toml`; leave them out for the engine-only model.
         scenarios: Vec<PathBuf>,
         /// Seed range `A..B` (B exclusive).
         #[arg(long, default_value = "0..200", value_parser = parse_range)]
         seeds: std::ops::Range<u64>,
         /// Run only the seeds `s` with `s % N == K - 1` (CI matrix sharding).
-        #[arg(long, default_value = "1/1", value_parser = parse_shard)]
+        #[arg(long, default_value = "1/1", value_parser = parse_shard, value_name = "K/N")]
         shard: (u64, u64),
-        /// Operations per engine-only run.
-        #[arg(long, default_value_t = 400)]
-        steps: usize,
+        /// Operations per engine-only run (default 400); not for SCENARIO files.
+        #[arg(long)]
+        steps: Option<usize>,
         /// Worker threads (default: one per core).
         #[arg(long)]
         jobs: Option<usize>,
-        /// Also write the summary as JSON here.
-        #[arg(long)]
+        /// Also write the summary as a JSON object here (format: docs/simulation.md).
+        #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
-        /// Stop a scenario at the first failing batch of seeds.
+        /// Stop a scenario at the first batch of seeds (one per job) with a failure.
         #[arg(long)]
         fail_fast: bool,
+        /// For every failing seed write its trace, the scenario as it ran, the shrunk minimal
+        /// scenario and a replay.sh under DIR/<scenario>/seed-<N>/, and the summary as
+        /// DIR/summary.json. Needs SCENARIO files.
+        #[arg(long, value_name = "DIR")]
+        artifacts: Option<PathBuf>,
+        /// With --artifacts: shrink at most this many failing seeds per scenario (the rest get
+        /// everything but minimal.toml).
+        #[arg(long, value_name = "N")]
+        shrink_limit: Option<usize>,
     },
     /// Shrink a failing run: drop faults and truncate the operation stream while the same
     /// failure class remains; prints the minimal scenario.
+    #[command(after_help = EXIT_CODES_HELP)]
     Shrink {
+        /// The scenario file of the failing run.
         scenario: PathBuf,
+        /// The failing seed.
         #[arg(long)]
         seed: u64,
+        /// Also write the minimal scenario here.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Open-loop WebSocket `memory.store` load against a running server (real sockets), one
     /// phase per rate; latency from the intended send time.
+    #[command(after_help = EXIT_CODES_HELP)]
     Load {
         /// The server's WebSocket command channel.
         #[arg(long, default_value = "ws://127.0.0.1:3001")]
@@ -96,6 +136,7 @@ enum Command {
         /// Start of each phase left out of the figures (s).
         #[arg(long, default_value_t = 2)]
         warmup_s: u64,
+        /// WebSocket connections the load is spread over (one token each).
         #[arg(long, default_value_t = 8)]
         connections: usize,
         /// Bytes of content per store.
@@ -105,9 +146,15 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         p95_target_us: u64,
         /// Also write the phases as JSON here.
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
+}
+
+/// A usage error: the message on stderr, exit 2.
+fn usage(msg: &str) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(EXIT_USAGE)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -146,7 +193,7 @@ fn load(
             &phase,
             i as u64 + (std::process::id() as u64) * 1000,
         ))?;
-        println!("{}", row(&r));
+        say!("{}", row(&r));
         reports.push(r);
     }
     let best = reports
@@ -155,8 +202,8 @@ fn load(
         .map(|r| r.rate_per_s)
         .max();
     match best {
-        Some(r) => println!("highest rate with p95 < {p95_target_us} µs: {r}/s"),
-        None => println!("no rate kept p95 < {p95_target_us} µs"),
+        Some(r) => say!("highest rate with p95 < {p95_target_us} µs: {r}/s"),
+        None => say!("no rate kept p95 < {p95_target_us} µs"),
     }
     if let Some(path) = json {
         std::fs::write(&path, serde_json::to_string_pretty(&reports)?)?;
@@ -164,100 +211,88 @@ fn load(
     Ok(())
 }
 
-fn scenario_replay(path: &Path, seed: u64) -> String {
-    let planted = std::env::var("SPIRAL_PLANTED_BUG")
-        .ok()
-        .filter(|_| cfg!(feature = "planted-bugs"));
-    match planted {
-        Some(bug) => format!(
-            "SPIRAL_PLANTED_BUG={bug} cargo run --release -p spiral-harness --features planted-bugs -- sim {} --seed {seed}",
-            path.display()
-        ),
-        None => format!(
-            "cargo run --release -p spiral-harness -- sim {} --seed {seed}",
-            path.display()
-        ),
-    }
+/// A scenario file read and parsed, with its digest.
+struct Loaded {
+    file: ScenarioFile,
+    text: String,
+    scenario: Scenario,
 }
 
-/// The checkout's commit, for failure reports (`git` at run time; a build may be older).
-fn commit() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-fn load_scenario(path: &Path) -> Result<Scenario, ExitCode> {
-    Scenario::load(path).map_err(|e| {
-        eprintln!("{e}");
-        ExitCode::from(2)
+fn load_scenario(path: &Path) -> Result<Loaded, ExitCode> {
+    let (file, text) = ScenarioFile::read(path).map_err(|e| usage(&e))?;
+    let scenario = Scenario::parse(&file.file, &text).map_err(|e| usage(&e))?;
+    Ok(Loaded {
+        file,
+        text,
+        scenario,
     })
 }
 
-fn counts(m: &BTreeMap<String, u64>) -> String {
-    if m.is_empty() {
-        return "-".into();
-    }
-    m.iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// The failure report: seed, scenario, commit, faults, the violated invariant with the trace
-/// lines that led to it, and the replay command.
-fn report_failure(path: &Path, sc: &Scenario, r: &RunResult) {
-    println!("FAIL {}", r.verdict.describe());
-    println!(
-        "  scenario {} ({})  seed {}  commit {}",
-        sc.name,
-        path.display(),
+/// lines that led to it, and the pinned replay command.
+fn report_failure(l: &Loaded, r: &RunResult) {
+    let co = Checkout::current();
+    say!("FAIL {}", r.verdict.describe());
+    say!(
+        "  scenario {} ({}, sha256 {})  seed {}  commit {}{}",
+        l.scenario.name,
+        l.file.file,
+        l.file.short_digest(),
         r.seed,
-        commit()
+        co.short(),
+        if co.dirty {
+            " (uncommitted changes)"
+        } else {
+            ""
+        }
     );
-    println!("  faults fired: {}", counts(&r.faults_fired));
-    println!("  leading up to it (trace):");
+    say!("  faults fired: {}", counts(&r.faults_fired));
+    say!("  leading up to it (trace):");
     for line in r.leading_lines(12) {
-        println!("    {line}");
+        say!("    {line}");
     }
-    println!("  replay: {}", scenario_replay(path, r.seed));
+    say!("  replay: {}", replay_command(&l.file, r.seed));
 }
 
-fn write_trace(path: &Path, r: &RunResult) {
-    let mut text = r.trace.join("\n");
-    text.push('\n');
-    if let Err(e) = std::fs::write(path, text) {
-        eprintln!("cannot write the trace to {}: {e}", path.display());
-    }
-}
-
-fn sim_scenario(path: &Path, seed: u64, trace: Option<&Path>, check_determinism: bool) -> ExitCode {
-    let sc = match load_scenario(path) {
-        Ok(s) => s,
+fn sim_scenario(
+    path: &Path,
+    seed: u64,
+    trace: Option<&Path>,
+    check_determinism: bool,
+    pins: (Option<&str>, Option<&str>),
+) -> ExitCode {
+    let l = match load_scenario(path) {
+        Ok(l) => l,
         Err(code) => return code,
     };
-    println!("seed {seed}");
-    println!("scenario {} ({})", sc.name, sc.description);
-    let t0 = stopwatch();
-    let r = world::run(&sc, seed);
-    if let Some(t) = trace {
-        write_trace(t, &r);
+    if let Err(e) = provenance::check_pins(pins.0, pins.1, Some(&l.file)) {
+        return usage(&e);
     }
-    println!("ops {}", counts(&r.ops));
-    println!("faults fired {}", counts(&r.faults_fired));
-    println!("checks {}", r.checks.join(" "));
-    println!(
+    if pins.0.is_some() && Checkout::current().dirty {
+        eprintln!("note: the working tree has uncommitted changes; the replay may differ");
+    }
+    say!("seed {seed}");
+    say!("scenario {} ({})", l.scenario.name, l.scenario.description);
+    let t0 = stopwatch();
+    let r = world::run(&l.scenario, seed);
+    if let Some(t) = trace {
+        let text = TraceHeader::new(&l.scenario.name, &l.file, seed).file_text(&r.trace);
+        if let Err(e) = std::fs::write(t, text) {
+            eprintln!("cannot write the trace to {}: {e}", t.display());
+            return ExitCode::from(EXIT_ERROR);
+        }
+    }
+    say!("ops {}", counts(&r.ops));
+    say!("faults fired {}", counts(&r.faults_fired));
+    say!("checks {}", r.checks.join(" "));
+    say!(
         "trace {:016x} ({} lines, {:.2} s)",
         r.digest(),
         r.trace.len(),
         t0.elapsed().as_secs_f64()
     );
     if check_determinism {
-        let again = world::run(&sc, seed);
+        let again = world::run(&l.scenario, seed);
         if again.trace != r.trace {
             let at = r
                 .trace
@@ -265,230 +300,452 @@ fn sim_scenario(path: &Path, seed: u64, trace: Option<&Path>, check_determinism:
                 .zip(&again.trace)
                 .position(|(a, b)| a != b)
                 .unwrap_or(r.trace.len().min(again.trace.len()));
-            println!(
+            say!(
                 "FAIL determinism: the two runs' traces differ from line {} on",
                 at + 1
             );
-            println!(
+            say!(
                 "  first:  {}",
                 r.trace.get(at).map_or("(end)", String::as_str)
             );
-            println!(
+            say!(
                 "  second: {}",
                 again.trace.get(at).map_or("(end)", String::as_str)
             );
-            return ExitCode::from(spiral_harness::EXIT_CORRECTNESS);
+            say!(
+                "  replay: {} --check-determinism",
+                replay_command(&l.file, seed)
+            );
+            return ExitCode::from(EXIT_NONDETERMINISM);
         }
-        println!(
+        say!(
             "determinism: two runs, identical traces ({:016x})",
             again.digest()
         );
     }
     match &r.verdict {
-        Verdict::Pass => println!("PASS"),
-        _ => report_failure(path, &sc, &r),
+        Verdict::Pass => say!("PASS"),
+        _ => report_failure(&l, &r),
     }
     ExitCode::from(r.verdict.exit_code())
 }
 
-#[derive(serde::Serialize)]
-struct SweepRow {
-    scenario: String,
-    file: String,
-    seeds: usize,
-    passed: usize,
-    faults_fired: BTreeMap<String, u64>,
-    ops: BTreeMap<String, u64>,
-    checks: Vec<&'static str>,
-    failures: Vec<SweepFailure>,
-    seconds: f64,
+fn sim_engine(seed: u64, steps: usize, check_determinism: bool) -> ExitCode {
+    say!("seed {seed}");
+    let r = engine_run::run(seed, steps);
+    say!(
+        "steps {}  ops {:?}  trace {:016x}",
+        r.steps,
+        r.counts,
+        r.trace_digest
+    );
+    if check_determinism {
+        let again = engine_run::run(seed, steps);
+        if again != r {
+            say!(
+                "FAIL determinism: two runs differ (traces {:016x} and {:016x})",
+                r.trace_digest,
+                again.trace_digest
+            );
+            return ExitCode::from(EXIT_NONDETERMINISM);
+        }
+        say!(
+            "determinism: two runs, identical traces ({:016x})",
+            again.trace_digest
+        );
+    }
+    match &r.outcome {
+        Outcome::Pass => say!("PASS"),
+        Outcome::Correctness { step, violation } => {
+            say!("FAIL correctness at step {step}: {violation}");
+            say!("replay: {}", engine_replay(seed, steps));
+        }
+        Outcome::Crash(msg) => {
+            say!("FAIL crash: {msg}");
+            say!("replay: {}", engine_replay(seed, steps));
+        }
+    }
+    ExitCode::from(r.outcome.exit_code())
 }
 
-#[derive(serde::Serialize)]
-struct SweepFailure {
-    seed: u64,
-    exit_code: u8,
-    verdict: String,
-    trace_digest: String,
-    replay: String,
+fn engine_replay(seed: u64, steps: usize) -> String {
+    let co = Checkout::current();
+    let pin = if co.known() {
+        format!(" --commit {}", co.short())
+    } else {
+        String::new()
+    };
+    format!("{}sim --seed {seed} --steps {steps}{pin}", cargo_prefix())
 }
 
-struct SweepArgs<'a> {
+struct SweepArgs {
     seeds: std::ops::Range<u64>,
     shard: (u64, u64),
     jobs: usize,
-    json: Option<&'a Path>,
+    json: Option<PathBuf>,
     fail_fast: bool,
+    artifacts: Option<PathBuf>,
+    shrink_limit: usize,
 }
 
-fn sweep_scenarios(paths: &[PathBuf], a: &SweepArgs<'_>) -> ExitCode {
-    use std::io::IsTerminal;
-    let (k, n) = a.shard;
-    let seeds: Vec<u64> = a.seeds.clone().filter(|s| s % n == k - 1).collect();
-    let mut scenarios = Vec::new();
+impl SweepArgs {
+    fn seeds(&self) -> Vec<u64> {
+        let (k, n) = self.shard;
+        self.seeds.clone().filter(|s| s % n == k - 1).collect()
+    }
+
+    fn request(&self, mode: &'static str, steps: Option<usize>) -> Request {
+        Request {
+            mode,
+            seeds: SeedRange {
+                start: self.seeds.start,
+                end: self.seeds.end,
+            },
+            shard: Shard {
+                index: self.shard.0,
+                count: self.shard.1,
+            },
+            jobs: self.jobs,
+            fail_fast: self.fail_fast,
+            steps,
+            artifacts: self.artifacts.as_ref().map(|p| p.display().to_string()),
+        }
+    }
+
+    fn banner(&self, what: &str, per: usize) {
+        let (k, n) = self.shard;
+        say!(
+            "sweep: {what}, seeds {}..{}{} ({per} each), {} jobs",
+            self.seeds.start,
+            self.seeds.end,
+            if n > 1 {
+                format!(" shard {k}/{n}")
+            } else {
+                String::new()
+            },
+            self.jobs
+        );
+    }
+
+    /// Run `one` over the seeds, in batches of `jobs` that stop at the first failure with
+    /// `--fail-fast`; returns the runs and whether it stopped early.
+    fn runs<R: Send>(
+        &self,
+        seeds: &[u64],
+        failed: impl Fn(&R) -> bool,
+        batch: impl Fn(&[u64]) -> Vec<R>,
+    ) -> (Vec<R>, bool) {
+        if !self.fail_fast {
+            return (batch(seeds), false);
+        }
+        let mut out = Vec::new();
+        for (i, chunk) in seeds.chunks(self.jobs.max(1)).enumerate() {
+            let b = batch(chunk);
+            let stop = b.iter().any(&failed);
+            out.extend(b);
+            if stop {
+                return (out, (i + 1) * self.jobs.max(1) < seeds.len());
+            }
+        }
+        (out, false)
+    }
+}
+
+/// A progress bar on stderr when it is a terminal.
+struct Progress {
+    tty: bool,
+    total: usize,
+    done: std::sync::atomic::AtomicUsize,
+    failed: std::sync::atomic::AtomicUsize,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        use std::io::IsTerminal;
+        Progress {
+            tty: std::io::stderr().is_terminal(),
+            total,
+            done: 0.into(),
+            failed: 0.into(),
+        }
+    }
+
+    fn tick(&self, name: &str, failed: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let d = self.done.fetch_add(1, Relaxed) + 1;
+        if failed {
+            self.failed.fetch_add(1, Relaxed);
+        }
+        if self.tty {
+            let width = 30;
+            let fill = d * width / self.total.max(1);
+            eprint!(
+                "\r{name:<22} [{}{}] {d}/{} failed {}",
+                "#".repeat(fill),
+                " ".repeat(width - fill),
+                self.total,
+                self.failed.load(Relaxed)
+            );
+        }
+    }
+
+    fn clear(&self) {
+        if self.tty {
+            eprint!("\r{:<70}\r", "");
+        }
+    }
+}
+
+fn brief(r: &RunResult) -> RunBrief {
+    RunBrief {
+        seed: r.seed,
+        exit_code: r.verdict.exit_code(),
+        class: r.verdict.class(),
+        verdict: r.verdict.describe(),
+        trace_digest: format!("{:016x}", r.digest()),
+        faults_fired: r.faults_fired.clone(),
+        ops: r.ops.clone(),
+    }
+}
+
+fn sweep_scenarios(paths: &[PathBuf], a: &SweepArgs) -> ExitCode {
+    let seeds = a.seeds();
+    let mut loaded = Vec::new();
     for p in paths {
         match load_scenario(p) {
-            Ok(s) => scenarios.push((p.clone(), s)),
+            Ok(l) => loaded.push(l),
             Err(code) => return code,
         }
     }
-    println!(
-        "sweep: {} scenario(s), seeds {}..{}{} ({} each), {} jobs",
-        scenarios.len(),
-        a.seeds.start,
-        a.seeds.end,
-        if n > 1 {
-            format!(" shard {k}/{n}")
-        } else {
-            String::new()
-        },
-        seeds.len(),
-        a.jobs
-    );
-    let tty = std::io::stderr().is_terminal();
+    a.banner(&format!("{} scenario(s)", loaded.len()), seeds.len());
     let mut rows = Vec::new();
-    let mut worst = 0u8;
-    for (path, sc) in &scenarios {
+    let mut failing: Vec<(usize, RunResult)> = Vec::new();
+    for (i, l) in loaded.iter().enumerate() {
         let t0 = stopwatch();
-        let done = std::sync::atomic::AtomicUsize::new(0);
-        let failed = std::sync::atomic::AtomicUsize::new(0);
-        let progress = |r: &RunResult| {
-            let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            if r.verdict != Verdict::Pass {
-                failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            if tty {
-                let f = failed.load(std::sync::atomic::Ordering::Relaxed);
-                let width = 30;
-                let fill = d * width / seeds.len().max(1);
-                eprint!(
-                    "\r{:<22} [{}{}] {d}/{} failed {f}",
-                    sc.name,
-                    "#".repeat(fill),
-                    " ".repeat(width - fill),
-                    seeds.len()
-                );
-            }
-        };
-        let runs = if a.fail_fast {
-            // Seed by seed in batches of `jobs`, stopping at the first batch with a failure.
-            let mut out = Vec::new();
-            for chunk in seeds.chunks(a.jobs.max(1)) {
-                let batch = world::sweep(sc, chunk, a.jobs, &progress);
-                let stop = batch.iter().any(|r| r.verdict != Verdict::Pass);
-                out.extend(batch);
-                if stop {
-                    break;
-                }
-            }
-            out
-        } else {
-            world::sweep(sc, &seeds, a.jobs, &progress)
-        };
-        if tty {
-            eprint!("\r{:<70}\r", "");
-        }
-        let mut row = SweepRow {
-            scenario: sc.name.clone(),
-            file: path.display().to_string(),
-            seeds: runs.len(),
-            passed: 0,
-            faults_fired: BTreeMap::new(),
-            ops: BTreeMap::new(),
-            checks: runs.first().map(|r| r.checks.clone()).unwrap_or_default(),
-            failures: Vec::new(),
+        let progress = Progress::new(seeds.len());
+        let tick = |r: &RunResult| progress.tick(&l.scenario.name, r.verdict != Verdict::Pass);
+        let (runs, stopped_early) = a.runs(
+            &seeds,
+            |r: &RunResult| r.verdict != Verdict::Pass,
+            |chunk| world::sweep(&l.scenario, chunk, a.jobs, &tick),
+        );
+        progress.clear();
+        rows.push(Row {
+            name: l.scenario.name.clone(),
+            file: Some(l.file.clone()),
+            runs: runs.iter().map(brief).collect(),
+            checks: world::checks(&l.scenario),
             seconds: t0.elapsed().as_secs_f64(),
-        };
-        for r in &runs {
-            for (k, v) in &r.faults_fired {
-                *row.faults_fired.entry(k.clone()).or_default() += v;
-            }
-            for (k, v) in &r.ops {
-                *row.ops.entry(k.clone()).or_default() += v;
-            }
-            worst = worst.max(r.verdict.exit_code());
-            if r.verdict == Verdict::Pass {
-                row.passed += 1;
-            } else {
-                row.failures.push(SweepFailure {
-                    seed: r.seed,
-                    exit_code: r.verdict.exit_code(),
-                    verdict: r.verdict.describe(),
-                    trace_digest: format!("{:016x}", r.digest()),
-                    replay: scenario_replay(path, r.seed),
-                });
-            }
-        }
-        rows.push(row);
-    }
-    println!(
-        "\n{:<22} {:>6} {:>6} {:>5} {:>8} {:>7}  faults fired",
-        "scenario", "seeds", "pass", "fail", "ops", "secs"
-    );
-    for r in &rows {
-        println!(
-            "{:<22} {:>6} {:>6} {:>5} {:>8} {:>7.1}  {}",
-            r.scenario,
-            r.seeds,
-            r.passed,
-            r.failures.len(),
-            r.ops.values().sum::<u64>(),
-            r.seconds,
-            counts(&r.faults_fired)
+            stopped_early,
+        });
+        failing.extend(
+            runs.into_iter()
+                .filter(|r| r.verdict != Verdict::Pass)
+                .map(|r| (i, r)),
         );
     }
-    if let Some(r) = rows.first() {
-        println!("checks: {}", r.checks.join(" "));
-    }
-    let failures: usize = rows.iter().map(|r| r.failures.len()).sum();
-    for r in &rows {
-        for f in &r.failures {
-            println!(
-                "FAIL {} seed {} (exit {}): {}",
-                r.scenario,
-                f.seed,
-                f.exit_code,
-                f.verdict.chars().take(240).collect::<String>()
-            );
-            println!("  trace {}  replay: {}", f.trace_digest, f.replay);
-        }
-    }
-    let total: usize = rows.iter().map(|r| r.seeds).sum();
-    if failures == 0 {
-        println!("all {total} runs passed");
-    } else {
-        println!("{failures} of {total} runs failed");
-    }
-    if let Some(p) = a.json {
-        match serde_json::to_string_pretty(&rows) {
-            Ok(text) => {
-                if let Err(e) = std::fs::write(p, text) {
-                    eprintln!("cannot write {}: {e}", p.display());
-                }
+    let mut io_failed = false;
+    let mut dirs: BTreeMap<(usize, u64), String> = BTreeMap::new();
+    if let Some(root) = &a.artifacts {
+        match write_artifacts(root, &loaded, &failing, a) {
+            Ok(d) => dirs = d,
+            Err(e) => {
+                eprintln!("cannot write the artifacts: {e}");
+                io_failed = true;
             }
-            Err(e) => eprintln!("cannot render the summary: {e}"),
         }
     }
-    ExitCode::from(worst)
+    let index: BTreeMap<&str, usize> = loaded
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.file.file.as_str(), i))
+        .collect();
+    let row_index = |row: &Row| {
+        row.file
+            .as_ref()
+            .and_then(|f| index.get(f.file.as_str()).copied())
+            .unwrap_or(0)
+    };
+    let summary = Summary::new(
+        &a.request("world", None),
+        seeds.len(),
+        &rows,
+        |row, r| {
+            row.file
+                .as_ref()
+                .map_or_else(String::new, |f| replay_command(f, r.seed))
+        },
+        |row, r| dirs.get(&(row_index(row), r.seed)).cloned(),
+    );
+    finish(&summary, a, io_failed)
 }
 
-fn shrink_scenario(path: &Path, seed: u64) -> ExitCode {
-    let sc = match load_scenario(path) {
-        Ok(s) => s,
+/// Shrink (up to the limit per scenario, in parallel) and write every failing run's artifacts;
+/// the directory of each, by (scenario index, seed).
+fn write_artifacts(
+    root: &Path,
+    loaded: &[Loaded],
+    failing: &[(usize, RunResult)],
+    a: &SweepArgs,
+) -> Result<BTreeMap<(usize, u64), String>, String> {
+    std::fs::create_dir_all(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let mut per_scenario: BTreeMap<usize, usize> = BTreeMap::new();
+    let work: Vec<(&(usize, RunResult), bool)> = failing
+        .iter()
+        .map(|f| {
+            let n = per_scenario.entry(f.0).or_default();
+            *n += 1;
+            (f, *n <= a.shrink_limit)
+        })
+        .collect();
+    if !work.is_empty() {
+        say!(
+            "artifacts: {} failing run(s), shrinking {} ...",
+            work.len(),
+            work.iter().filter(|w| w.1).count()
+        );
+    }
+    let limit_note = format!("beyond --shrink-limit {}", a.shrink_limit);
+    let written = spiral_harness::pool::map(&work, a.jobs, |((i, r), shrink)| {
+        let l = &loaded[*i];
+        let shrunk = shrink
+            .then(|| spiral_harness::shrink::shrink(&l.scenario, r.seed, |_| {}))
+            .flatten();
+        let why_not = if *shrink {
+            "the failure did not reproduce when shrinking began"
+        } else {
+            limit_note.as_str()
+        };
+        artifacts::write(
+            root,
+            &FailedRun {
+                scenario: &l.scenario,
+                file: &l.file,
+                text: &l.text,
+                run: r,
+                shrunk: shrunk.as_ref().ok_or(why_not),
+            },
+        )
+        .map(|dir| ((*i, r.seed), dir.display().to_string()))
+    });
+    written.into_iter().collect()
+}
+
+/// Print the table, write the JSON summaries, and the exit code.
+fn finish(summary: &Summary, a: &SweepArgs, mut io_failed: bool) -> ExitCode {
+    say_text!("{}", summary.table());
+    let text = match serde_json::to_string_pretty(summary) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cannot render the summary: {e}");
+            return ExitCode::from(summary.exit_code.max(EXIT_ERROR));
+        }
+    };
+    let targets = a
+        .json
+        .iter()
+        .cloned()
+        .chain(a.artifacts.iter().map(|d| d.join("summary.json")));
+    for p in targets {
+        if let Err(e) = std::fs::write(&p, &text) {
+            eprintln!("cannot write {}: {e}", p.display());
+            io_failed = true;
+        }
+    }
+    let code = if io_failed {
+        summary.exit_code.max(EXIT_ERROR)
+    } else {
+        summary.exit_code
+    };
+    ExitCode::from(code)
+}
+
+fn sweep_engine(steps: usize, a: &SweepArgs) -> ExitCode {
+    let seeds = a.seeds();
+    a.banner(
+        &format!("engine on the embedded store, {steps} steps"),
+        seeds.len(),
+    );
+    let t0 = stopwatch();
+    let progress = Progress::new(seeds.len());
+    let (runs, stopped_early) = a.runs(
+        &seeds,
+        |r: &engine_run::RunReport| r.outcome != Outcome::Pass,
+        |chunk| {
+            spiral_harness::sweep::sweep(chunk, steps, a.jobs, |r| {
+                progress.tick("engine", r.outcome != Outcome::Pass);
+            })
+            .runs
+        },
+    );
+    progress.clear();
+    let row = Row {
+        name: "engine".into(),
+        file: None,
+        runs: runs
+            .iter()
+            .map(|r| RunBrief {
+                seed: r.seed,
+                exit_code: r.outcome.exit_code(),
+                class: match &r.outcome {
+                    Outcome::Pass => "pass".into(),
+                    Outcome::Correctness { .. } => "correctness:engine".into(),
+                    Outcome::Crash(_) => "crash".into(),
+                },
+                verdict: match &r.outcome {
+                    Outcome::Pass => "pass".into(),
+                    Outcome::Correctness { step, violation } => {
+                        format!("correctness at step {step}: {violation}")
+                    }
+                    Outcome::Crash(m) => format!("crash: {m}"),
+                },
+                trace_digest: format!("{:016x}", r.trace_digest),
+                faults_fired: BTreeMap::new(),
+                ops: r
+                    .counts
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), *v))
+                    .collect(),
+            })
+            .collect(),
+        checks: vec!["engine_invariants"],
+        seconds: t0.elapsed().as_secs_f64(),
+        stopped_early,
+    };
+    let summary = Summary::new(
+        &a.request("engine", Some(steps)),
+        seeds.len(),
+        &[row],
+        |_, r| engine_replay(r.seed, steps),
+        |_, _| None,
+    );
+    finish(&summary, a, false)
+}
+
+fn shrink_scenario(path: &Path, seed: u64, output: Option<&Path>) -> ExitCode {
+    let l = match load_scenario(path) {
+        Ok(l) => l,
         Err(code) => return code,
     };
-    println!("shrinking {} seed {seed}", sc.name);
-    let Some(s) = spiral_harness::shrink::shrink(&sc, seed, |step| println!("  {step}")) else {
-        println!("seed {seed} passes: nothing to shrink");
-        return ExitCode::SUCCESS;
+    say!("shrinking {} seed {seed}", l.scenario.name);
+    let Some(s) = spiral_harness::shrink::shrink(&l.scenario, seed, |step| say!("  {step}")) else {
+        say!("seed {seed} passes: nothing to shrink");
+        return ExitCode::from(EXIT_PASS);
     };
-    println!(
+    say!(
         "after {} runs, still failing: {}",
         s.runs,
         s.result.verdict.describe()
     );
-    println!("minimal scenario (save it and replay with `sim FILE --seed {seed}`):\n");
-    print!("{}", s.scenario.to_toml());
+    say!("minimal scenario (save it and replay with `sim FILE --seed {seed}`):\n");
+    let text = s.scenario.to_toml();
+    say_text!("{text}");
+    if let Some(p) = output
+        && let Err(e) = std::fs::write(p, &text)
+    {
+        eprintln!("cannot write {}: {e}", p.display());
+        return ExitCode::from(EXIT_ERROR);
+    }
     ExitCode::from(s.result.verdict.exit_code())
 }
 
@@ -522,70 +779,95 @@ fn parse_range(s: &str) -> Result<std::ops::Range<u64>, String> {
     Ok(a..b)
 }
 
-fn replay(seed: u64, steps: usize) -> String {
-    // A run with a planted bug replays only with the same bug planted.
-    let planted = std::env::var("SPIRAL_PLANTED_BUG")
-        .ok()
-        .filter(|_| cfg!(feature = "planted-bugs"));
-    match planted {
-        Some(bug) => format!(
-            "SPIRAL_PLANTED_BUG={bug} cargo run --release -p spiral-harness --features planted-bugs -- sim --seed {seed} --steps {steps}"
-        ),
-        None => {
-            format!("cargo run --release -p spiral-harness -- sim --seed {seed} --steps {steps}")
-        }
-    }
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
+    match Cli::parse().command {
         Command::Sim {
             scenario: Some(path),
             seed,
+            steps,
             trace,
             check_determinism,
-            ..
-        } => sim_scenario(&path, seed, trace.as_deref(), check_determinism),
+            commit,
+            scenario_sha256,
+        } => {
+            if steps.is_some() {
+                return usage("--steps is for the engine-only model (sim without a SCENARIO)");
+            }
+            sim_scenario(
+                &path,
+                seed,
+                trace.as_deref(),
+                check_determinism,
+                (commit.as_deref(), scenario_sha256.as_deref()),
+            )
+        }
+        Command::Sim {
+            scenario: None,
+            seed,
+            steps,
+            trace,
+            check_determinism,
+            commit,
+            scenario_sha256,
+        } => {
+            if trace.is_some() {
+                return usage(
+                    "--trace needs a SCENARIO: the engine-only model keeps only a trace digest",
+                );
+            }
+            if scenario_sha256.is_some() {
+                return usage("--scenario-sha256 needs a SCENARIO");
+            }
+            if let Err(e) = provenance::check_pins(commit.as_deref(), None, None) {
+                return usage(&e);
+            }
+            sim_engine(seed, steps.unwrap_or(ENGINE_STEPS), check_determinism)
+        }
         Command::Sweep {
             scenarios,
             seeds,
             shard,
+            steps,
             jobs,
             json,
             fail_fast,
-            ..
-        } if !scenarios.is_empty() => sweep_scenarios(
-            &scenarios,
-            &SweepArgs {
+            artifacts,
+            shrink_limit,
+        } => {
+            let args = SweepArgs {
                 seeds,
                 shard,
-                jobs: jobs.unwrap_or_else(default_jobs),
-                json: json.as_deref(),
+                jobs: jobs.unwrap_or_else(default_jobs).max(1),
+                json,
                 fail_fast,
-            },
-        ),
-        Command::Shrink { scenario, seed } => shrink_scenario(&scenario, seed),
-        Command::Sim { seed, steps, .. } => {
-            println!("seed {seed}");
-            let r = run(seed, steps);
-            println!(
-                "steps {}  ops {:?}  trace {:016x}",
-                r.steps, r.counts, r.trace_digest
-            );
-            match &r.outcome {
-                Outcome::Pass => println!("PASS"),
-                Outcome::Correctness { step, violation } => {
-                    println!("FAIL correctness at step {step}: {violation}");
-                    println!("replay: {}", replay(seed, steps));
+                artifacts,
+                shrink_limit: shrink_limit.unwrap_or(10),
+            };
+            if scenarios.is_empty() {
+                if args.artifacts.is_some() || shrink_limit.is_some() {
+                    return usage(
+                        "--artifacts and --shrink-limit need SCENARIO files: the engine-only \
+                         model keeps no trace to save (replay a failing seed with `sim --seed N`)",
+                    );
                 }
-                Outcome::Crash(msg) => {
-                    println!("FAIL crash: {msg}");
-                    println!("replay: {}", replay(seed, steps));
+                sweep_engine(steps.unwrap_or(ENGINE_STEPS), &args)
+            } else {
+                if steps.is_some() {
+                    return usage(
+                        "--steps is for the engine-only model (sweep without SCENARIO files)",
+                    );
                 }
+                if shrink_limit.is_some() && args.artifacts.is_none() {
+                    return usage("--shrink-limit applies to --artifacts");
+                }
+                sweep_scenarios(&scenarios, &args)
             }
-            ExitCode::from(r.outcome.exit_code())
         }
+        Command::Shrink {
+            scenario,
+            seed,
+            output,
+        } => shrink_scenario(&scenario, seed, output.as_deref()),
         Command::Load {
             ws_url,
             jwt_secret,
@@ -607,23 +889,11 @@ fn main() -> ExitCode {
             p95_target_us,
             json,
         ) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(()) => ExitCode::from(EXIT_PASS),
             Err(e) => {
                 eprintln!("spiral-harness load: {e:#}");
-                ExitCode::FAILURE
+                ExitCode::from(EXIT_ERROR)
             }
         },
-        Command::Sweep {
-            seeds, steps, jobs, ..
-        } => {
-            let jobs = jobs.unwrap_or_else(default_jobs);
-            println!(
-                "sweep: engine on the embedded store, seeds {}..{}, {steps} steps each, {jobs} jobs",
-                seeds.start, seeds.end
-            );
-            let summary = sweep(seeds, steps, jobs, |_| {});
-            print!("{}", summary.render(|s| replay(s, steps)));
-            ExitCode::from(summary.worst_exit_code())
-        }
     }
 }

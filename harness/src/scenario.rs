@@ -73,7 +73,8 @@ pub struct WorldSpec {
     /// fewer hosts make a run cheaper.
     #[serde(default)]
     pub client_hosts: Option<u32>,
-    /// Default `embedded`, the server's own default.
+    /// Default `embedded`. That is not the server's own default: `spiral serve` uses `memory`
+    /// unless `REDIS_URL` or `SPIRAL_DB_PATH` is set.
     #[serde(default = "embedded")]
     pub storage: StorageKind,
     pub duration_s: u64,

@@ -122,7 +122,25 @@ fn the_cli_names_the_bad_line_and_shards_a_sweep() {
     assert!(text.contains("all 2 runs passed"), "{text}");
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    assert_eq!(summary[0]["seeds"], 2);
-    assert_eq!(summary[0]["faults_fired"]["partition"], 2);
+    assert_eq!(summary["schema"], "spiral-harness/sweep");
+    assert_eq!(summary["schema_version"], 1);
+    assert_eq!(summary["mode"], "world");
+    assert_eq!(summary["seeds"], serde_json::json!({"start": 0, "end": 4}));
+    assert_eq!(
+        summary["shard"],
+        serde_json::json!({"index": 2, "count": 2})
+    );
+    assert_eq!(summary["seeds_in_shard"], 2);
+    assert_eq!(summary["exit_code"], 0);
+    assert_eq!(
+        (summary["runs"].clone(), summary["failed"].clone()),
+        (2.into(), 0.into())
+    );
+    assert!(summary["commit"].as_str().is_some_and(|c| !c.is_empty()));
+    let row = &summary["scenarios"][0];
+    assert_eq!(row["runs"], 2);
+    assert_eq!(row["faults_fired"]["partition"], 2);
+    assert_eq!(row["sha256"].as_str().map(str::len), Some(64));
+    assert_eq!(summary["failures"], serde_json::json!([]));
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -2,10 +2,11 @@
 //! clap; a bad value stops the program with a message naming the variable (each value name *is*
 //! its env var, so clap's error reads `invalid value 'x' for '--cb-failures <CB_FAILURES>'`).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clap::{ArgAction, Args, ValueEnum, builder::BoolishValueParser};
+use clap::{ArgAction, Args, Parser, ValueEnum, builder::BoolishValueParser};
 
 use crate::clock::SharedClock;
 use crate::engine::EngineConfig;
@@ -196,10 +197,52 @@ pub fn redact(url: &str) -> String {
         .join(",")
 }
 
+/// Parse `P` from `args` (the first is the program name) with every setting's environment
+/// variable looked up in `env` instead of the process environment, so a caller — a unit test, a
+/// harness composing a server's settings — decides exactly which variables are set.
+///
+/// Precedence is clap's: a flag on the command line beats the variable, the variable beats the
+/// default, and a bad value is an error naming the flag and its variable. Meant for a flat parser
+/// of single-valued settings such as [`StorageArgs`], [`EngineArgs`] or
+/// [`crate::api::ServeArgs`]: the variables of a subcommand's arguments are not consulted, and
+/// for a multi-valued argument the variable's values are added to the command line's.
+pub fn try_parse_with_env<P: Parser>(
+    args: impl IntoIterator<Item = impl Into<OsString>>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<P, clap::Error> {
+    let mut args = args.into_iter().map(Into::into);
+    let mut argv: Vec<OsString> = args.next().into_iter().collect();
+    let mut from_env: Vec<OsString> = Vec::new();
+    let cmd = P::command().args_override_self(true).mut_args(|arg| {
+        let name = arg.get_env().map(|n| n.to_string_lossy().into_owned());
+        if let (Some(name), Some(long)) = (name, arg.get_long())
+            && let Some(value) = env(&name)
+        {
+            // A flag without a value (`SetTrue`) is on for `true`, off for `false` or empty;
+            // anything else is handed over for clap to refuse.
+            match value.as_str() {
+                "" | "false" if !arg.get_action().takes_values() => {}
+                "true" if !arg.get_action().takes_values() => {
+                    from_env.push(format!("--{long}").into());
+                }
+                _ => from_env.push(format!("--{long}={value}").into()),
+            }
+        }
+        // Without this, clap would read the process environment.
+        arg.env(None)
+    });
+    // The variables go first, so a flag given on the command line overrides them.
+    argv.extend(from_env);
+    argv.extend(args);
+    let mut cmd = cmd;
+    let matches = cmd.try_get_matches_from_mut(argv)?;
+    P::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
+}
+
 /// Engine settings (SPEC §1.5).
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {
-    /// `maxMemorySpirals`.
+    /// `maxMemorySpirals`: spirals the engine may hold.
     #[arg(
         long = "max-spirals",
         env = "SPIRAL_MAX_SPIRALS",
@@ -207,7 +250,7 @@ pub struct EngineArgs {
         default_value_t = 89
     )]
     pub max_spirals: u32,
-    /// `spiralTurns`.
+    /// `spiralTurns`: turns of each spiral.
     #[arg(
         long = "spiral-turns",
         env = "SPIRAL_TURNS",
@@ -223,7 +266,7 @@ pub struct EngineArgs {
         default_value_t = 2618
     )]
     pub max_nodes: u64,
-    /// `gcTimeBudget` (ms).
+    /// `gcTimeBudget`: time budget of one GC pass (ms).
     #[arg(
         long = "gc-time-budget-ms",
         env = "GC_TIME_BUDGET_MS",
@@ -263,6 +306,7 @@ pub struct EngineArgs {
         default_value_t = 10
     )]
     pub sigil_hash_slice: u32,
+    /// Weight of the harmonic distance in the score by which `store` picks a spiral.
     #[arg(
         long = "hd-weight-distance",
         env = "HD_WEIGHT_DISTANCE",
@@ -270,6 +314,7 @@ pub struct EngineArgs {
         default_value_t = 0.5
     )]
     pub hd_weight_distance: f64,
+    /// Weight of a spiral's load in the score by which `store` picks a spiral.
     #[arg(
         long = "hd-weight-load",
         env = "HD_WEIGHT_LOAD",
@@ -277,6 +322,7 @@ pub struct EngineArgs {
         default_value_t = 0.3
     )]
     pub hd_weight_load: f64,
+    /// Weight of a spiral's age in the score by which `store` picks a spiral.
     #[arg(
         long = "hd-weight-age",
         env = "HD_WEIGHT_AGE",
@@ -341,7 +387,6 @@ impl EngineArgs {
 #[cfg(all(test, not(spiral_loom)))]
 mod tests {
     use super::*;
-    use clap::Parser;
 
     #[derive(Parser, Debug)]
     struct Cli {
@@ -351,9 +396,24 @@ mod tests {
         engine: EngineArgs,
     }
 
+    /// Parse with exactly the variables in `env` set, whatever the process environment holds.
+    fn parse_env(args: &[&str], env: &[(&str, &str)]) -> Result<Cli, clap::Error> {
+        let env: std::collections::BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        try_parse_with_env(std::iter::once("spiral").chain(args.iter().copied()), |k| {
+            env.get(k).cloned()
+        })
+    }
+
+    fn parse(args: &[&str]) -> Cli {
+        parse_env(args, &[]).unwrap()
+    }
+
     #[test]
     fn defaults_match_the_spec() {
-        let cli = Cli::try_parse_from(["spiral"]).unwrap();
+        let cli = parse(&[]);
         assert_eq!(cli.engine.engine_config().unwrap(), EngineConfig::default());
         let r = cli.storage.resilience();
         assert_eq!(
@@ -364,28 +424,71 @@ mod tests {
 
     #[test]
     fn backend_defaults_follow_redis_url_then_db_path() {
-        let cli = Cli::try_parse_from(["spiral", "--db-path", "x.redb"]).unwrap();
+        let cli = parse(&["--db-path", "x.redb"]);
         assert_eq!(cli.storage.backend(), Backend::Embedded);
-        let cli = Cli::try_parse_from([
-            "spiral",
-            "--db-path",
-            "x.redb",
-            "--redis-url",
-            "redis://127.0.0.1",
-        ])
-        .unwrap();
+        let cli = parse(&["--db-path", "x.redb", "--redis-url", "redis://127.0.0.1"]);
         assert_eq!(cli.storage.backend(), Backend::Redis);
-        let cli = Cli::try_parse_from(["spiral"]).unwrap();
+        let cli = parse(&[]);
+        assert_eq!(cli.storage.backend(), Backend::Memory);
+        let cli = parse(&["--redis-url", "redis://127.0.0.1", "--storage", "memory"]);
         assert_eq!(cli.storage.backend(), Backend::Memory);
     }
 
     #[test]
+    fn backend_defaults_follow_the_given_environment() {
+        let backend =
+            |args: &[&str], env: &[(&str, &str)]| parse_env(args, env).unwrap().storage.backend();
+        assert_eq!(backend(&[], &[]), Backend::Memory);
+        assert_eq!(
+            backend(&[], &[("SPIRAL_DB_PATH", "x.redb")]),
+            Backend::Embedded
+        );
+        assert_eq!(
+            backend(
+                &[],
+                &[
+                    ("SPIRAL_DB_PATH", "x.redb"),
+                    ("REDIS_URL", "redis://127.0.0.1")
+                ]
+            ),
+            Backend::Redis
+        );
+        assert_eq!(
+            backend(
+                &[],
+                &[
+                    ("REDIS_URL", "redis://127.0.0.1"),
+                    ("SPIRAL_STORAGE", "memory")
+                ]
+            ),
+            Backend::Memory
+        );
+        // A flag beats its variable.
+        assert_eq!(
+            backend(&["--storage", "embedded"], &[("SPIRAL_STORAGE", "redis")]),
+            Backend::Embedded
+        );
+        let cli = parse_env(
+            &["--cb-failures", "9"],
+            &[("CB_FAILURES", "7"), ("CB_WINDOW", "5")],
+        )
+        .unwrap();
+        assert_eq!((cli.storage.cb_failures, cli.storage.cb_window_ms), (9, 5));
+        let cli = parse_env(&[], &[("ALLOW_INSECURE_REDIS", "true")]).unwrap();
+        assert!(cli.storage.allow_insecure_redis);
+    }
+
+    #[test]
     fn a_bad_value_names_its_variable() {
-        let err = Cli::try_parse_from(["spiral", "--cb-failures", "many"])
+        let err = parse_env(&["--cb-failures", "many"], &[])
             .unwrap_err()
             .to_string();
         assert!(err.contains("CB_FAILURES"), "{err}");
-        let cli = Cli::try_parse_from(["spiral", "--sigil-hash-slice", "2"]).unwrap();
+        let err = parse_env(&[], &[("CB_FAILURES", "many")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CB_FAILURES"), "{err}");
+        let cli = parse(&["--sigil-hash-slice", "2"]);
         assert!(
             cli.engine
                 .engine_config()

@@ -16,11 +16,24 @@ use spiral_server::engine::Engine;
 use spiral_server::rng::SplitMix64;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+/// Exit codes, for `spiral --help`: what `main` returns in each case.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    success; `serve` stopped by SIGTERM or Ctrl-C; --help or --version; stdout closed by
+       its reader (e.g. `spiral tail | head -1`)
+  1    the command failed: a bad setting, a port that cannot be bound, storage that cannot be
+       opened, a refused token or connection, a server answering an error; the message on
+       stderr says which
+  2    the command line could not be parsed (unknown flag, invalid value); the message names
+       the flag and its variable
+  101  a panic (a bug in spiral)";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "spiral",
     version,
-    about = "Spiral: the deterministic reference server"
+    about = "Spiral: the deterministic reference server",
+    after_help = EXIT_CODES
 )]
 struct Cli {
     /// Runtime worker threads (default: one per core).
@@ -128,6 +141,23 @@ fn init_logging(json: bool) {
     }
 }
 
+/// Write `text` to stdout. A reader that closed stdout (`spiral token … | head -c1`) ends the
+/// program quietly with exit 0; any other write error is reported like a failed command.
+fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("spiral: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 async fn repair(verbose: bool, storage: StorageArgs, engine: EngineArgs) -> anyhow::Result<()> {
     let cfg = engine.engine_config().map_err(anyhow::Error::msg)?;
     let clock: SharedClock = Arc::new(SystemClock);
@@ -137,10 +167,12 @@ async fn repair(verbose: bool, storage: StorageArgs, engine: EngineArgs) -> anyh
         .await
         .context("rebuilding statistics")?;
     let after = engine_handle.spirals()?.spirals;
-    print!(
-        "{}",
-        spiral_server::repair::render(&storage.describe(), &report, &after, verbose)
-    );
+    out(&spiral_server::repair::render(
+        &storage.describe(),
+        &report,
+        &after,
+        verbose,
+    ));
     Ok(())
 }
 
@@ -268,12 +300,12 @@ fn token(
     };
     let t = keys.mint(&claims).map_err(anyhow::Error::msg)?;
     match output {
-        Output::Token => println!("{t}"),
-        Output::Env => println!("SPIRAL_TOKEN={t}"),
-        Output::Json => println!(
-            "{}",
+        Output::Token => out(&format!("{t}\n")),
+        Output::Env => out(&format!("SPIRAL_TOKEN={t}\n")),
+        Output::Json => out(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&serde_json::json!({"token": t, "claims": claims}))?
-        ),
+        )),
     }
     Ok(())
 }
@@ -293,7 +325,7 @@ async fn status(http_url: String, token: String) -> anyhow::Result<()> {
         let msg = body["error"]["message"].as_str().unwrap_or("no message");
         bail!("{http_url}/status answered {}: {msg}", reply.status);
     }
-    println!("{}", serde_json::to_string_pretty(&body)?);
+    out(&format!("{}\n", serde_json::to_string_pretty(&body)?));
     Ok(())
 }
 
@@ -338,7 +370,7 @@ async fn tail(
                 if no_heartbeats && v["event"] == "heartbeat" {
                     continue;
                 }
-                println!("{t}");
+                out(&format!("{t}\n"));
                 printed += 1;
                 if limit.is_some_and(|l| printed >= l) {
                     break;

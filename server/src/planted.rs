@@ -23,10 +23,13 @@ pub enum Bug {
     JournalDrop,
     /// Auth: `jti` check and insert are not atomic across instances.
     ReplayWindow,
+    /// Harness: a trace line carries an unseeded value (a randomly keyed hash), so two runs of
+    /// one seed differ. Shows that the determinism check, and the CI step running it, fail.
+    NondeterministicTrace,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 8] = [
+    pub const ALL: [Bug; 9] = [
         Bug::CountRace,
         Bug::DoubleCollect,
         Bug::AckBeforePersist,
@@ -35,6 +38,7 @@ impl Bug {
         Bug::BreakerSkipsProbe,
         Bug::JournalDrop,
         Bug::ReplayWindow,
+        Bug::NondeterministicTrace,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +51,7 @@ impl Bug {
             Bug::BreakerSkipsProbe => "breaker-skips-probe",
             Bug::JournalDrop => "journal-drop",
             Bug::ReplayWindow => "replay-window",
+            Bug::NondeterministicTrace => "nondeterministic-trace",
         }
     }
 

@@ -6,10 +6,12 @@
 //! Prints one line per figure with its target and PASS/MISS, writes all figures as JSON, and
 //! exits 1 if any target is missed. Redis figures use the same real Redis the tests use.
 
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use clap::Parser;
 use serde_json::json;
 use spiral_benches::measure;
 use spiral_benches::populate;
@@ -17,34 +19,44 @@ use spiral_server::storage::SharedStorage;
 use spiral_server::storage::embedded::EmbeddedStorage;
 use spiral_server::storage::memory::MemoryStorage;
 
+/// Exit codes, for `--help`.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  every figure met its target (also: --help, --version, or stdout closed early)
+  1  at least one figure missed its target
+  2  bad arguments, or a measurement could not run (e.g. no Redis and no --skip-redis)";
+
+/// Measure the engine's service-level figures (rebuild speed per backend, store latency, GC
+/// pauses) and check each against its target.
+#[derive(Debug, Parser)]
+#[command(name = "spiral-slo", version, after_help = EXIT_CODES)]
 struct Args {
-    nodes: usize,
-    json: Option<String>,
+    /// Nodes written into each store before the rebuild and GC measurements.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    nodes: u64,
+    /// Also write every figure as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Leave out the Redis figures (they need the Redis the tests use: REDIS_URL, a local
+    /// image or `redis-server`).
+    #[arg(long)]
     skip_redis: bool,
+    /// Ignored: passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
-fn args() -> Result<Args, String> {
-    let mut out = Args {
-        nodes: 100_000,
-        json: None,
-        skip_redis: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--nodes" => {
-                out.nodes = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .ok_or("--nodes takes a number")?
-            }
-            "--json" => out.json = Some(it.next().ok_or("--json takes a file")?),
-            "--skip-redis" => out.skip_redis = true,
-            "--bench" => {} // passed by `cargo bench`; harmless here
-            other => return Err(format!("unknown argument {other}")),
+/// Print one line to stdout; a closed stdout (`spiral-slo | head -1`) ends the program quietly
+/// with exit 0, any other write error with exit 2.
+fn out(line: &str) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
         }
+        eprintln!("spiral-slo: writing to stdout: {e}");
+        std::process::exit(2);
     }
-    Ok(out)
 }
 
 struct Gate {
@@ -57,7 +69,7 @@ impl Gate {
         let verdict = if ok { "PASS" } else { "MISS" };
         self.missed += usize::from(!ok);
         let line = format!("{verdict}  {name:<44} {value:>14.1} {unit:<8} target {target}");
-        println!("{line}");
+        out(&line);
         self.lines.push(line);
     }
 }
@@ -67,7 +79,7 @@ async fn stores(
     a: &Args,
     dir: &Path,
 ) -> anyhow::Result<Vec<(&'static str, SharedStorage, usize, usize)>> {
-    let n = a.nodes;
+    let n = usize::try_from(a.nodes)?;
     let mut out: Vec<(&'static str, SharedStorage, usize, usize)> = vec![
         ("memory", Arc::new(MemoryStorage::new()), 1, 5),
         (
@@ -136,12 +148,12 @@ async fn run(a: &Args) -> anyhow::Result<(Gate, serde_json::Value)> {
 
     // The GC budget is checked where it bites: in process, and with an fsync per delete batch.
     let gc_args = Args {
-        nodes: a.nodes,
-        json: None,
         skip_redis: true,
+        json: None,
+        ..*a
     };
     for (name, storage, _, _) in stores(&gc_args, dir.path()).await? {
-        let g = measure::gc_pauses(storage, a.nodes as u64, 10_000).await?;
+        let g = measure::gc_pauses(storage, a.nodes, 10_000).await?;
         let what = format!("GC pause p99 over budget, {} eligible, {name}", g.eligible);
         let target = format!("≤ 1 (budget {} ms)", g.budget_ms);
         gate.check(
@@ -158,13 +170,7 @@ async fn run(a: &Args) -> anyhow::Result<(Gate, serde_json::Value)> {
 }
 
 fn main() -> ExitCode {
-    let a = match args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("spiral-slo: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let a = Args::parse();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -183,9 +189,13 @@ fn main() -> ExitCode {
                     serde_json::to_string_pretty(&figures).unwrap_or_default(),
                 )
             {
-                eprintln!("spiral-slo: writing {path}: {e}");
+                eprintln!("spiral-slo: writing {}: {e}", path.display());
             }
-            println!("{} figure(s), {} missed", gate.lines.len(), gate.missed);
+            out(&format!(
+                "{} figure(s), {} missed",
+                gate.lines.len(),
+                gate.missed
+            ));
             if gate.missed == 0 {
                 ExitCode::SUCCESS
             } else {

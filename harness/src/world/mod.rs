@@ -290,6 +290,11 @@ impl Ctx {
     }
 }
 
+/// The checkers a run of `scenario` has, by name.
+pub fn checks(scenario: &Scenario) -> Vec<&'static str> {
+    checkers::all(scenario).iter().map(|c| c.name()).collect()
+}
+
 /// Run `scenario` with `seed`.
 pub fn run(scenario: &Scenario, seed: u64) -> RunResult {
     let mut root = SplitMix64::new(seed);
@@ -360,7 +365,11 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunResult {
         },
         (None, None) => Verdict::Pass,
     };
-    let line = json!({"verdict": verdict.class(), "seed": seed});
+    #[allow(unused_mut)]
+    let mut line = json!({"verdict": verdict.class(), "seed": seed});
+    if spiral_server::planted!(NondeterministicTrace) {
+        line["run"] = unseeded_value().into();
+    }
     m.trace.push(line.to_string());
     RunResult {
         seed,
@@ -371,6 +380,13 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunResult {
         faults_fired: std::mem::take(&mut m.faults),
         checks,
     }
+}
+
+/// A value no seed controls (a randomly keyed hash): what the planted `nondeterministic-trace`
+/// bug leaks into the trace.
+fn unseeded_value() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0u8)
 }
 
 fn crashed(seed: u64, e: String, checks: Vec<&'static str>) -> RunResult {
@@ -693,31 +709,20 @@ async fn final_checks(ctx: &Arc<Ctx>, last_heal_ms: u64) {
 
 /// Run every seed of `seeds` on `jobs` threads (each run owns its simulation; nothing is shared);
 /// results in seed order, whatever order they finished in. `progress` is called after each run.
+/// A passing run keeps no trace (a sweep's summary does not need it); a failing one keeps it for
+/// the failure report and the artifacts.
 pub fn sweep(
     scenario: &Scenario,
     seeds: &[u64],
     jobs: usize,
     progress: &(dyn Fn(&RunResult) + Sync),
 ) -> Vec<RunResult> {
-    use std::sync::atomic::AtomicUsize;
-    let next = AtomicUsize::new(0);
-    let done = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.max(1) {
-            scope.spawn(|| {
-                while let Some(&seed) = seeds.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let mut r = run(scenario, seed);
-                    progress(&r);
-                    // A sweep keeps only what its summary needs.
-                    if r.verdict == Verdict::Pass {
-                        r.trace = Vec::new();
-                    }
-                    lock(&done).push(r);
-                }
-            });
+    crate::pool::map(seeds, jobs, |&seed| {
+        let mut r = run(scenario, seed);
+        progress(&r);
+        if r.verdict == Verdict::Pass {
+            r.trace = Vec::new();
         }
-    });
-    let mut runs = done.into_inner().unwrap_or_else(PoisonError::into_inner);
-    runs.sort_by_key(|r| r.seed);
-    runs
+        r
+    })
 }

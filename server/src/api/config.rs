@@ -39,6 +39,10 @@ pub struct ServerConfig {
     pub recovery_period_ms: u64,
     /// Lifetime of tokens minted by `/auth/refresh` when the old token had no `iat`.
     pub refresh_lifetime_s: u64,
+    /// Conformance builds only (`SPIRAL_WS_ECHO`): the command channel echoes every data message
+    /// instead of answering it, and sends no welcome.
+    #[cfg(feature = "conformance")]
+    pub ws_echo: bool,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +62,8 @@ impl Default for ServerConfig {
             heartbeat_interval_ms: 1000,
             recovery_period_ms: 1000,
             refresh_lifetime_s: 3600,
+            #[cfg(feature = "conformance")]
+            ws_echo: false,
         }
     }
 }
@@ -166,6 +172,12 @@ pub struct ServeArgs {
     #[arg(long = "max-message-size", env = "SPIRAL_MAX_MESSAGE_SIZE", value_name = "SPIRAL_MAX_MESSAGE_SIZE", default_value_t = 1_048_576,
           value_parser = clap::value_parser!(u64).range(1024..=67_108_864))]
     pub max_message_size: u64,
+    /// Conformance builds only: echo every data message on the command channel instead of
+    /// answering it, and send no welcome (for the Autobahn|Testsuite fuzzingclient).
+    #[cfg(feature = "conformance")]
+    #[arg(long = "ws-echo", env = "SPIRAL_WS_ECHO", value_name = "SPIRAL_WS_ECHO",
+          action = ArgAction::Set, value_parser = BoolishValueParser::new(), default_value = "false")]
+    pub ws_echo: bool,
 }
 
 /// Key settings (SPEC §1.2), shared by `spiral serve` and `spiral token`.
@@ -213,6 +225,15 @@ impl KeyArgs {
 impl ServeArgs {
     /// The validated configuration; an error names the variable.
     pub fn server_config(&self) -> Result<ServerConfig, String> {
+        // Echo mode exists only in conformance builds: asked of a normal build, say so rather
+        // than answer JSON to a test suite that expects echoes.
+        #[cfg(not(feature = "conformance"))]
+        if std::env::var("SPIRAL_WS_ECHO").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false")) {
+            return Err(
+                "SPIRAL_WS_ECHO: echo mode exists only in builds with `--features conformance`"
+                    .into(),
+            );
+        }
         let block_ms = self.rate_limit_block_seconds.saturating_mul(1000);
         let blocked_users = self
             .blocked_users
@@ -233,6 +254,8 @@ impl ServeArgs {
             ws_send_queue: self.ws_send_queue as usize,
             max_connections: self.max_connections as usize,
             max_message_size: self.max_message_size as usize,
+            #[cfg(feature = "conformance")]
+            ws_echo: self.ws_echo,
             ..ServerConfig::default()
         })
     }

@@ -5,8 +5,9 @@
 //!
 //! A connection closes with 4000 after `WS_IDLE_TIMEOUT_MS` without a data message, 4001 after
 //! two pings went unanswered, 4003 when its subject or token is revoked, 1009 on an oversized
-//! message, 1001 when the server shuts down. Bad input never closes it: malformed JSON, unknown
-//! commands and bad arguments each get an error envelope.
+//! message, 1007 on a text message that is not UTF-8, 1002 on any other protocol violation,
+//! 1001 when the server shuts down. Bad input never closes it: malformed JSON, unknown commands
+//! and bad arguments each get an error envelope.
 
 use std::time::Duration;
 
@@ -251,17 +252,56 @@ impl Outbox {
     }
 }
 
-/// Whether a read error is tungstenite refusing a message over the size limit.
-pub fn is_oversized(e: &axum::Error) -> bool {
+/// The tungstenite error behind a read error, if there is one.
+fn tungstenite_error(e: &axum::Error) -> Option<&tokio_tungstenite::tungstenite::Error> {
     use std::error::Error as _;
     let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
     while let Some(s) = source {
         if let Some(t) = s.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
-            return matches!(t, tokio_tungstenite::tungstenite::Error::Capacity(_));
+            return Some(t);
         }
         source = s.source();
     }
-    e.to_string().contains("Space limit exceeded") || e.to_string().contains("too long")
+    None
+}
+
+/// Whether a read error is tungstenite refusing a message over the size limit.
+pub fn is_oversized(e: &axum::Error) -> bool {
+    match tungstenite_error(e) {
+        Some(t) => matches!(t, tokio_tungstenite::tungstenite::Error::Capacity(_)),
+        None => {
+            e.to_string().contains("Space limit exceeded") || e.to_string().contains("too long")
+        }
+    }
+}
+
+/// How a read error ends a connection. tungstenite only reports what it refused and sends no
+/// close frame itself, so the code is ours to send (RFC 6455 §7.4.1): 1009 for a message over
+/// the size limit, 1007 for text (or a close reason) that is not UTF-8, 1002 for any other
+/// protocol violation. A peer that vanished or an I/O error gets nothing.
+pub fn read_error_ending(e: &axum::Error) -> Ending {
+    use tokio_tungstenite::tungstenite::Error as E;
+    use tokio_tungstenite::tungstenite::error::ProtocolError as P;
+    if is_oversized(e) {
+        return Ending::Close(1009, "message too big");
+    }
+    match tungstenite_error(e) {
+        Some(E::Utf8(_)) => Ending::Close(1007, "invalid UTF-8"),
+        Some(E::Protocol(P::ResetWithoutClosingHandshake)) => Ending::Gone,
+        Some(E::Protocol(_)) => Ending::Close(1002, "protocol error"),
+        _ => Ending::Gone,
+    }
+}
+
+/// Conformance builds only (`SPIRAL_WS_ECHO`): echo data messages instead of answering them.
+#[cfg(feature = "conformance")]
+fn echo_mode(st: &AppState) -> bool {
+    st.cfg.ws_echo
+}
+
+#[cfg(not(feature = "conformance"))]
+fn echo_mode(_: &AppState) -> bool {
+    false
 }
 
 /// After the server's close frame: read until the client's close (the closing handshake) or a
@@ -342,17 +382,19 @@ async fn run(st: AppState, socket: WebSocket, who: Principal, slot: Slot) {
     let mut reg: Registered = Connections::register(&st, slot, &who);
     let (sink, mut incoming) = socket.split();
     let out = Outbox::spawn(sink, &st);
-    out.send_json(&json!({
-        "type": "welcome",
-        "connection_id": reg.id,
-        "user": who.user(),
-        "tenant": who.tenant(),
-        "server": "spiral",
-        "version": VERSION,
-        "ping_interval_ms": st.cfg.ws_ping_interval_ms,
-        "idle_timeout_ms": st.cfg.ws_idle_timeout_ms,
-        "max_message_size": st.cfg.max_message_size,
-    }));
+    if !echo_mode(&st) {
+        out.send_json(&json!({
+            "type": "welcome",
+            "connection_id": reg.id,
+            "user": who.user(),
+            "tenant": who.tenant(),
+            "server": "spiral",
+            "version": VERSION,
+            "ping_interval_ms": st.cfg.ws_ping_interval_ms,
+            "idle_timeout_ms": st.cfg.ws_idle_timeout_ms,
+            "max_message_size": st.cfg.max_message_size,
+        }));
+    }
     let idle_for = Duration::from_millis(st.cfg.ws_idle_timeout_ms);
     // The idle timer is re-armed lazily when it fires, not on every message: a busy connection
     // then costs no timer-wheel work per message.
@@ -369,10 +411,15 @@ async fn run(st: AppState, socket: WebSocket, who: Principal, slot: Slot) {
             }
             msg = incoming.next() => match msg {
                 None | Some(Ok(Message::Close(_))) => break Ending::Gone,
-                Some(Err(e)) if is_oversized(&e) => break Ending::Close(1009, "message too big"),
-                Some(Err(_)) => break Ending::Gone,
+                Some(Err(e)) => break read_error_ending(&e),
                 Some(Ok(Message::Pong(_))) => beat.missed = 0,
                 Some(Ok(Message::Ping(_))) => {}
+                #[cfg(feature = "conformance")]
+                Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) if echo_mode(&st) => {
+                    last_data = st.clock.now();
+                    st.metrics.ws_messages_in.inc();
+                    out.send(m, None);
+                }
                 Some(Ok(Message::Text(text))) => {
                     last_data = st.clock.now();
                     st.metrics.ws_messages_in.inc();

@@ -6,6 +6,8 @@ use futures_util::SinkExt;
 use serde_json::{Value, json};
 use spiral_server::api::ServerConfig;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
 
 use crate::support::*;
 
@@ -190,6 +192,43 @@ async fn an_oversized_frame_closes_with_1009_and_spares_the_others() {
     assert_eq!(
         (r.status, r.json()["error"]["code"].as_str()),
         (413, Some("payload_too_large"))
+    );
+    s.stop().await;
+}
+
+/// A single data frame with any opcode and payload, even ones tungstenite would never send.
+fn raw_frame(opcode: OpData, payload: &[u8]) -> Message {
+    Message::Frame(Frame::message(payload.to_vec(), OpCode::Data(opcode), true))
+}
+
+#[tokio::test]
+async fn invalid_utf8_closes_with_1007_and_a_protocol_violation_with_1002() {
+    let s = start(ServerConfig::default()).await;
+    let mut other = ws_ready(s.ws, &s.user_token("bob", "t1")).await;
+    let mut ws = ws_ready(s.ws, &s.user_token("ada", "t1")).await;
+    // A text frame that is not UTF-8 (`\xc0\xaf` is an overlong `/`).
+    ws.send(raw_frame(
+        OpData::Text,
+        b"{\"id\":1,\"command\":\"\xc0\xaf\"}",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        close_code(&mut ws, Duration::from_secs(5)).await,
+        Some(1007)
+    );
+    let mut ws = ws_ready(s.ws, &s.user_token("ada", "t1")).await;
+    // A continuation frame with no message to continue.
+    ws.send(raw_frame(OpData::Continue, b"{}")).await.unwrap();
+    assert_eq!(
+        close_code(&mut ws, Duration::from_secs(5)).await,
+        Some(1002)
+    );
+    assert_eq!(s.metric("ws_close_total{code=\"1007\"}"), 1.0);
+    assert_eq!(s.metric("ws_close_total{code=\"1002\"}"), 1.0);
+    assert_eq!(
+        command(&mut other, 1, "ping", Value::Null).await["type"],
+        "result"
     );
     s.stop().await;
 }
