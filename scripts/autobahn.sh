@@ -15,7 +15,11 @@
 #   AUTOBAHN_CACHE     where the suite is installed (default $CARGO_TARGET_DIR/autobahn-venv)
 #   AUTOBAHN_OUT       reports and logs of the run (default $CARGO_TARGET_DIR/autobahn), emptied first
 #   AUTOBAHN_PYTHON2   a Python 2.7 interpreter (default pyenv's 2.7.18, else python2.7 on PATH)
+#   AUTOBAHN_DOCKER_IMAGE  run wstest from this image instead (crossbario/autobahn-testsuite on
+#                      GitHub Actions); no Python 2.7 needed then
 #   CI                 when set, a missing Python 2.7 fails the script instead of skipping it
+#   AUTOBAHN_FEATURES  extra cargo features of the server build (`planted-bugs` for the planted-bug
+#                      demonstration, with SPIRAL_PLANTED_BUG passed on to the server)
 set -euo pipefail
 
 update=0
@@ -49,50 +53,64 @@ loud() {
   echo "!!! ================================================================================" >&2
 }
 
-# --- the suite: Python 2.7 → virtualenv (with --target) → a venv → the pinned suite inside it ---
-py2=${AUTOBAHN_PYTHON2:-}
-if [ -z "$py2" ]; then
-  if command -v pyenv >/dev/null 2>&1 && [ -x "$(pyenv root)/versions/2.7.18/bin/python" ]; then
-    py2="$(pyenv root)/versions/2.7.18/bin/python"
-  elif command -v python2.7 >/dev/null 2>&1; then
-    py2=$(command -v python2.7)
-  fi
-fi
-if [ -z "$py2" ] || ! "$py2" -c 'import sys; sys.exit(sys.version_info[:2] != (2, 7))' 2>/dev/null; then
-  loud "AUTOBAHN CONFORMANCE NOT RUN: no Python 2.7 found (looked for AUTOBAHN_PYTHON2," \
-    "pyenv's 2.7.18 and python2.7 on PATH). Autobahn|Testsuite runs on Python 2.7 only." \
-    "Install it with: pyenv install 2.7.18"
-  if ci_set; then
+# --- the suite -----------------------------------------------------------------------------------
+if [ -n "${AUTOBAHN_DOCKER_IMAGE:-}" ]; then
+  # The suite's own image (GitHub Actions can pull it); host networking reaches the loopback server.
+  if ! docker image inspect "$AUTOBAHN_DOCKER_IMAGE" >/dev/null 2>&1; then
+    loud "AUTOBAHN CONFORMANCE NOT RUN: image $AUTOBAHN_DOCKER_IMAGE is not present (docker pull it first)"
     exit 1
   fi
-  echo "autobahn: skipped (CI is not set, so this is not an error)" >&2
-  exit 0
-fi
-
-wstest=$cache/venv/bin/wstest
-stamp=$cache/installed.sha256
-want=$(sha256sum "$here/requirements.txt" | cut -d' ' -f1)
-if [ -x "$wstest" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
-  echo "autobahn: suite already installed in $cache"
+  wstest_cmd=(docker run --rm --network host --user "$(id -u):$(id -g)" -v "$out:$out" -w "$out"
+    "$AUTOBAHN_DOCKER_IMAGE" wstest)
+  suite_version=$(docker run --rm "$AUTOBAHN_DOCKER_IMAGE" python -c \
+    'import autobahntestsuite; print(autobahntestsuite.version)' 2>/dev/null || echo unknown)
+  echo "autobahn: suite from image $AUTOBAHN_DOCKER_IMAGE (version $suite_version)"
 else
-  echo "autobahn: installing Autobahn|Testsuite into $cache (Python: $py2)"
-  rm -rf "$cache"
-  mkdir -p "$cache"
-  pip_quiet=(--quiet --disable-pip-version-check)
-  export PIP_NO_PYTHON_VERSION_WARNING=1
-  "$py2" -m pip install "${pip_quiet[@]}" --target "$cache/virtualenv" 'virtualenv<20.22'
-  PYTHONPATH="$cache/virtualenv" "$py2" -m virtualenv --quiet --no-download "$cache/venv"
-  # Inside the venv, not with --target: --target breaks the `zope` namespace package.
-  "$cache/venv/bin/python" -m pip install "${pip_quiet[@]}" -r "$here/requirements.txt"
-  "$wstest" --autobahnversion >/dev/null
-  echo "$want" >"$stamp"
+  py2=${AUTOBAHN_PYTHON2:-}
+  if [ -z "$py2" ]; then
+    if command -v pyenv >/dev/null 2>&1 && [ -x "$(pyenv root)/versions/2.7.18/bin/python" ]; then
+      py2="$(pyenv root)/versions/2.7.18/bin/python"
+    elif command -v python2.7 >/dev/null 2>&1; then
+      py2=$(command -v python2.7)
+    fi
+  fi
+  if [ -z "$py2" ] || ! "$py2" -c 'import sys; sys.exit(sys.version_info[:2] != (2, 7))' 2>/dev/null; then
+    loud "AUTOBAHN CONFORMANCE NOT RUN: no Python 2.7 found (looked for AUTOBAHN_PYTHON2," \
+      "pyenv's 2.7.18 and python2.7 on PATH). Autobahn|Testsuite runs on Python 2.7 only." \
+      "Install it with: pyenv install 2.7.18"
+    if ci_set; then
+      exit 1
+    fi
+    echo "autobahn: skipped (CI is not set, so this is not an error)" >&2
+    exit 0
+  fi
+
+  wstest=$cache/venv/bin/wstest
+  stamp=$cache/installed.sha256
+  want=$(sha256sum "$here/requirements.txt" | cut -d' ' -f1)
+  if [ -x "$wstest" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    echo "autobahn: suite already installed in $cache"
+  else
+    echo "autobahn: installing Autobahn|Testsuite into $cache (Python: $py2)"
+    rm -rf "$cache"
+    mkdir -p "$cache"
+    pip_quiet=(--quiet --disable-pip-version-check)
+    export PIP_NO_PYTHON_VERSION_WARNING=1
+    "$py2" -m pip install "${pip_quiet[@]}" --target "$cache/virtualenv" 'virtualenv<20.22'
+    PYTHONPATH="$cache/virtualenv" "$py2" -m virtualenv --quiet --no-download "$cache/venv"
+    # Inside the venv, not with --target: --target breaks the `zope` namespace package.
+    "$cache/venv/bin/python" -m pip install "${pip_quiet[@]}" -r "$here/requirements.txt"
+    "$wstest" --autobahnversion >/dev/null
+    echo "$want" >"$stamp"
+  fi
+  suite_version=$("$cache/venv/bin/python" -c 'import autobahntestsuite; print(autobahntestsuite.version)')
+  wstest_cmd=("$wstest")
 fi
-suite_version=$("$cache/venv/bin/python" -c 'import autobahntestsuite; print(autobahntestsuite.version)')
 
 # --- the server: a conformance build, copied out of target/release ---
 # The copy keeps this binary out of the way of later steps: the next plain `cargo build --release`
 # (or `cargo run --release`) links target/release/spiral again from its own, echo-less build.
-cargo build --release --locked -p spiral-server --bin spiral --features conformance
+cargo build --release --locked -p spiral-server --bin spiral --features "conformance${AUTOBAHN_FEATURES:+,$AUTOBAHN_FEATURES}"
 bin=$CARGO_TARGET_DIR/conformance/spiral
 mkdir -p "$(dirname "$bin")"
 cp "$CARGO_TARGET_DIR/release/spiral" "$bin.tmp"
@@ -132,6 +150,7 @@ trap 'exit 143' TERM
 # message size limit above the 16 MiB of the 9.* cases. Heartbeat and idle timer as in production.
 env -i PATH="$PATH" HOME="${HOME:-/tmp}" \
   SPIRAL_LOG=warn \
+  ${SPIRAL_PLANTED_BUG:+SPIRAL_PLANTED_BUG=$SPIRAL_PLANTED_BUG} \
   SPIRAL_WS_ECHO=1 \
   JWT_SECRET="$secret" \
   SPIRAL_STORAGE=memory \
@@ -173,7 +192,7 @@ with open(dst, "w") as f:
 EOF
 
 suite_started=$SECONDS
-if ! (cd "$out" && timeout 1800 "$wstest" -m fuzzingclient -s "$out/fuzzingclient.json") >"$out/wstest.log" 2>&1; then
+if ! (cd "$out" && timeout 1800 "${wstest_cmd[@]}" -m fuzzingclient -s "$out/fuzzingclient.json") >"$out/wstest.log" 2>&1; then
   echo "autobahn: wstest failed; the end of its log ($out/wstest.log):" >&2
   tail -n 40 "$out/wstest.log" >&2
   exit 1

@@ -4,11 +4,11 @@
 # SPIRAL_PLANTED_BUG, runs one test, and REQUIRES that test to fail. A demonstration that passes
 # means the suite has lost its teeth, and this script fails.
 #
-#   scripts/planted-bugs.sh [LOOM_TARGET_DIR]
+#   scripts/planted-bugs.sh [LOOM_TARGET_DIR]     (default: $LOOM_TARGET_DIR, else $CARGO_TARGET_DIR-loom)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
-loom_target=${1:-${CARGO_TARGET_DIR}-loom}
+loom_target=${1:-${LOOM_TARGET_DIR:-${CARGO_TARGET_DIR}-loom}}
 logs=$(mktemp -d)
 caught=0
 missed=0
@@ -141,6 +141,24 @@ det_demo() {
   fi
 }
 det_demo
+
+# WebSocket conformance: with the read-error close codes taken out (the connection just ends on a
+# protocol violation), the Autobahn run must no longer match its expected results.
+autobahn_demo() {
+  local log="$logs/autobahn.log"
+  SPIRAL_PLANTED_BUG=ws-silent-close AUTOBAHN_FEATURES=planted-bugs AUTOBAHN_OUT="$logs/autobahn" \
+    scripts/autobahn.sh >"$log" 2>&1
+  local rc=$?
+  if [ $rc -eq 1 ] && grep -q '^autobahn: FAILED' "$log"; then
+    caught=$((caught + 1))
+    printf 'caught  %-10s %-20s %-55s %s\n' autobahn ws-silent-close "scripts/autobahn.sh" "$(grep -m1 'case(s) differ' "$log")"
+  else
+    missed=$((missed + 1))
+    printf 'MISSED  %-10s %-20s %-55s (exit %s)\n' autobahn ws-silent-close "scripts/autobahn.sh" "$rc"
+    tail -20 "$log"
+  fi
+}
+autobahn_demo
 
 echo "$caught caught, $missed missed"
 rm -rf "$logs"

@@ -65,6 +65,7 @@ ROWS = {
     "criterion benchmarks": dict(kind="bounded", timeout=240),
     "loom models": dict(kind="test.sh"),
     "planted-bug demonstrations": dict(kind="test.sh"),
+    "WebSocket conformance (Autobahn|Testsuite)": dict(kind="test.sh"),
 }
 
 ERRORISH = re.compile(r"^error(\[|:)|panicked at|^Error: ", re.M)
@@ -79,14 +80,16 @@ def table(readme):
         sys.exit(f"{readme}: no '## Everyday commands' section")
     rows = []
     for line in m.group(1).splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else []
+        if not line.startswith("|"):
+            continue
+        # Cells split at unescaped pipes; `\|` is a literal pipe inside a cell.
+        cells = [c.strip().replace("\\|", "|")
+                 for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
         if len(cells) < 2 or cells[0] in ("what", "") or set(cells[0]) <= set("-"):
             continue
-        # The command cell is one code span; `\|` is a literal pipe inside a table cell.
-        cmd = "|".join(cells[1:]).replace("\\|", "|").strip()
-        code = re.fullmatch(r"`(.+)`(.*)", cmd)
+        code = re.fullmatch(r"`([^`]+)`(.*)", cells[1])
         if not code:
-            sys.exit(f"{readme}: the command of row '{cells[0]}' is not one code span: {cmd}")
+            sys.exit(f"{readme}: the command of row '{cells[0]}' is not one code span: {cells[1]}")
         rows.append((cells[0], code.group(1)))
     return rows
 

@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # The test command (README): prepares a real Redis, then runs every check the project has —
-# formatting, clippy, the test suites (Redis-backed ones included), the simulation sweeps with a
-# determinism check, the loom models, and the planted-bug demonstrations that prove each suite
+# formatting, clippy, the workflow checks, the test suites (Redis-backed ones included), the
+# simulation sweeps with the workflow's determinism step, every command of the README's table,
+# Autobahn conformance, the loom models, and the planted-bug demonstrations that prove each suite
 # catches what it is meant to catch.
 #
 #   scripts/test.sh            everything
-#   scripts/test.sh quick      fmt + clippy + tests only (no simulation sweeps, loom or demonstrations)
+#   scripts/test.sh quick      fmt + clippy + workflow checks + tests + the engine-only sweep
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-all}
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
-loom_target=${LOOM_TARGET_DIR:-${CARGO_TARGET_DIR}-loom}
+export LOOM_TARGET_DIR=${LOOM_TARGET_DIR:-${CARGO_TARGET_DIR}-loom}
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -82,11 +83,22 @@ python3 scripts/check-workflow.py step .github/workflows/chaos-test.yml simulati
   "Determinism (same seed twice, traces compared)" shard=7 >"$CARGO_TARGET_DIR/determinism-step.sh"
 bash -e "$CARGO_TARGET_DIR/determinism-step.sh"
 
+# --- the README's everyday commands, as written -------------------------------------------------
+# Every row of the README's table runs here; the three that are steps of their own (loom, the
+# planted bugs, Autobahn) are taken from the README too, so that they cannot drift apart.
+step "README: the table of everyday commands, each as written"
+python3 scripts/readme-commands.py self-test
+python3 scripts/readme-commands.py run
+readme() { bash -c "$(python3 scripts/readme-commands.py get "$1")"; }
+
+# --- WebSocket conformance -----------------------------------------------------------------------
+step "Autobahn|Testsuite against the command channel (README: $(python3 scripts/readme-commands.py get 'WebSocket conformance (Autobahn|Testsuite)'))"
+readme 'WebSocket conformance (Autobahn|Testsuite)'
+
 # --- loom --------------------------------------------------------------------------------------
-step "loom models"
-CARGO_TARGET_DIR=$loom_target RUSTFLAGS="--cfg spiral_loom" \
-  cargo test -p spiral-server --release --locked loom
+step "loom models (README: $(python3 scripts/readme-commands.py get 'loom models'))"
+readme 'loom models'
 
 # --- the suites have teeth ---------------------------------------------------------------------
-step "planted-bug demonstrations (each must FAIL)"
-scripts/planted-bugs.sh "$loom_target"
+step "planted-bug demonstrations, each must FAIL (README: $(python3 scripts/readme-commands.py get 'planted-bug demonstrations'))"
+readme 'planted-bug demonstrations'

@@ -26,10 +26,13 @@ pub enum Bug {
     /// Harness: a trace line carries an unseeded value (a randomly keyed hash), so two runs of
     /// one seed differ. Shows that the determinism check, and the CI step running it, fail.
     NondeterministicTrace,
+    /// WebSocket: a frame that breaks RFC 6455 (or text that is not UTF-8) ends the connection
+    /// without a close frame, as before the server chose 1002/1007 itself.
+    WsSilentClose,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 9] = [
+    pub const ALL: [Bug; 10] = [
         Bug::CountRace,
         Bug::DoubleCollect,
         Bug::AckBeforePersist,
@@ -39,6 +42,7 @@ impl Bug {
         Bug::JournalDrop,
         Bug::ReplayWindow,
         Bug::NondeterministicTrace,
+        Bug::WsSilentClose,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +56,7 @@ impl Bug {
             Bug::JournalDrop => "journal-drop",
             Bug::ReplayWindow => "replay-window",
             Bug::NondeterministicTrace => "nondeterministic-trace",
+            Bug::WsSilentClose => "ws-silent-close",
         }
     }
 

@@ -285,6 +285,9 @@ pub fn read_error_ending(e: &axum::Error) -> Ending {
     if is_oversized(e) {
         return Ending::Close(1009, "message too big");
     }
+    if crate::planted!(WsSilentClose) {
+        return Ending::Gone;
+    }
     match tungstenite_error(e) {
         Some(E::Utf8(_)) => Ending::Close(1007, "invalid UTF-8"),
         Some(E::Protocol(P::ResetWithoutClosingHandshake)) => Ending::Gone,
