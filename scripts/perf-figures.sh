@@ -27,6 +27,11 @@ figure() {
 
 want() { printf '%s\n' "${groups[@]}" | grep -qx "$1"; }
 
+if want surfaces && ! command -v wrk >/dev/null 2>&1; then
+  echo "perf-figures: wrk is missing (apt-get install wrk); the surfaces group needs it" >&2
+  exit 1
+fi
+
 cargo build -q --release --locked -p spiral-server -p spiral-harness
 
 if want slo; then

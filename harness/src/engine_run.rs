@@ -113,7 +113,7 @@ async fn open(
 }
 
 async fn drive(seed: u64, steps: usize) -> RunReport {
-    let mut rng = SplitMix64::new(seed);
+    let rng = SplitMix64::new(seed);
     let mut ops_rng = rng.fork("ops");
     let engine_seed = rng.fork("engine").next_u64();
     let manual = ManualClock::new(1_750_000_000_000);
@@ -223,7 +223,13 @@ async fn drive(seed: u64, steps: usize) -> RunReport {
             _ => {
                 *counts.entry("restart").or_default() += 1;
                 drop(engine);
-                engine = match open(&storage, &clock, engine_seed ^ step as u64).await {
+                engine = match open(
+                    &storage,
+                    &clock,
+                    spiral_server::rng::sub_seed(engine_seed, &format!("restart-{step}")),
+                )
+                .await
+                {
                     Ok(e) => e,
                     Err(e) => return fail(step, format!("reopen: {e}"), counts, &trace),
                 };

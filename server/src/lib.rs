@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`api`] — the surfaces: HTTP, the WebSocket command channel and event stream, [`api::serve`].
+//! - [`protocol`] — the wire vocabulary shared with every client: WebSocket close codes.
 //! - [`auth`] — JWT verification on the injected clock; replay, revocation and rate-limit state.
 //! - [`ratelimit`] — the token bucket decision, shared by the in-memory limiter and a Redis script.
 //! - [`metrics`] — every Prometheus series, rendered as text.
@@ -27,6 +28,7 @@ pub mod error;
 pub mod metrics;
 #[cfg(feature = "planted-bugs")]
 pub mod planted;
+pub mod protocol;
 pub mod ratelimit;
 pub mod repair;
 pub mod resilience;

@@ -157,7 +157,6 @@ pub enum Obs {
         server: u32,
         from: String,
         to: String,
-        legal: bool,
     },
     /// A fault fired.
     Fault {

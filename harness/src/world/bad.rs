@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures_util::SinkExt;
 use serde_json::{Value, json};
+use spiral_server::protocol::CloseCode;
 use spiral_server::rng::SplitMix64;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -266,7 +267,13 @@ impl Bad<'_> {
                     Ok(()) => net::close_code(&mut ws, Duration::from_secs(5)).await,
                     Err(_) => None,
                 };
-                self.closed(s, "oversized frame", vec![1009], got, t0);
+                self.closed(
+                    s,
+                    "oversized frame",
+                    vec![CloseCode::TooBig.code()],
+                    got,
+                    t0,
+                );
             }
             "http" => {
                 let forged = net::forge(&net::claims(
@@ -306,7 +313,7 @@ impl Bad<'_> {
                     tokio::time::sleep(Duration::from_millis(w.ws_ping_interval_ms * 3 + 1_000))
                         .await;
                     let got = net::close_code(&mut ws, Duration::from_secs(5)).await;
-                    ("silent peer", vec![4001], got)
+                    ("silent peer", vec![CloseCode::PongTimeout.code()], got)
                 } else {
                     // Answer pings but send nothing.
                     let within = Duration::from_millis(
@@ -314,7 +321,7 @@ impl Bad<'_> {
                     );
                     (
                         "idle peer",
-                        vec![4000],
+                        vec![CloseCode::IdleTimeout.code()],
                         net::close_code(&mut ws, within).await,
                     )
                 };
@@ -372,7 +379,13 @@ impl Bad<'_> {
         }
         let within = Duration::from_millis(self.ctx.sc.world.ws_ping_interval_ms * 2 + 1_000);
         let got = net::close_code(&mut ws, within).await;
-        self.closed(s, "subject revoked", vec![4003], got, t0);
+        self.closed(
+            s,
+            "subject revoked",
+            vec![CloseCode::Revoked.code()],
+            got,
+            t0,
+        );
         let (old, jti) = self.token(&sub, issued + 100_000, issued);
         if let Some(mut ws) = self
             .handshake_since(s, Some(&old), TokenKind::Revoked, Some(jti), skew)

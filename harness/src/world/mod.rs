@@ -297,7 +297,7 @@ pub fn checks(scenario: &Scenario) -> Vec<&'static str> {
 
 /// Run `scenario` with `seed`.
 pub fn run(scenario: &Scenario, seed: u64) -> RunResult {
-    let mut root = SplitMix64::new(seed);
+    let root = SplitMix64::new(seed);
     let net_seed = root.fork("turmoil").next_u64();
     let server_seed = root.fork("server").next_u64();
     let redis_seed = root.fork("redis").next_u64();
@@ -333,7 +333,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunResult {
     });
     let schedule = schedule(scenario, &mut root.fork("swarm"));
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        simulate(&ctx, net_seed, &mut root, &schedule)
+        simulate(&ctx, net_seed, &root, &schedule)
     }));
     let mut m = lock(&ctx.model);
     let crash = match outcome {
@@ -461,7 +461,7 @@ pub fn schedule(sc: &Scenario, rng: &mut SplitMix64) -> Vec<FaultAt> {
 fn simulate(
     ctx: &Arc<Ctx>,
     net_seed: u64,
-    root: &mut SplitMix64,
+    root: &SplitMix64,
     schedule: &[FaultAt],
 ) -> Result<(), String> {
     let sc = &ctx.sc;
@@ -633,9 +633,8 @@ fn record_breaker(ctx: &Ctx, server: u32, st: &AppState, t_ms: u64) {
         ctx.record_at(
             Obs::Breaker {
                 server,
-                from: format!("{:?}", t.from).to_lowercase(),
-                to: format!("{:?}", t.to).to_lowercase(),
-                legal: spiral_server::resilience::legal(t.from, t.to),
+                from: t.from.name().to_owned(),
+                to: t.to.name().to_owned(),
             },
             t_ms,
         );

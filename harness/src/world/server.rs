@@ -174,7 +174,7 @@ pub(crate) async fn main(ctx: Arc<Ctx>, s: u32) -> Result<(), Box<dyn std::error
                 max_nodes: ctx.sc.world.max_nodes,
                 ..EngineConfig::default()
             },
-            seed: ctx.server_seed ^ u64::from(s),
+            seed: spiral_server::rng::sub_seed(ctx.server_seed, &format!("server-{s}")),
             redis_tls_disabled: None,
         };
         match AppState::open(parts).await {

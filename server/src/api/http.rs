@@ -20,6 +20,7 @@ use super::{ApiError, AppState};
 use crate::auth::shared::Revoke;
 use crate::auth::{Claims, Principal, token_from};
 use crate::engine::StoreRequest;
+use crate::protocol::CloseCode;
 use crate::ratelimit::Decision;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -396,8 +397,8 @@ async fn admin_revoke(
     let recorded = st.shared.revoke(&what, now_ms).await;
     // This instance honours the revocation even if it could not be shared.
     let closed = match &what {
-        Revoke::Jti { jti, .. } => st.conns.close_matching(None, Some(jti), 4003),
-        Revoke::Sub(sub) => st.conns.close_matching(Some(sub), None, 4003),
+        Revoke::Jti { jti, .. } => st.conns.close_matching(None, Some(jti), CloseCode::Revoked),
+        Revoke::Sub(sub) => st.conns.close_matching(Some(sub), None, CloseCode::Revoked),
     };
     if let Err(e) = recorded {
         tracing::warn!(error = %e, "revocation not shared with other instances: Redis unreachable");

@@ -35,6 +35,7 @@ use crate::clock::SharedClock;
 use crate::engine::{Engine, EngineConfig, RebuildReport};
 use crate::error::EngineError;
 use crate::metrics::{Metrics, Snapshot};
+use crate::protocol::CloseCode;
 use crate::resilience::ResilientStorage;
 use crate::rng::SharedRng;
 use crate::storage::instrumented::Instrumented;
@@ -105,7 +106,7 @@ impl AppState {
                 conns: Connections::new(p.cfg.max_connections),
                 cfg: p.cfg,
                 metrics,
-                rng: SharedRng::new(p.seed ^ 0x5eed_70c3),
+                rng: SharedRng::new(crate::rng::sub_seed(p.seed, "api")),
                 hub,
                 redis_tls_disabled: p.redis_tls_disabled,
             }),
@@ -165,12 +166,7 @@ impl AppState {
 
 /// The breaker state as `/status` and the stream name it.
 pub fn breaker_name(state: u8) -> &'static str {
-    match state {
-        0 => "closed",
-        1 => "open",
-        2 => "half_open",
-        _ => "unknown",
-    }
+    crate::resilience::StateKind::from_gauge(state).map_or("unknown", |k| k.name())
 }
 
 /// Open WebSocket connections: the cap, the per-user count, and a way to close them by subject
@@ -193,7 +189,7 @@ struct Table {
 struct Entry {
     sub: String,
     jti: Option<String>,
-    close: watch::Sender<Option<u16>>,
+    close: watch::Sender<Option<CloseCode>>,
 }
 
 /// A reserved place under the connection cap, given back on drop.
@@ -213,7 +209,7 @@ impl Drop for Slot {
 #[derive(Debug)]
 pub struct Registered {
     pub id: u64,
-    pub closed: watch::Receiver<Option<u16>>,
+    pub closed: watch::Receiver<Option<CloseCode>>,
     state: AppState,
     _slot: Slot,
 }
@@ -302,7 +298,7 @@ impl Connections {
     }
 
     /// Ask every connection of `sub` (or holding `jti`) to close with `code`; how many.
-    pub fn close_matching(&self, sub: Option<&str>, jti: Option<&str>, code: u16) -> usize {
+    pub fn close_matching(&self, sub: Option<&str>, jti: Option<&str>, code: CloseCode) -> usize {
         let t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         let mut n = 0;
         for e in t.by_id.values() {
@@ -316,7 +312,7 @@ impl Connections {
         n
     }
 
-    pub fn close_all(&self, code: u16) {
+    pub fn close_all(&self, code: CloseCode) {
         let t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         for e in t.by_id.values() {
             let _ = e.close.send(Some(code));
@@ -358,7 +354,7 @@ where
             shutdown.await;
             tracing::info!("shutting down: closing WebSockets, finishing requests");
             let _ = stop_tx.send(true);
-            state.conns.close_all(1001);
+            state.conns.close_all(CloseCode::GoingAway);
         }
     };
     let stopped = |mut rx: watch::Receiver<bool>| async move {

@@ -23,6 +23,7 @@ use super::{ApiError, AppState, Connections, Slot};
 use crate::auth::Principal;
 use crate::clock::Instant;
 use crate::engine::EngineEvent;
+use crate::protocol::CloseCode;
 use crate::ratelimit::decide;
 
 /// One frame for stream clients.
@@ -181,7 +182,7 @@ async fn run(st: AppState, socket: WebSocket, who: Principal, slot: Slot) {
             }
             msg = incoming.next() => match msg {
                 None | Some(Ok(Message::Close(_))) => break Ending::Gone,
-                Some(Err(e)) if ws::is_oversized(&e) => break Ending::Close(1009, "message too big"),
+                Some(Err(e)) if ws::is_oversized(&e) => break Ending::Close(CloseCode::TooBig),
                 Some(Err(_)) => break Ending::Gone,
                 Some(Ok(Message::Pong(_))) => beat.missed = 0,
                 // The stream is one-way; anything the client sends is ignored.
@@ -201,7 +202,7 @@ async fn run(st: AppState, socket: WebSocket, who: Principal, slot: Slot) {
                     out.send(Message::Text(f.text.clone().into()), Some(f.since));
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => st.metrics.ws_backpressure_drops.add(n),
-                Err(broadcast::error::RecvError::Closed) => break Ending::Close(1001, "server shutting down"),
+                Err(broadcast::error::RecvError::Closed) => break Ending::Close(CloseCode::GoingAway),
             },
             _ = beat.ticker.tick() => {
                 if let Some(end) = beat.tick(&st, &who, &out).await {
@@ -211,8 +212,8 @@ async fn run(st: AppState, socket: WebSocket, who: Principal, slot: Slot) {
         }
     };
     match ending {
-        Ending::Close(code, reason) => {
-            out.close(code, reason).await;
+        Ending::Close(code) => {
+            out.close(code).await;
             ws::await_client_close(&mut incoming).await;
         }
         Ending::Gone => out.finish().await,

@@ -29,6 +29,7 @@ use super::{ApiError, AppState, Connections, Registered, Slot};
 use crate::auth::{Principal, Reject, STREAM_SCOPE, looks_like_jwt, token_from};
 use crate::clock::Instant;
 use crate::engine::StoreRequest;
+use crate::protocol::CloseCode;
 
 /// The command-channel router: the upgrade on `/` and `/ws`.
 pub fn router(state: AppState) -> Router {
@@ -164,7 +165,7 @@ pub type Outgoing = (Message, Option<Instant>);
 #[derive(Debug)]
 pub struct Outbox {
     tx: mpsc::Sender<Outgoing>,
-    close_tx: Option<oneshot::Sender<(u16, &'static str)>>,
+    close_tx: Option<oneshot::Sender<CloseCode>>,
     writer: JoinHandle<()>,
     st: AppState,
 }
@@ -172,7 +173,7 @@ pub struct Outbox {
 impl Outbox {
     pub fn spawn(mut sink: SplitSink<WebSocket, Message>, st: &AppState) -> Self {
         let (tx, mut rx) = mpsc::channel::<Outgoing>(st.cfg.ws_send_queue.max(1));
-        let (close_tx, mut close_rx) = oneshot::channel::<(u16, &'static str)>();
+        let (close_tx, mut close_rx) = oneshot::channel::<CloseCode>();
         let m = st.metrics.clone();
         let clock = st.clock.clone();
         let writer = tokio::spawn(async move {
@@ -180,8 +181,8 @@ impl Outbox {
                 tokio::select! {
                     biased;
                     close = &mut close_rx => {
-                        if let Ok((code, reason)) = close {
-                            let frame = CloseFrame { code, reason: reason.into() };
+                        if let Ok(code) = close {
+                            let frame = CloseFrame { code: code.code(), reason: code.reason().into() };
                             let _ = sink.send(Message::Close(Some(frame))).await;
                         }
                         break;
@@ -232,10 +233,10 @@ impl Outbox {
     }
 
     /// Close with `code`, giving the writer a moment to deliver the close frame.
-    pub async fn close(mut self, code: u16, reason: &'static str) {
-        self.st.metrics.ws_closes.inc(&[&code.to_string()]);
+    pub async fn close(mut self, code: CloseCode) {
+        self.st.metrics.ws_closes.inc(&[&code.code().to_string()]);
         if let Some(tx) = self.close_tx.take() {
-            let _ = tx.send((code, reason));
+            let _ = tx.send(code);
         }
         self.finish().await;
     }
@@ -283,15 +284,15 @@ pub fn read_error_ending(e: &axum::Error) -> Ending {
     use tokio_tungstenite::tungstenite::Error as E;
     use tokio_tungstenite::tungstenite::error::ProtocolError as P;
     if is_oversized(e) {
-        return Ending::Close(1009, "message too big");
+        return Ending::Close(CloseCode::TooBig);
     }
     if crate::planted!(WsSilentClose) {
         return Ending::Gone;
     }
     match tungstenite_error(e) {
-        Some(E::Utf8(_)) => Ending::Close(1007, "invalid UTF-8"),
+        Some(E::Utf8(_)) => Ending::Close(CloseCode::InvalidUtf8),
         Some(E::Protocol(P::ResetWithoutClosingHandshake)) => Ending::Gone,
-        Some(E::Protocol(_)) => Ending::Close(1002, "protocol error"),
+        Some(E::Protocol(_)) => Ending::Close(CloseCode::ProtocolError),
         _ => Ending::Gone,
     }
 }
@@ -326,7 +327,7 @@ pub async fn await_client_close(incoming: &mut futures_util::stream::SplitStream
 pub enum Ending {
     /// The client closed or vanished: nothing to send.
     Gone,
-    Close(u16, &'static str),
+    Close(CloseCode),
 }
 
 /// Liveness bookkeeping shared by both ports: pings, missed pongs, revocation re-checks.
@@ -352,7 +353,7 @@ impl Heartbeat {
     /// elsewhere, else send the next ping.
     pub async fn tick(&mut self, st: &AppState, who: &Principal, out: &Outbox) -> Option<Ending> {
         if self.missed >= 2 {
-            return Some(Ending::Close(4001, "no pong to two pings"));
+            return Some(Ending::Close(CloseCode::PongTimeout));
         }
         if !who.anonymous {
             let c = &who.claims;
@@ -362,7 +363,7 @@ impl Heartbeat {
                 .is_revoked(c.jti.as_deref(), &c.sub, issued_ms, st.now_ms())
                 .await
             {
-                return Some(Ending::Close(4003, "token revoked"));
+                return Some(Ending::Close(CloseCode::Revoked));
             }
         }
         self.missed += 1;
@@ -372,13 +373,9 @@ impl Heartbeat {
     }
 }
 
-/// The close the registry asks for: 4003 revoked, 1001 shutdown.
-pub fn registry_close(code: Option<u16>) -> Ending {
-    match code {
-        Some(4003) => Ending::Close(4003, "token revoked"),
-        Some(c) => Ending::Close(c, "server shutting down"),
-        None => Ending::Gone,
-    }
+/// The close the registry asks for (4003 revoked, 1001 shutdown), if any.
+pub fn registry_close(code: Option<CloseCode>) -> Ending {
+    code.map_or(Ending::Gone, Ending::Close)
 }
 
 async fn run(st: AppState, socket: WebSocket, who: Principal, slot: Slot) {
@@ -444,15 +441,15 @@ async fn run(st: AppState, socket: WebSocket, who: Principal, slot: Slot) {
             () = &mut idle => {
                 let due = last_data + idle_for;
                 if st.clock.now() >= due {
-                    break Ending::Close(4000, "idle timeout");
+                    break Ending::Close(CloseCode::IdleTimeout);
                 }
                 idle.as_mut().reset(due);
             }
         }
     };
     match ending {
-        Ending::Close(code, reason) => {
-            out.close(code, reason).await;
+        Ending::Close(code) => {
+            out.close(code).await;
             await_client_close(&mut incoming).await;
         }
         Ending::Gone => out.finish().await,

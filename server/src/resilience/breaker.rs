@@ -59,6 +59,22 @@ pub enum StateKind {
 }
 
 impl StateKind {
+    /// The state's name wherever it is shown: `/status`, the event stream, simulation traces.
+    pub fn name(self) -> &'static str {
+        match self {
+            StateKind::Closed => "closed",
+            StateKind::Open => "open",
+            StateKind::HalfOpen => "half_open",
+        }
+    }
+
+    /// The state of a `breaker_state` gauge value.
+    pub fn from_gauge(gauge: u8) -> Option<StateKind> {
+        [StateKind::Closed, StateKind::Open, StateKind::HalfOpen]
+            .into_iter()
+            .find(|k| k.gauge() == gauge)
+    }
+
     /// The `breaker_state` gauge: 0 closed, 1 open, 2 half-open.
     pub fn gauge(self) -> u8 {
         match self {
