@@ -10,6 +10,8 @@ use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use spiral_server::auth::{Claims, Keys};
+use spiral_server::engine::StoreRequest;
+use spiral_server::protocol::{self, Command};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -103,18 +105,16 @@ pub async fn run_phase(cfg: &LoadConfig, phase: &Phase, run: u64) -> anyhow::Res
     for (n, ws) in sockets.into_iter().enumerate() {
         let (mut sink, mut stream) = ws.split();
         let offset = offsets[n];
-        let content = content.clone();
+        let store = Command::MemoryStore(StoreRequest {
+            content: Value::String(content.clone()),
+            ..StoreRequest::default()
+        });
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
         triggers.push(tx);
         let sender = tokio::spawn(async move {
             while let Some(seq) = rx.recv().await {
-                let msg =
-                    json!({"id": seq, "command": "memory.store", "args": {"content": content}});
-                if sink
-                    .send(Message::Text(msg.to_string().into()))
-                    .await
-                    .is_err()
-                {
+                let msg = protocol::request(&json!(seq), &store);
+                if sink.send(Message::Text(msg.into())).await.is_err() {
                     break;
                 }
             }

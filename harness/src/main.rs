@@ -782,47 +782,41 @@ fn parse_range(s: &str) -> Result<std::ops::Range<u64>, String> {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Sim {
-            scenario: Some(path),
+            scenario,
             seed,
             steps,
             trace,
             check_determinism,
             commit,
             scenario_sha256,
-        } => {
-            if steps.is_some() {
-                return usage("--steps is for the engine-only model (sim without a SCENARIO)");
+        } => match scenario {
+            Some(path) => {
+                if steps.is_some() {
+                    return usage("--steps is for the engine-only model (sim without a SCENARIO)");
+                }
+                sim_scenario(
+                    &path,
+                    seed,
+                    trace.as_deref(),
+                    check_determinism,
+                    (commit.as_deref(), scenario_sha256.as_deref()),
+                )
             }
-            sim_scenario(
-                &path,
-                seed,
-                trace.as_deref(),
-                check_determinism,
-                (commit.as_deref(), scenario_sha256.as_deref()),
-            )
-        }
-        Command::Sim {
-            scenario: None,
-            seed,
-            steps,
-            trace,
-            check_determinism,
-            commit,
-            scenario_sha256,
-        } => {
-            if trace.is_some() {
-                return usage(
-                    "--trace needs a SCENARIO: the engine-only model keeps only a trace digest",
-                );
+            None => {
+                if trace.is_some() {
+                    return usage(
+                        "--trace needs a SCENARIO: the engine-only model keeps only a trace digest",
+                    );
+                }
+                if scenario_sha256.is_some() {
+                    return usage("--scenario-sha256 needs a SCENARIO");
+                }
+                if let Err(e) = provenance::check_pins(commit.as_deref(), None, None) {
+                    return usage(&e);
+                }
+                sim_engine(seed, steps.unwrap_or(ENGINE_STEPS), check_determinism)
             }
-            if scenario_sha256.is_some() {
-                return usage("--scenario-sha256 needs a SCENARIO");
-            }
-            if let Err(e) = provenance::check_pins(commit.as_deref(), None, None) {
-                return usage(&e);
-            }
-            sim_engine(seed, steps.unwrap_or(ENGINE_STEPS), check_determinism)
-        }
+        },
         Command::Sweep {
             scenarios,
             seeds,

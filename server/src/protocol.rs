@@ -1,9 +1,176 @@
 //! The wire protocol's fixed vocabulary, defined once for the server and for every client of it
 //! (the harness's simulated and real clients, `spiral tail`, the load generator).
 //!
-//! So far: the WebSocket close codes the server sends (SPEC §1.4, RFC 6455 §7.4).
+//! - [`Command`]: what a client asks on the command channel (`{"id","command","args"}`), parsed
+//!   by the server from the wire and built by clients with [`request`];
+//! - [`ErrorCode`]: the `code` of every error envelope, HTTP and WebSocket alike (SPEC §1.1);
+//! - [`CloseCode`]: the WebSocket close codes the server sends (SPEC §1.4, RFC 6455 §7.4).
+//!
+//! The wire format is unchanged by these types: they name what was strings on both sides.
 
 use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::engine::StoreRequest;
+
+/// A command on the WebSocket command channel (SPEC §1.4): the same arguments as the REST
+/// routes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// `memory.store`: the body of `POST /v1/memories`.
+    MemoryStore(StoreRequest),
+    /// `memory.get {id}`.
+    MemoryGet { id: String },
+    /// `memory.collect {id}`.
+    MemoryCollect { id: String },
+    /// `memory.list {limit?}` (default 100, at most 1000).
+    MemoryList { limit: Option<usize> },
+    /// `spiral.stats`: the body of `GET /v1/spirals`.
+    SpiralStats,
+    /// `ping`: `{"pong": true, "time_ms"}`.
+    Ping,
+}
+
+/// Every command name, as the unknown-command error lists them.
+pub const COMMAND_NAMES: [&str; 6] = [
+    "memory.store",
+    "memory.get",
+    "memory.collect",
+    "memory.list",
+    "spiral.stats",
+    "ping",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdArgs {
+    id: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListArgs {
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+fn args<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, String> {
+    let v = if v.is_null() { json!({}) } else { v };
+    serde_json::from_value(v).map_err(|e| format!("bad args: {e}"))
+}
+
+impl Command {
+    /// The command's name on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::MemoryStore(_) => "memory.store",
+            Command::MemoryGet { .. } => "memory.get",
+            Command::MemoryCollect { .. } => "memory.collect",
+            Command::MemoryList { .. } => "memory.list",
+            Command::SpiralStats => "spiral.stats",
+            Command::Ping => "ping",
+        }
+    }
+
+    /// The command's `args` on the wire (`null` for the commands that take none).
+    pub fn args(&self) -> Value {
+        match self {
+            Command::MemoryStore(req) => {
+                serde_json::to_value(req).expect("a StoreRequest serializes")
+            }
+            Command::MemoryGet { id } | Command::MemoryCollect { id } => json!({"id": id}),
+            Command::MemoryList { limit: Some(l) } => json!({"limit": l}),
+            Command::MemoryList { limit: None } => json!({}),
+            Command::SpiralStats | Command::Ping => Value::Null,
+        }
+    }
+
+    /// A command from its wire name and `args`; the error is the `bad_request` message.
+    pub fn parse(name: &str, a: Value) -> Result<Command, String> {
+        Ok(match name {
+            "memory.store" => {
+                if !a.is_object() {
+                    return Err("args must be an object with `content`".into());
+                }
+                Command::MemoryStore(args(a)?)
+            }
+            "memory.get" => Command::MemoryGet {
+                id: args::<IdArgs>(a)?.id,
+            },
+            "memory.collect" => Command::MemoryCollect {
+                id: args::<IdArgs>(a)?.id,
+            },
+            "memory.list" => Command::MemoryList {
+                limit: args::<ListArgs>(a)?.limit,
+            },
+            "spiral.stats" => Command::SpiralStats,
+            "ping" => Command::Ping,
+            other => {
+                return Err(format!(
+                    "unknown command {:?}; known: {}",
+                    other.chars().take(64).collect::<String>(),
+                    COMMAND_NAMES.join(", ")
+                ));
+            }
+        })
+    }
+}
+
+/// The text of a request envelope: `{"id", "command", "args"}`.
+pub fn request(id: &Value, command: &Command) -> String {
+    json!({"id": id, "command": command.name(), "args": command.args()}).to_string()
+}
+
+/// The `code` of an error envelope (SPEC §1.1), the same on HTTP and WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    BadRequest,
+    PayloadTooLarge,
+    RateLimited,
+    StorageUnavailable,
+    Timeout,
+    Internal,
+    /// A code this build does not know. The server never sends one; a client reading another
+    /// version's answers may see one.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::StorageUnavailable => "storage_unavailable",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+
+    /// The code of an error envelope (`{"type":"error","error":{"code"}}` on the WebSocket,
+    /// `{"error":{"code"}}` over HTTP), or `None` for anything else.
+    pub fn of(answer: &Value) -> Option<ErrorCode> {
+        let code = answer.get("error")?.get("code")?;
+        Some(serde_json::from_value(code.clone()).unwrap_or(ErrorCode::Unknown))
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Why the server closed a WebSocket: the code of its close frame and the reason sent with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -76,6 +243,76 @@ impl fmt::Display for CloseCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn commands_round_trip_through_the_wire() {
+        let store = StoreRequest {
+            content: json!({"note": "ü", "n": [1, 2]}),
+            priority: Some(3),
+            ..StoreRequest::default()
+        };
+        let all = [
+            Command::MemoryStore(store),
+            Command::MemoryGet { id: "ab12".into() },
+            Command::MemoryCollect { id: "ab12".into() },
+            Command::MemoryList { limit: Some(20) },
+            Command::MemoryList { limit: None },
+            Command::SpiralStats,
+            Command::Ping,
+        ];
+        for c in all {
+            let text = request(&json!(7), &c);
+            let v: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["id"], 7);
+            assert!(COMMAND_NAMES.contains(&c.name()));
+            let back = Command::parse(v["command"].as_str().unwrap(), v["args"].clone());
+            assert_eq!(back.as_ref(), Ok(&c), "{text}");
+        }
+        // The store args carry only what is set (the wire stays as clients wrote it by hand).
+        let text = request(
+            &json!(1),
+            &Command::MemoryStore(StoreRequest {
+                content: json!("x"),
+                priority: Some(2),
+                ..StoreRequest::default()
+            }),
+        );
+        assert_eq!(
+            text,
+            r#"{"args":{"content":"x","priority":2},"command":"memory.store","id":1}"#
+        );
+    }
+
+    #[test]
+    fn bad_commands_are_named_errors() {
+        let err = |name: &str, a: Value| Command::parse(name, a).unwrap_err();
+        assert!(err("memory.nope", json!({})).starts_with("unknown command \"memory.nope\""));
+        assert!(err("memory.store", json!([1])).contains("`content`"));
+        assert!(err("memory.get", json!({})).starts_with("bad args:"));
+        assert!(err("memory.get", json!({"id": "a", "x": 1})).starts_with("bad args:"));
+        assert_eq!(
+            Command::parse("memory.list", Value::Null),
+            Ok(Command::MemoryList { limit: None })
+        );
+    }
+
+    #[test]
+    fn error_codes_read_from_envelopes() {
+        let ws = json!({"id": 1, "type": "error", "error": {"code": "not_found", "message": "x"}});
+        assert_eq!(ErrorCode::of(&ws), Some(ErrorCode::NotFound));
+        let http = json!({"error": {"code": "rate_limited", "retry_after_ms": 5}});
+        assert_eq!(ErrorCode::of(&http), Some(ErrorCode::RateLimited));
+        let odd = json!({"type": "error", "error": {"code": "teapot"}});
+        assert_eq!(ErrorCode::of(&odd), Some(ErrorCode::Unknown));
+        assert_eq!(ErrorCode::of(&json!({"type": "result", "data": {}})), None);
+        for c in [
+            ErrorCode::NotFound,
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::Internal,
+        ] {
+            assert_eq!(serde_json::to_value(c).unwrap(), json!(c.as_str()));
+        }
+    }
 
     #[test]
     fn codes_round_trip_and_are_distinct() {

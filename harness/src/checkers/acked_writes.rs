@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
+use spiral_server::protocol::ErrorCode;
+
 use super::{Checker, Obs, error_code, is_result};
 
 #[derive(Debug, Default)]
@@ -34,7 +36,7 @@ impl Checker for AckedWrites {
                 }
                 "collect" => {
                     let Some(id) = target else { return Ok(()) };
-                    if error_code(answer) == Some("not_found") {
+                    if error_code(answer) == Some(ErrorCode::NotFound) {
                         if self.acked.contains_key(id) && !self.removed.contains(id) {
                             return Err(format!(
                                 "collect of acknowledged store {id} answered not_found"
@@ -49,7 +51,7 @@ impl Checker for AckedWrites {
                     if let Some(id) = target
                         && self.acked.contains_key(id)
                         && !self.removed.contains(id)
-                        && error_code(answer) == Some("not_found")
+                        && error_code(answer) == Some(ErrorCode::NotFound)
                     {
                         return Err(format!("acknowledged store {id} read back as not_found"));
                     }

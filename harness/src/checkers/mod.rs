@@ -32,6 +32,7 @@ pub mod tenant_isolation;
 
 use serde::Serialize;
 use serde_json::Value;
+use spiral_server::protocol::ErrorCode;
 
 use crate::scenario::Scenario;
 
@@ -252,9 +253,10 @@ impl Checker for EngineInvariants {
     }
 }
 
-/// The error code of an error envelope, if it is one.
-pub fn error_code(answer: &Value) -> Option<&str> {
-    (answer["type"] == "error").then(|| answer["error"]["code"].as_str().unwrap_or("?"))
+/// The error code of an error envelope, if it is one (an envelope without a readable code is
+/// [`ErrorCode::Unknown`]).
+pub fn error_code(answer: &Value) -> Option<ErrorCode> {
+    (answer["type"] == "error").then(|| ErrorCode::of(answer).unwrap_or(ErrorCode::Unknown))
 }
 
 pub fn is_result(answer: &Value) -> bool {

@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use spiral_server::protocol::ErrorCode;
+
 use super::{Checker, Obs, error_code};
 
 #[derive(Debug)]
@@ -41,7 +43,7 @@ impl Checker for RateLimit {
             ..
         } = obs
             && !answer.is_null()
-            && error_code(answer) != Some("rate_limited")
+            && error_code(answer) != Some(ErrorCode::RateLimited)
         {
             self.admitted
                 .entry(user.clone())

@@ -1,6 +1,8 @@
 //! SLOs over simulated time: the p95 of well-behaved `memory.store` round trips and the share of
 //! operations answered with a real error (not `not_found` or `rate_limited`).
 
+use spiral_server::protocol::ErrorCode;
+
 use super::{Checker, Class, Obs, error_code};
 use crate::scenario::Slo;
 
@@ -42,7 +44,9 @@ impl Checker for SloCheck {
             && !answer.is_null()
         {
             self.ops += 1;
-            if error_code(answer).is_some_and(|c| c != "not_found" && c != "rate_limited") {
+            if error_code(answer)
+                .is_some_and(|c| !matches!(c, ErrorCode::NotFound | ErrorCode::RateLimited))
+            {
                 self.errors += 1;
             }
             if op == "store" {

@@ -1,16 +1,18 @@
 //! Tenant isolation: reading another tenant's id answers `not_found` — never the data and never
 //! an error that hints the id exists (errors unrelated to the id, such as `rate_limited`, pass).
 
+use spiral_server::protocol::ErrorCode;
+
 use super::{Checker, Obs, error_code};
 
 pub struct TenantIsolation;
 
 /// Errors that say nothing about the id.
-const UNRELATED: [&str; 4] = [
-    "not_found",
-    "rate_limited",
-    "storage_unavailable",
-    "timeout",
+const UNRELATED: [ErrorCode; 4] = [
+    ErrorCode::NotFound,
+    ErrorCode::RateLimited,
+    ErrorCode::StorageUnavailable,
+    ErrorCode::Timeout,
 ];
 
 impl Checker for TenantIsolation {

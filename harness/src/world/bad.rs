@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::SinkExt;
 use serde_json::{Value, json};
-use spiral_server::protocol::CloseCode;
+use spiral_server::protocol::{self, CloseCode, Command};
 use spiral_server::rng::SplitMix64;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -235,7 +235,7 @@ impl Bad<'_> {
                     Ok(()) => net::next_text(&mut ws).await.unwrap_or(Value::Null),
                     Err(_) => Value::Null,
                 };
-                let probe = json!({"id": 2, "command": "spiral.stats"}).to_string();
+                let probe = protocol::request(&json!(2), &Command::SpiralStats);
                 let alive = match ws.send(Message::Text(probe.into())).await {
                     // Alive: it answers (even `rate_limited` is an answer).
                     Ok(()) => net::next_text(&mut ws)

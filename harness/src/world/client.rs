@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use futures_util::SinkExt;
 use serde_json::{Value, json};
+use spiral_server::engine::StoreRequest;
+use spiral_server::protocol::{self, Command};
 use spiral_server::rng::SplitMix64;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -70,26 +72,26 @@ pub(crate) async fn main(ctx: &Ctx, c: u32, mut rng: SplitMix64) {
                 hit
             })
             .map_or("stats", |(name, _)| *name);
-        let (command, args, target, content) = match op {
+        let (command, target, content) = match op {
             "store" => {
                 let content =
                     json!({"client": c, "seq": seq, "note": format!("n{}", rng.next_u64() % 1000)});
-                let args = json!({"content": content, "priority": rng.next_u64() % 5});
-                ("memory.store", args, None, Some(content))
+                let req = StoreRequest {
+                    content: content.clone(),
+                    priority: Some((rng.next_u64() % 5) as i64),
+                    ..StoreRequest::default()
+                };
+                (Command::MemoryStore(req), None, Some(content))
             }
             "get" | "collect" if !mine.is_empty() => {
                 let i = (rng.next_u64() % mine.len() as u64) as usize;
-                let id = if op == "collect" {
-                    mine.swap_remove(i)
+                if op == "collect" {
+                    let id = mine.swap_remove(i);
+                    (Command::MemoryCollect { id: id.clone() }, Some(id), None)
                 } else {
-                    mine[i].clone()
-                };
-                let cmd = if op == "get" {
-                    "memory.get"
-                } else {
-                    "memory.collect"
-                };
-                (cmd, json!({"id": id}), Some(id), None)
+                    let id = mine[i].clone();
+                    (Command::MemoryGet { id: id.clone() }, Some(id), None)
+                }
             }
             "foreign_get" => {
                 let foreign = ctx.foreign_ids(&tenant, 64);
@@ -97,21 +99,21 @@ pub(crate) async fn main(ctx: &Ctx, c: u32, mut rng: SplitMix64) {
                     continue;
                 }
                 let id = foreign[(rng.next_u64() % foreign.len() as u64) as usize].clone();
-                ("memory.get", json!({"id": id}), Some(id), None)
+                (Command::MemoryGet { id: id.clone() }, Some(id), None)
             }
-            "list" => ("memory.list", json!({"limit": 20}), None, None),
-            _ => ("spiral.stats", Value::Null, None, None),
+            "list" => (Command::MemoryList { limit: Some(20) }, None, None),
+            _ => (Command::SpiralStats, None, None),
         };
         // "get"/"collect" with nothing of its own yet fall through to stats.
-        let op = if command == "spiral.stats" {
+        let op = if command == Command::SpiralStats {
             "stats"
         } else {
             op
         };
         seq += 1;
         let sent_ms = now_ms();
-        let msg = json!({"id": seq, "command": command, "args": args});
-        let answer = match socket.send(Message::Text(msg.to_string().into())).await {
+        let msg = protocol::request(&json!(seq), &command);
+        let answer = match socket.send(Message::Text(msg.into())).await {
             Ok(()) => net::next_text(socket).await,
             Err(e) => Err(e.to_string()),
         };

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::auth::Reject;
 use crate::error::{EngineError, StorageError};
+use crate::protocol::ErrorCode;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {
@@ -28,17 +29,17 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ApiError::Unauthorized(_) => "unauthorized",
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::NotFound => "not_found",
-            ApiError::BadRequest(_) => "bad_request",
-            ApiError::PayloadTooLarge(_) => "payload_too_large",
-            ApiError::RateLimited { .. } | ApiError::OverCapacity { .. } => "rate_limited",
-            ApiError::StorageUnavailable => "storage_unavailable",
-            ApiError::Timeout => "timeout",
-            ApiError::Internal => "internal",
+            ApiError::Unauthorized(_) => ErrorCode::Unauthorized,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::NotFound => ErrorCode::NotFound,
+            ApiError::BadRequest(_) => ErrorCode::BadRequest,
+            ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            ApiError::RateLimited { .. } | ApiError::OverCapacity { .. } => ErrorCode::RateLimited,
+            ApiError::StorageUnavailable => ErrorCode::StorageUnavailable,
+            ApiError::Timeout => ErrorCode::Timeout,
+            ApiError::Internal => ErrorCode::Internal,
         }
     }
 
@@ -83,7 +84,7 @@ impl ApiError {
 
     /// The `error` object of an envelope.
     pub fn body(&self) -> Value {
-        let mut e = json!({"code": self.code(), "message": self.message()});
+        let mut e = json!({"code": self.code().as_str(), "message": self.message()});
         if let Some(ms) = self.retry_after_ms() {
             e["retry_after_ms"] = json!(ms);
         }

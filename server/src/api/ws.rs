@@ -28,8 +28,7 @@ use super::http::{VERSION, admit_store, spiral_stats};
 use super::{ApiError, AppState, Connections, Registered, Slot};
 use crate::auth::{Principal, Reject, STREAM_SCOPE, looks_like_jwt, token_from};
 use crate::clock::Instant;
-use crate::engine::StoreRequest;
-use crate::protocol::CloseCode;
+use crate::protocol::{CloseCode, Command};
 
 /// The command-channel router: the upgrade on `/` and `/ws`.
 pub fn router(state: AppState) -> Router {
@@ -505,24 +504,6 @@ pub async fn handle_text(st: &AppState, who: &Principal, text: &str) -> Value {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct IdArgs {
-    id: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListArgs {
-    #[serde(default)]
-    limit: Option<usize>,
-}
-
-fn args<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ApiError> {
-    let v = if v.is_null() { json!({}) } else { v };
-    serde_json::from_value(v).map_err(|e| ApiError::BadRequest(format!("bad args: {e}")))
-}
-
 /// Run one command for `who`; the same arguments and answers as the REST routes.
 pub async fn execute(
     st: &AppState,
@@ -531,42 +512,27 @@ pub async fn execute(
     a: Value,
 ) -> Result<Value, ApiError> {
     let to_json = |v: Result<Value, serde_json::Error>| v.map_err(|_| ApiError::Internal);
-    match command {
-        "memory.store" => {
-            if !a.is_object() {
-                return Err(ApiError::BadRequest(
-                    "args must be an object with `content`".into(),
-                ));
-            }
-            let req: StoreRequest = args(a)?;
+    match Command::parse(command, a).map_err(ApiError::BadRequest)? {
+        Command::MemoryStore(req) => {
             admit_store(st, who).await?;
             to_json(serde_json::to_value(
                 st.engine.store(who.tenant(), req).await?,
             ))
         }
-        "memory.get" => {
-            let IdArgs { id } = args(a)?;
-            to_json(serde_json::to_value(
-                st.engine.get(who.tenant(), &id).await?,
-            ))
-        }
-        "memory.collect" => {
-            let IdArgs { id } = args(a)?;
+        Command::MemoryGet { id } => to_json(serde_json::to_value(
+            st.engine.get(who.tenant(), &id).await?,
+        )),
+        Command::MemoryCollect { id } => {
             st.engine.collect(who.tenant(), &id).await?;
             Ok(json!({"id": id, "collected": true}))
         }
-        "memory.list" => {
-            let ListArgs { limit } = args(a)?;
+        Command::MemoryList { limit } => {
             let ids = st
                 .engine
                 .list(who.tenant(), limit.unwrap_or(100).min(1000))?;
             Ok(json!({"ids": ids}))
         }
-        "spiral.stats" => spiral_stats(st),
-        "ping" => Ok(json!({"pong": true, "time_ms": st.now_ms()})),
-        other => Err(ApiError::BadRequest(format!(
-            "unknown command {:?}; known: memory.store, memory.get, memory.collect, memory.list, spiral.stats, ping",
-            other.chars().take(64).collect::<String>()
-        ))),
+        Command::SpiralStats => spiral_stats(st),
+        Command::Ping => Ok(json!({"pong": true, "time_ms": st.now_ms()})),
     }
 }
