@@ -10,10 +10,9 @@ use futures_util::StreamExt;
 use serde_json::json;
 use spiral_chaos::redis_fixture::{self, RedisFixture, loud};
 use spiral_server::api::client::request;
-use spiral_server::api::{AppState, Listeners, Parts, ServerConfig};
+use spiral_server::api::{Listeners, ServerBuilder, ServerConfig};
 use spiral_server::auth::{Claims, Keys, Shared};
 use spiral_server::clock::{Clock, SharedClock, SystemClock};
-use spiral_server::engine::EngineConfig;
 use spiral_server::ratelimit::{Limit, VECTORS};
 use spiral_server::resilience::{ResilienceConfig, ResilientStorage};
 use spiral_server::storage::redis::{RedisConfig, RedisStorage};
@@ -90,21 +89,18 @@ async fn server(cfg: &RedisConfig, ping_ms: u64) -> Server {
         ResilienceConfig::default(),
         clock.clone(),
     ));
-    let (state, _) = AppState::open(Parts {
-        storage,
-        shared: Arc::new(Shared::redis(redis)),
-        keys: Keys::hs256(SECRET),
-        clock,
-        cfg: ServerConfig {
+    let (state, _) = ServerBuilder::new(Keys::hs256(SECRET), clock)
+        .storage(storage)
+        .shared(Arc::new(Shared::redis(redis)))
+        .config(ServerConfig {
             ws_ping_interval_ms: ping_ms,
             ..ServerConfig::default()
-        },
-        engine: EngineConfig::default(),
-        seed: 1,
-        redis_tls_disabled: Some(true),
-    })
-    .await
-    .unwrap();
+        })
+        .seed(1)
+        .redis_tls_disabled(Some(true))
+        .open()
+        .await
+        .unwrap();
     let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
     let (h, w, s) = (bind().await, bind().await, bind().await);
     let (http, ws) = (h.local_addr().unwrap(), w.local_addr().unwrap());
@@ -129,16 +125,10 @@ async fn server(cfg: &RedisConfig, ping_ms: u64) -> Server {
 
 fn token(sub: &str, jti: &str, roles: &[&str]) -> String {
     let now = SystemClock.unix_ms() / 1000;
-    let c = Claims {
-        sub: sub.into(),
-        exp: now + 600,
-        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-        tenant: "t1".into(),
-        scope: None,
-        jti: Some(jti.into()),
-        nbf: None,
-        iat: Some(now),
-    };
+    let c = Claims::new(sub, "t1", now + 600)
+        .roles(roles)
+        .jti(jti)
+        .issued_at(now);
     Keys::hs256(SECRET).mint(&c).unwrap()
 }
 

@@ -58,16 +58,8 @@ fn now() -> std::time::Instant {
 fn mint(secret: &str, n: usize, run: u64) -> String {
     let exp =
         spiral_server::clock::Clock::unix_ms(&spiral_server::clock::SystemClock) / 1000 + 3600;
-    let claims = Claims {
-        sub: format!("load-{n}"),
-        exp,
-        roles: vec!["user".into()],
-        tenant: format!("load-{}", n % 4),
-        scope: None,
-        jti: Some(format!("load-{run}-{n}")),
-        nbf: None,
-        iat: None,
-    };
+    let claims = Claims::new(format!("load-{n}"), format!("load-{}", n % 4), exp)
+        .jti(format!("load-{run}-{n}"));
     Keys::hs256(secret.as_bytes())
         .mint(&claims)
         .unwrap_or_default()

@@ -8,30 +8,20 @@ use std::time::{Duration, UNIX_EPOCH};
 use axum::http::Method;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use spiral_harness::world::EPOCH_MS;
 use spiral_server::api::client::request;
-use spiral_server::api::{AppState, Parts, ServerConfig};
-use spiral_server::auth::{Claims, Keys, Shared};
+use spiral_server::api::{ServerBuilder, ServerConfig};
+use spiral_server::auth::{Claims, Keys};
 use spiral_server::clock::{EpochClock, SharedClock};
-use spiral_server::engine::EngineConfig;
-use spiral_server::resilience::{ResilienceConfig, ResilientStorage};
-use spiral_server::storage::memory::MemoryStorage;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-const EPOCH_MS: u64 = 1_800_000_000_000;
 const SECRET: &[u8] = b"turmoil-secret-turmoil-secret-turmoil";
 
 fn token(sub: &str, exp_s: u64) -> String {
-    let c = Claims {
-        sub: sub.into(),
-        exp: exp_s,
-        roles: vec!["user".into()],
-        tenant: "t1".into(),
-        scope: None,
-        jti: Some(format!("{sub}-{exp_s}")),
-        nbf: None,
-        iat: Some(EPOCH_MS / 1000),
-    };
+    let c = Claims::new(sub, "t1", exp_s)
+        .jti(format!("{sub}-{exp_s}"))
+        .issued_at(EPOCH_MS / 1000);
     Keys::hs256(SECRET).mint(&c).unwrap()
 }
 
@@ -43,25 +33,14 @@ fn world(seed: u64) -> turmoil::Sim<'static> {
         .build();
     sim.host("server", || async {
         let clock: SharedClock = Arc::new(EpochClock::new(EPOCH_MS));
-        let storage = Arc::new(ResilientStorage::new(
-            Arc::new(MemoryStorage::new()),
-            ResilienceConfig::default(),
-            clock.clone(),
-        ));
-        let (state, _) = AppState::open(Parts {
-            storage,
-            shared: Arc::new(Shared::memory()),
-            keys: Keys::hs256(SECRET),
-            clock,
-            cfg: ServerConfig {
+        let (state, _) = ServerBuilder::new(Keys::hs256(SECRET), clock)
+            .config(ServerConfig {
                 ws_ping_interval_ms: 1_000,
                 ..ServerConfig::default()
-            },
-            engine: EngineConfig::default(),
-            seed: 3,
-            redis_tls_disabled: None,
-        })
-        .await?;
+            })
+            .seed(3)
+            .open()
+            .await?;
         spiral_harness::sim_net::serve(state).await?;
         Ok(())
     });

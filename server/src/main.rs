@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand, ValueEnum};
 use futures_util::StreamExt;
-use spiral_server::api::{self, AppState, KeyArgs, Listeners, Parts, ServeArgs};
+use spiral_server::api::{self, KeyArgs, Listeners, ServeArgs, ServerBuilder};
 use spiral_server::auth::{Claims, Keys};
 use spiral_server::clock::{Clock, SharedClock, SystemClock};
 use spiral_server::config::{EngineArgs, StorageArgs};
@@ -216,18 +216,16 @@ async fn serve(serve: ServeArgs, storage: StorageArgs, engine: EngineArgs) -> an
         .open_for_server(clock.clone())
         .await
         .context("opening storage")?;
-    let (state, report) = AppState::open(Parts {
-        storage: resilient,
-        shared: Arc::new(shared),
-        keys,
-        clock,
-        cfg,
-        engine: engine_cfg,
-        seed: engine.seed,
-        redis_tls_disabled: storage.redis_tls_disabled(),
-    })
-    .await
-    .context("starting the engine (rebuild-stats)")?;
+    let (state, report) = ServerBuilder::new(keys, clock)
+        .storage(resilient)
+        .shared(Arc::new(shared))
+        .config(cfg)
+        .engine(engine_cfg)
+        .seed(engine.seed)
+        .redis_tls_disabled(storage.redis_tls_disabled())
+        .open()
+        .await
+        .context("starting the engine (rebuild-stats)")?;
     tracing::info!(
         storage = %storage.describe(),
         scanned = report.scanned,
@@ -288,15 +286,13 @@ fn token(
     let now_ms = SystemClock.unix_ms();
     // A token id only needs to be unique, not secret.
     let mut rng = SplitMix64::new(now_ms ^ (u64::from(std::process::id()) << 32));
+    let roles: Vec<String> = roles.into_iter().filter(|r| !r.is_empty()).collect();
     let claims = Claims {
-        sub: user_id,
-        exp: now_ms / 1000 + expires_in,
-        roles: roles.into_iter().filter(|r| !r.is_empty()).collect(),
-        tenant,
         scope,
-        jti: Some(format!("{:016x}{:016x}", rng.next_u64(), rng.next_u64())),
-        nbf: None,
-        iat: Some(now_ms / 1000),
+        ..Claims::new(user_id, tenant, now_ms / 1000 + expires_in)
+            .roles(&roles)
+            .jti(format!("{:016x}{:016x}", rng.next_u64(), rng.next_u64()))
+            .issued_at(now_ms / 1000)
     };
     let t = keys.mint(&claims).map_err(anyhow::Error::msg)?;
     match output {

@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+
+use crate::sync::{self, AtomicI64, AtomicU64, Mutex, Ordering};
 
 /// A monotonically increasing count.
 #[derive(Debug, Default)]
@@ -62,7 +62,7 @@ impl CounterVec {
 
     /// Add one to the child with these label values (in the order of the label names).
     pub fn inc(&self, values: &[&str]) {
-        let mut c = self.children.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut c = sync::lock(&self.children);
         // Look up without allocating; allocate only for a new child.
         if let Some((_, n)) = c.iter_mut().find(|(k, _)| same(k, values)) {
             *n += 1;
@@ -73,12 +73,7 @@ impl CounterVec {
 
     pub fn get(&self, values: &[&str]) -> u64 {
         let key: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
-        self.children
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-            .copied()
-            .unwrap_or(0)
+        sync::lock(&self.children).get(&key).copied().unwrap_or(0)
     }
 }
 
@@ -157,7 +152,7 @@ impl HistogramVec {
 
     pub fn observe(&self, values: &[&str], v: f64) {
         let h = {
-            let mut c = self.children.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut c = sync::lock(&self.children);
             match c.iter().find(|(k, _)| same(k, values)) {
                 Some((_, h)) => h.clone(),
                 None => c
@@ -278,7 +273,7 @@ impl Metrics {
 
     fn counter_vec(out: &mut String, name: &str, help: &str, v: &CounterVec) {
         head(out, name, "counter", help);
-        let children = v.children.lock().unwrap_or_else(PoisonError::into_inner);
+        let children = sync::lock(&v.children);
         for (values, n) in children.iter() {
             let _ = writeln!(out, "{name}{{{}}} {n}", label_pairs(v.labels, values));
         }
@@ -286,10 +281,7 @@ impl Metrics {
 
     fn histogram_vec(out: &mut String, name: &str, help: &str, v: &HistogramVec) {
         head(out, name, "histogram", help);
-        let children: Vec<_> = v
-            .children
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        let children: Vec<_> = sync::lock(&v.children)
             .iter()
             .map(|(k, h)| (k.clone(), h.clone()))
             .collect();

@@ -247,7 +247,7 @@ pub const VECTORS: &[Vector] = &[
 /// and a full one decide the same.
 #[derive(Debug, Default)]
 pub struct MemoryLimiter {
-    buckets: std::sync::Mutex<HashMap<String, (Bucket, Limit)>>,
+    buckets: crate::sync::Mutex<HashMap<String, (Bucket, Limit)>>,
 }
 
 /// Buckets kept before idle ones are swept.
@@ -260,10 +260,7 @@ impl MemoryLimiter {
 
     /// Decide for `key` at `now_ms` and remember the bucket.
     pub fn check(&self, key: &str, now_ms: u64, limit: &Limit) -> Decision {
-        let mut map = self
-            .buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = crate::sync::lock(&self.buckets);
         if let Some(entry) = map.get_mut(key) {
             let (d, b) = decide(Some(entry.0), now_ms, limit);
             *entry = (b, *limit);

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures_util::SinkExt;
 use serde_json::{Value, json};
+use spiral_server::auth::LEEWAY_S;
 use spiral_server::protocol::{self, CloseCode, Command};
 use spiral_server::rng::SplitMix64;
 use tokio_tungstenite::tungstenite::Message;
@@ -15,8 +16,8 @@ use super::net::{self, SimWs};
 use super::{Ctx, EPOCH_MS, now_ms};
 use crate::checkers::{Obs, TokenKind};
 
-/// Expired tokens are judged against this leeway (SPEC §1.2); edge tokens keep ≥ 10 s from it.
-const LEEWAY_S: u64 = 60;
+// Expired tokens are judged against the server's leeway (`auth::LEEWAY_S`, SPEC §1.2); edge
+// tokens keep ≥ 10 s from it.
 
 const ATTACKS: [&str; 13] = [
     "forged",

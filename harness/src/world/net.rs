@@ -1,14 +1,16 @@
 //! The clients' side of the simulated network: tokens, WebSocket handshakes over turmoil streams
-//! (tokio-tungstenite `client_async`), reading answers and close frames, and plain HTTP/1.1.
+//! (tokio-tungstenite `client_async`), reading answers and close frames, and HTTP requests through
+//! the project's one HTTP client.
 
 use std::time::Duration;
 
+use axum::http::Method;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use spiral_server::api::client;
 use spiral_server::auth::{Claims, Keys};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -29,16 +31,10 @@ pub fn claims(
     exp_s: u64,
     iat_s: u64,
 ) -> Claims {
-    Claims {
-        sub: sub.to_owned(),
-        exp: exp_s,
-        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-        tenant: tenant.to_owned(),
-        scope: None,
-        jti: Some(jti),
-        nbf: None,
-        iat: Some(iat_s),
-    }
+    Claims::new(sub, tenant, exp_s)
+        .roles(roles)
+        .jti(jti)
+        .issued_at(iat_s)
 }
 
 pub fn sign(c: &Claims) -> String {
@@ -162,7 +158,8 @@ pub async fn close_code(ws: &mut SimWs, within: Duration) -> Option<u16> {
     tokio::time::timeout(within, read).await.ok().flatten()
 }
 
-/// One HTTP/1.1 request to `server`'s HTTP port; the response status.
+/// One HTTP/1.1 request to `server`'s HTTP port, through the project's one HTTP client
+/// (`spiral_server::api::client`); the response status.
 pub async fn http(
     server: u32,
     method: &str,
@@ -171,30 +168,16 @@ pub async fn http(
     body: Option<&Value>,
 ) -> Result<u16, String> {
     let host = format!("server-{server}");
-    let mut s = turmoil::net::TcpStream::connect((host.as_str(), 3000))
-        .await
-        .map_err(|e| e.to_string())?;
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let method = Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
     let exchange = async {
-        s.write_all(req.as_bytes()).await?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await?;
-        Ok::<_, std::io::Error>(buf)
+        let stream = turmoil::net::TcpStream::connect((host.as_str(), 3000))
+            .await
+            .map_err(|e| e.to_string())?;
+        let body = body.map(|b| b.to_string().into_bytes());
+        client::request(stream, method, &host, path, token, body).await
     };
-    let buf = tokio::time::timeout(ANSWER_TIMEOUT, exchange)
+    let reply = tokio::time::timeout(ANSWER_TIMEOUT, exchange)
         .await
-        .map_err(|_| "no response in 5 s".to_owned())?
-        .map_err(|e| e.to_string())?;
-    let head = String::from_utf8_lossy(&buf[..buf.len().min(64)]).into_owned();
-    head.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("not an HTTP response: {head:?}"))
+        .map_err(|_| "no response in 5 s".to_owned())??;
+    Ok(reply.status)
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use spiral_server::api::{AppState, Parts, ServerConfig};
+use spiral_server::api::{AppState, ServerBuilder, ServerConfig};
 use spiral_server::auth::{Keys, Shared};
 use spiral_server::clock::{Clock, EpochClock, Instant, SharedClock};
 use spiral_server::engine::{EngineConfig, EngineEvent};
@@ -164,20 +164,21 @@ pub(crate) async fn main(ctx: Arc<Ctx>, s: u32) -> Result<(), Box<dyn std::error
     let shared = Arc::new(shared);
     // Opening reads storage; while it is unreachable, keep trying (a real supervisor would).
     let state = loop {
-        let parts = Parts {
-            storage: resilient.clone(),
-            shared: shared.clone(),
-            keys: Keys::hs256(SECRET),
-            clock: clock.clone(),
-            cfg: server_config(&ctx),
-            engine: EngineConfig {
+        let opened = ServerBuilder::new(Keys::hs256(SECRET), clock.clone())
+            .storage(resilient.clone())
+            .shared(shared.clone())
+            .config(server_config(&ctx))
+            .engine(EngineConfig {
                 max_nodes: ctx.sc.world.max_nodes,
                 ..EngineConfig::default()
-            },
-            seed: spiral_server::rng::sub_seed(ctx.server_seed, &format!("server-{s}")),
-            redis_tls_disabled: None,
-        };
-        match AppState::open(parts).await {
+            })
+            .seed(spiral_server::rng::sub_seed(
+                ctx.server_seed,
+                &format!("server-{s}"),
+            ))
+            .open()
+            .await;
+        match opened {
             Ok((state, _)) => break state,
             Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
         }

@@ -312,14 +312,11 @@ async fn refresh(
         .map_or(st.cfg.refresh_lifetime_s, |iat| old.exp.saturating_sub(iat))
         .clamp(60, 24 * 3600);
     let claims = Claims {
-        sub: old.sub.clone(),
-        exp: now_s + lifetime,
-        roles: old.roles.clone(),
-        tenant: old.tenant.clone(),
         scope: old.scope.clone(),
-        jti: Some(st.new_jti()),
-        nbf: None,
-        iat: Some(now_s),
+        ..Claims::new(old.sub.clone(), old.tenant.clone(), now_s + lifetime)
+            .roles(&old.roles)
+            .jti(st.new_jti())
+            .issued_at(now_s)
     };
     let token = st.keys.mint(&claims).map_err(|e| {
         tracing::error!(error = %e, "minting a refreshed token");

@@ -20,8 +20,7 @@ pub mod ws;
 
 use std::collections::BTreeMap;
 use std::future::{Future, IntoFuture};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::serve::Listener;
@@ -39,6 +38,7 @@ use crate::protocol::CloseCode;
 use crate::resilience::ResilientStorage;
 use crate::rng::SharedRng;
 use crate::storage::instrumented::Instrumented;
+use crate::sync::{self, AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// Everything a request handler needs. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -84,9 +84,82 @@ pub struct Parts {
     pub redis_tls_disabled: Option<bool>,
 }
 
+/// How every server is put together — the binary, the black-box tests, the simulator's server
+/// hosts and the chaos suites: keys and a clock, and whatever differs from the defaults.
+///
+/// Defaults: in-memory storage behind the breaker with the default resilience settings,
+/// in-memory shared auth state, `ServerConfig::default()`, `EngineConfig::default()`, seed 0.
+#[derive(Debug)]
+pub struct ServerBuilder {
+    parts: Parts,
+}
+
+impl ServerBuilder {
+    pub fn new(keys: Keys, clock: SharedClock) -> Self {
+        let storage = Arc::new(ResilientStorage::new(
+            Arc::new(crate::storage::memory::MemoryStorage::new()),
+            crate::resilience::ResilienceConfig::default(),
+            clock.clone(),
+        ));
+        ServerBuilder {
+            parts: Parts {
+                storage,
+                shared: Arc::new(Shared::memory()),
+                keys,
+                clock,
+                cfg: ServerConfig::default(),
+                engine: EngineConfig::default(),
+                seed: 0,
+                redis_tls_disabled: None,
+            },
+        }
+    }
+
+    /// Storage (already wrapped in its breaker and journal).
+    pub fn storage(mut self, storage: Arc<ResilientStorage>) -> Self {
+        self.parts.storage = storage;
+        self
+    }
+
+    /// Shared auth and rate-limit state (Redis for several instances).
+    pub fn shared(mut self, shared: Arc<Shared>) -> Self {
+        self.parts.shared = shared;
+        self
+    }
+
+    pub fn config(mut self, cfg: ServerConfig) -> Self {
+        self.parts.cfg = cfg;
+        self
+    }
+
+    pub fn engine(mut self, engine: EngineConfig) -> Self {
+        self.parts.engine = engine;
+        self
+    }
+
+    /// Seeds the engine's RNG and the server's (token ids).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.parts.seed = seed;
+        self
+    }
+
+    /// `Some(true)` when storage is Redis without TLS (the `RedisTLSDisabled` alert's gauge).
+    pub fn redis_tls_disabled(mut self, disabled: Option<bool>) -> Self {
+        self.parts.redis_tls_disabled = disabled;
+        self
+    }
+
+    /// Open the engine over the storage and assemble the state; the rebuild report of the open
+    /// is returned for the caller to log.
+    pub async fn open(self) -> Result<(AppState, RebuildReport), EngineError> {
+        AppState::open(self.parts).await
+    }
+}
+
 impl AppState {
     /// Open the engine over the storage (timed into the metrics) and assemble the state. The
-    /// rebuild report of the open is returned for the caller to log.
+    /// rebuild report of the open is returned for the caller to log. [`ServerBuilder`] is the
+    /// usual way to call it.
     pub async fn open(p: Parts) -> Result<(AppState, RebuildReport), EngineError> {
         let metrics = Arc::new(Metrics::new());
         let timed = Arc::new(Instrumented::new(
@@ -217,7 +290,7 @@ pub struct Registered {
 impl Drop for Registered {
     fn drop(&mut self) {
         let c = &self.state.conns;
-        let mut t = c.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut t = sync::lock(&c.table);
         if let Some(e) = t.by_id.remove(&self.id)
             && let Some(n) = t.users.get_mut(&e.sub)
         {
@@ -249,11 +322,7 @@ impl Connections {
     }
 
     pub fn users(&self) -> usize {
-        self.table
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .users
-            .len()
+        sync::lock(&self.table).users.len()
     }
 
     /// Take a place under the cap, or `None` when full.
@@ -274,7 +343,7 @@ impl Connections {
         let c = &state.conns;
         let id = c.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = watch::channel(None);
-        let mut t = c.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut t = sync::lock(&c.table);
         t.by_id.insert(
             id,
             Entry {
@@ -299,7 +368,7 @@ impl Connections {
 
     /// Ask every connection of `sub` (or holding `jti`) to close with `code`; how many.
     pub fn close_matching(&self, sub: Option<&str>, jti: Option<&str>, code: CloseCode) -> usize {
-        let t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let t = sync::lock(&self.table);
         let mut n = 0;
         for e in t.by_id.values() {
             let hit =
@@ -313,7 +382,7 @@ impl Connections {
     }
 
     pub fn close_all(&self, code: CloseCode) {
-        let t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let t = sync::lock(&self.table);
         for e in t.by_id.values() {
             let _ = e.close.send(Some(code));
         }

@@ -289,16 +289,9 @@ mod tests {
     const NOW_MS: u64 = 1_800_000_000_000;
 
     fn claims() -> Claims {
-        Claims {
-            sub: "ada".into(),
-            exp: NOW_MS / 1000 + 3600,
-            roles: vec!["user".into()],
-            tenant: "t1".into(),
-            scope: None,
-            jti: Some("j1".into()),
-            nbf: None,
-            iat: Some(NOW_MS / 1000),
-        }
+        Claims::new("ada", "t1", NOW_MS / 1000 + 3600)
+            .jti("j1")
+            .issued_at(NOW_MS / 1000)
     }
 
     fn forge(header: &str, payload: &Value, sig: &str) -> String {

@@ -39,6 +39,44 @@ pub struct Claims {
 }
 
 impl Claims {
+    /// The required claims: `sub` in `tenant` with role `user`, expiring at `exp` (unix seconds).
+    /// The optional ones are set with the methods below, so a token reads as what it is:
+    /// `Claims::new("ada", "t1", exp).roles(&["user", "admin"]).jti("j1").issued_at(now)`.
+    pub fn new(sub: impl Into<String>, tenant: impl Into<String>, exp: u64) -> Self {
+        Claims {
+            sub: sub.into(),
+            exp,
+            roles: vec!["user".to_owned()],
+            tenant: tenant.into(),
+            scope: None,
+            jti: None,
+            nbf: None,
+            iat: None,
+        }
+    }
+
+    pub fn roles<R: AsRef<str>>(mut self, roles: &[R]) -> Self {
+        self.roles = roles.iter().map(|r| r.as_ref().to_owned()).collect();
+        self
+    }
+
+    /// Space-separated scopes, e.g. `metacog.stream`.
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    pub fn jti(mut self, jti: impl Into<String>) -> Self {
+        self.jti = Some(jti.into());
+        self
+    }
+
+    /// `iat`, unix seconds.
+    pub fn issued_at(mut self, iat: u64) -> Self {
+        self.iat = Some(iat);
+        self
+    }
+
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
     }
@@ -61,16 +99,7 @@ pub struct Principal {
 impl Principal {
     pub fn anonymous() -> Self {
         Self {
-            claims: Claims {
-                sub: "anonymous".into(),
-                exp: u64::MAX,
-                roles: Vec::new(),
-                tenant: "anonymous".into(),
-                scope: None,
-                jti: None,
-                nbf: None,
-                iat: None,
-            },
+            claims: Claims::new("anonymous", "anonymous", u64::MAX).roles::<&str>(&[]),
             anonymous: true,
         }
     }

@@ -7,14 +7,14 @@
 //! instance on its own, rather than refusing everyone until Redis returns.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock};
 
 use redis::Script;
 
 use crate::error::StorageError;
 use crate::ratelimit::{Decision, Limit, MemoryLimiter, REDIS_SCRIPT};
 use crate::storage::redis::RedisStorage;
+use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 
 static RATE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(REDIS_SCRIPT));
 
@@ -42,8 +42,8 @@ struct Local {
     revoked_sub: Mutex<BTreeMap<String, u64>>,
 }
 
-fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    crate::sync::lock(m)
 }
 
 /// Drop entries whose time has passed, once a map grows.

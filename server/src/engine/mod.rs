@@ -145,7 +145,7 @@ struct Inner {
     cfg: EngineConfig,
     events: broadcast::Sender<EngineEvent>,
     /// One GC pass and one rebuild at a time.
-    gc_running: std::sync::atomic::AtomicBool,
+    gc_running: crate::sync::AtomicBool,
     rebuild_gate: tokio::sync::Mutex<()>,
     gc_stats: crate::sync::Mutex<GcTotals>,
 }
@@ -189,7 +189,7 @@ impl Engine {
                 clock,
                 cfg,
                 events,
-                gc_running: std::sync::atomic::AtomicBool::new(false),
+                gc_running: crate::sync::AtomicBool::new(false),
                 rebuild_gate: tokio::sync::Mutex::new(()),
                 gc_stats: crate::sync::Mutex::new(GcTotals::default()),
             }),
@@ -384,7 +384,7 @@ impl Engine {
 
     /// Run one GC pass now. `None` if a pass is already running.
     pub async fn gc(&self, reason: &'static str) -> Result<Option<GcReport>, EngineError> {
-        use std::sync::atomic::Ordering;
+        use crate::sync::Ordering;
         if self.inner.gc_running.swap(true, Ordering::AcqRel) {
             return Ok(None);
         }

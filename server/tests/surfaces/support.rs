@@ -9,12 +9,9 @@ use axum::http::Method;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use spiral_server::api::client::{Reply, request};
-use spiral_server::api::{AppState, Listeners, Parts, ServerConfig};
+use spiral_server::api::{AppState, Listeners, ServerBuilder, ServerConfig};
 use spiral_server::auth::{Claims, Keys, Shared};
 use spiral_server::clock::{Clock, SharedClock, SystemClock};
-use spiral_server::engine::EngineConfig;
-use spiral_server::resilience::{ResilienceConfig, ResilientStorage};
-use spiral_server::storage::memory::MemoryStorage;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -43,19 +40,12 @@ pub fn now_s() -> u64 {
 /// Claims for `sub` in `tenant`, valid for an hour, with a fresh `jti`.
 pub fn claims(sub: &str, tenant: &str) -> Claims {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    Claims {
-        sub: sub.into(),
-        exp: now_s() + 3600,
-        roles: vec!["user".into()],
-        tenant: tenant.into(),
-        scope: None,
-        jti: Some(format!(
+    Claims::new(sub, tenant, now_s() + 3600)
+        .jti(format!(
             "jti-{}",
             NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        )),
-        nbf: None,
-        iat: Some(now_s()),
-    }
+        ))
+        .issued_at(now_s())
 }
 
 /// Start a server with `cfg` on memory storage and HS256 keys.
@@ -65,33 +55,13 @@ pub async fn start(cfg: ServerConfig) -> TestServer {
 
 pub async fn start_with(cfg: ServerConfig, keys: Keys, shared: Arc<Shared>) -> TestServer {
     let clock: SharedClock = Arc::new(SystemClock);
-    let storage = Arc::new(ResilientStorage::new(
-        Arc::new(MemoryStorage::new()),
-        ResilienceConfig::default(),
-        clock.clone(),
-    ));
-    start_on(cfg, keys, shared, storage).await
-}
-
-pub async fn start_on(
-    cfg: ServerConfig,
-    keys: Keys,
-    shared: Arc<Shared>,
-    storage: Arc<ResilientStorage>,
-) -> TestServer {
-    let clock: SharedClock = Arc::new(SystemClock);
-    let (state, _) = AppState::open(Parts {
-        storage,
-        shared,
-        keys: keys.clone(),
-        clock,
-        cfg,
-        engine: EngineConfig::default(),
-        seed: 7,
-        redis_tls_disabled: None,
-    })
-    .await
-    .expect("engine opens");
+    let (state, _) = ServerBuilder::new(keys.clone(), clock)
+        .shared(shared)
+        .config(cfg)
+        .seed(7)
+        .open()
+        .await
+        .expect("engine opens");
     let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
     let (h, w, s) = (bind().await, bind().await, bind().await);
     let (http, ws, stream) = (
