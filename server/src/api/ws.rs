@@ -27,7 +27,8 @@ use tokio::task::JoinHandle;
 use super::http::{VERSION, admit_store, spiral_stats};
 use super::{ApiError, AppState, Connections, Registered, Slot};
 use crate::auth::{Principal, Reject, STREAM_SCOPE, looks_like_jwt, token_from};
-use crate::clock::Instant;
+use crate::clock::{Instant, SharedClock};
+use crate::metrics::Metrics;
 use crate::protocol::{CloseCode, Command};
 
 /// The command-channel router: the upgrade on `/` and `/ws`.
@@ -158,9 +159,38 @@ async fn upgrade(
 /// One outbound frame; `since` is when the event behind it happened (for publish lag).
 pub type Outgoing = (Message, Option<Instant>);
 
+/// How long a close waits for the frames queued before it to go out.
+const CLOSE_DRAIN: Duration = Duration::from_millis(250);
+
+/// Send one frame and count it; false when the connection is gone.
+async fn deliver(
+    sink: &mut SplitSink<WebSocket, Message>,
+    msg: Message,
+    since: Option<Instant>,
+    m: &Metrics,
+    clock: &SharedClock,
+) -> bool {
+    let bytes = match &msg {
+        Message::Text(t) => t.len(),
+        Message::Binary(b) => b.len(),
+        _ => 0,
+    };
+    if sink.send(msg).await.is_err() {
+        return false;
+    }
+    m.ws_messages_out.inc();
+    m.ws_bytes_out.add(bytes as u64);
+    if let Some(t0) = since {
+        let lag = clock.now().saturating_duration_since(t0);
+        m.eventbus_publish_lag_ms
+            .observe(lag.as_secs_f64() * 1000.0);
+    }
+    true
+}
+
 /// The writing half of a connection: a bounded queue drained by a writer task. When the queue
 /// is full a new frame is dropped and counted in `ws_backpressure_drops_total`; a close goes
-/// around the queue.
+/// around the queue, after the frames already in it have had [`CLOSE_DRAIN`] to go out.
 #[derive(Debug)]
 pub struct Outbox {
     tx: mpsc::Sender<Outgoing>,
@@ -181,26 +211,29 @@ impl Outbox {
                     biased;
                     close = &mut close_rx => {
                         if let Ok(code) = close {
-                            let frame = CloseFrame { code: code.code(), reason: code.reason().into() };
-                            let _ = sink.send(Message::Close(Some(frame))).await;
+                            // The frames queued before the close go out first: a close follows
+                            // the data sent before it (RFC 6455 §1.4), so an answer the server
+                            // queued is not lost to the close that came after it. Within a short
+                            // budget, so a peer that stopped reading cannot hold the close back.
+                            let drain = async {
+                                while let Ok((msg, since)) = rx.try_recv() {
+                                    if !deliver(&mut sink, msg, since, &m, &clock).await {
+                                        return false;
+                                    }
+                                }
+                                true
+                            };
+                            if tokio::time::timeout(CLOSE_DRAIN, drain).await.unwrap_or(true) {
+                                let frame = CloseFrame { code: code.code(), reason: code.reason().into() };
+                                let _ = sink.send(Message::Close(Some(frame))).await;
+                            }
                         }
                         break;
                     }
                     next = rx.recv() => {
                         let Some((msg, since)) = next else { break };
-                        let bytes = match &msg {
-                            Message::Text(t) => t.len(),
-                            Message::Binary(b) => b.len(),
-                            _ => 0,
-                        };
-                        if sink.send(msg).await.is_err() {
+                        if !deliver(&mut sink, msg, since, &m, &clock).await {
                             break;
-                        }
-                        m.ws_messages_out.inc();
-                        m.ws_bytes_out.add(bytes as u64);
-                        if let Some(t0) = since {
-                            let lag = clock.now().saturating_duration_since(t0);
-                            m.eventbus_publish_lag_ms.observe(lag.as_secs_f64() * 1000.0);
                         }
                     }
                 }
