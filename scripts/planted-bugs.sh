@@ -52,18 +52,27 @@ demo turmoil  journal-drop        a_partition_mid_workload_loses_no_acknowledged
   cargo test -p spiral-harness --locked --features planted-bugs --test turmoil_redis a_partition_mid_workload_loses_no_acknowledged_write
 
 # The harness sweep: must end with exit 129 (correctness) and print a replay command.
+# verdict CAUGHT SUITE BUG WHAT LOG DETAIL: count one demonstration (CAUGHT is yes or no) and
+# print its line; a miss also prints the end of its log.
+verdict() {
+  local ok=$1 suite=$2 bug=$3 what=$4 log=$5 detail=$6
+  if [ "$ok" = yes ]; then
+    caught=$((caught + 1))
+    printf 'caught  %-10s %-20s %-55s %s\n' "$suite" "$bug" "$what" "$detail"
+  else
+    missed=$((missed + 1))
+    printf 'MISSED  %-10s %-20s %-55s %s\n' "$suite" "$bug" "$what" "$detail"
+    tail -20 "$log"
+  fi
+}
+
 log="$logs/harness-rebuild-skip.log"
 SPIRAL_PLANTED_BUG=rebuild-skip cargo run -q -p spiral-harness --locked --features planted-bugs -- \
   sweep --seeds 0..20 >"$log" 2>&1
 rc=$?
-if [ $rc -eq 129 ] && grep -q "replay: SPIRAL_PLANTED_BUG=rebuild-skip" "$log"; then
-  caught=$((caught + 1))
-  printf 'caught  %-10s %-20s %-55s %s\n' harness rebuild-skip "sweep --seeds 0..20 (exit 129)" "$(grep -m1 '^FAIL' "$log" | cut -c1-120)"
-else
-  missed=$((missed + 1))
-  printf 'MISSED  %-10s %-20s %-55s (exit %s)\n' harness rebuild-skip "sweep --seeds 0..20" "$rc"
-  tail -20 "$log"
-fi
+ok=no
+[ $rc -eq 129 ] && grep -q "replay: SPIRAL_PLANTED_BUG=rebuild-skip" "$log" && ok=yes
+verdict $ok harness rebuild-skip "sweep --seeds 0..20 (exit $rc)" "$log" "$(grep -m1 '^FAIL' "$log" | cut -c1-120)"
 
 # The simulated world: for each bug, a sweep of the scenario that targets it must fail within 200
 # seeds with exit 129 (correctness); the replay command it prints must reproduce the failing
@@ -130,15 +139,10 @@ det_demo() {
   python3 scripts/check-workflow.py step .github/workflows/chaos-test.yml simulation \
     "Determinism (same seed twice, traces compared)" shard=1 >"$script"
   SPIRAL_PLANTED_BUG=nondeterministic-trace bash -e "$script" >>"$log" 2>&1
-  local rc=$?
-  if [ $rc -eq 3 ] && grep -q '^FAIL determinism' "$log"; then
-    caught=$((caught + 1))
-    printf 'caught  %-10s %-20s %-55s %s\n' workflow nondeterministic-trace "the Determinism step under bash -e (exit 3)" "$(grep -m1 '^FAIL determinism' "$log" | cut -c1-100)"
-  else
-    missed=$((missed + 1))
-    printf 'MISSED  %-10s %-20s %-55s (exit %s)\n' workflow nondeterministic-trace "the Determinism step under bash -e" "$rc"
-    tail -20 "$log"
-  fi
+  local rc=$? ok=no
+  [ $rc -eq 3 ] && grep -q '^FAIL determinism' "$log" && ok=yes
+  verdict $ok workflow nondeterministic-trace "the Determinism step under bash -e (exit $rc)" "$log" \
+    "$(grep -m1 '^FAIL determinism' "$log" | cut -c1-100)"
 }
 det_demo
 
@@ -148,15 +152,9 @@ autobahn_demo() {
   local log="$logs/autobahn.log"
   SPIRAL_PLANTED_BUG=ws-silent-close AUTOBAHN_FEATURES=planted-bugs AUTOBAHN_OUT="$logs/autobahn" \
     scripts/autobahn.sh >"$log" 2>&1
-  local rc=$?
-  if [ $rc -eq 1 ] && grep -q '^autobahn: FAILED' "$log"; then
-    caught=$((caught + 1))
-    printf 'caught  %-10s %-20s %-55s %s\n' autobahn ws-silent-close "scripts/autobahn.sh" "$(grep -m1 'case(s) differ' "$log")"
-  else
-    missed=$((missed + 1))
-    printf 'MISSED  %-10s %-20s %-55s (exit %s)\n' autobahn ws-silent-close "scripts/autobahn.sh" "$rc"
-    tail -20 "$log"
-  fi
+  local rc=$? ok=no
+  [ $rc -eq 1 ] && grep -q '^autobahn: FAILED' "$log" && ok=yes
+  verdict $ok autobahn ws-silent-close "scripts/autobahn.sh (exit $rc)" "$log" "$(grep -m1 'case(s) differ' "$log")"
 }
 autobahn_demo
 
