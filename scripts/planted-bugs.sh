@@ -148,15 +148,18 @@ det_demo
 
 # WebSocket conformance: with the read-error close codes taken out (the connection just ends on a
 # protocol violation), the Autobahn run must no longer match its expected results.
+# And with a close that overtakes the frames queued before it, the echo of a valid message sent
+# just before a protocol violation is lost: cases such as 3.2 and 5.15 fall to NON-STRICT.
 autobahn_demo() {
-  local log="$logs/autobahn.log"
-  SPIRAL_PLANTED_BUG=ws-silent-close AUTOBAHN_FEATURES=planted-bugs AUTOBAHN_OUT="$logs/autobahn" \
+  local bug=$1 log="$logs/autobahn-$1.log"
+  SPIRAL_PLANTED_BUG=$bug AUTOBAHN_FEATURES=planted-bugs AUTOBAHN_OUT="$logs/autobahn-$bug" \
     scripts/autobahn.sh >"$log" 2>&1
   local rc=$? ok=no
   [ $rc -eq 1 ] && grep -q '^autobahn: FAILED' "$log" && ok=yes
-  verdict $ok autobahn ws-silent-close "scripts/autobahn.sh (exit $rc)" "$log" "$(grep -m1 'case(s) differ' "$log")"
+  verdict $ok autobahn "$bug" "scripts/autobahn.sh (exit $rc)" "$log" "$(grep -m1 'case(s) differ' "$log")"
 }
-autobahn_demo
+autobahn_demo ws-silent-close
+autobahn_demo close-overtakes-queue
 
 echo "$caught caught, $missed missed"
 rm -rf "$logs"

@@ -29,10 +29,13 @@ pub enum Bug {
     /// WebSocket: a frame that breaks RFC 6455 (or text that is not UTF-8) ends the connection
     /// without a close frame, as before the server chose 1002/1007 itself.
     WsSilentClose,
+    /// WebSocket: a close overtakes the frames queued before it (an answer already queued is
+    /// lost), as before a close waited for them.
+    CloseOvertakesQueue,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 10] = [
+    pub const ALL: [Bug; 11] = [
         Bug::CountRace,
         Bug::DoubleCollect,
         Bug::AckBeforePersist,
@@ -43,6 +46,7 @@ impl Bug {
         Bug::ReplayWindow,
         Bug::NondeterministicTrace,
         Bug::WsSilentClose,
+        Bug::CloseOvertakesQueue,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +61,7 @@ impl Bug {
             Bug::ReplayWindow => "replay-window",
             Bug::NondeterministicTrace => "nondeterministic-trace",
             Bug::WsSilentClose => "ws-silent-close",
+            Bug::CloseOvertakesQueue => "close-overtakes-queue",
         }
     }
 

@@ -17,7 +17,6 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 
-use super::http::VERSION;
 use super::ws::{self, Ending, Heartbeat, Outbox, Port, registry_close};
 use super::{ApiError, AppState, Connections, Slot};
 use crate::auth::Principal;
@@ -159,17 +158,15 @@ async fn run(st: AppState, socket: WebSocket, who: Principal, slot: Slot) {
     let mut reg = Connections::register(&st, slot, &who);
     let (sink, mut incoming) = socket.split();
     let out = Outbox::spawn(sink, &st);
-    out.send_json(&json!({
-        "type": "welcome",
-        "connection_id": reg.id,
-        "user": who.user(),
-        "tenant": who.tenant(),
-        "server": "spiral",
-        "version": VERSION,
-        "stream": true,
-        "heartbeat_ms": st.cfg.heartbeat_interval_ms,
-        "max_frames_per_s": st.cfg.stream_frames_per_s,
-    }));
+    out.send_json(&ws::welcome(
+        reg.id,
+        &who,
+        json!({
+            "stream": true,
+            "heartbeat_ms": st.cfg.heartbeat_interval_ms,
+            "max_frames_per_s": st.cfg.stream_frames_per_s,
+        }),
+    ));
     let limit = st.cfg.stream_limit();
     let mut bucket = None;
     let mut beat = Heartbeat::new(&st);

@@ -215,15 +215,18 @@ impl Outbox {
                             // the data sent before it (RFC 6455 §1.4), so an answer the server
                             // queued is not lost to the close that came after it. Within a short
                             // budget, so a peer that stopped reading cannot hold the close back.
-                            let drain = async {
-                                while let Ok((msg, since)) = rx.try_recv() {
-                                    if !deliver(&mut sink, msg, since, &m, &clock).await {
-                                        return false;
+                            let delivered = crate::planted!(CloseOvertakesQueue) || {
+                                let drain = async {
+                                    while let Ok((msg, since)) = rx.try_recv() {
+                                        if !deliver(&mut sink, msg, since, &m, &clock).await {
+                                            return false;
+                                        }
                                     }
-                                }
-                                true
+                                    true
+                                };
+                                tokio::time::timeout(CLOSE_DRAIN, drain).await.unwrap_or(true)
                             };
-                            if tokio::time::timeout(CLOSE_DRAIN, drain).await.unwrap_or(true) {
+                            if delivered {
                                 let frame = CloseFrame { code: code.code(), reason: code.reason().into() };
                                 let _ = sink.send(Message::Close(Some(frame))).await;
                             }
@@ -410,22 +413,37 @@ pub fn registry_close(code: Option<CloseCode>) -> Ending {
     code.map_or(Ending::Gone, Ending::Close)
 }
 
+/// The first frame on either port: who the connection is, which server, and the port's own
+/// settings (`port`, an object merged in).
+pub fn welcome(connection_id: u64, who: &Principal, port: Value) -> Value {
+    let mut w = json!({
+        "type": "welcome",
+        "connection_id": connection_id,
+        "user": who.user(),
+        "tenant": who.tenant(),
+        "server": "spiral",
+        "version": VERSION,
+    });
+    if let (Some(w), Value::Object(port)) = (w.as_object_mut(), port) {
+        w.extend(port);
+    }
+    w
+}
+
 async fn run(st: AppState, socket: WebSocket, who: Principal, slot: Slot) {
     let mut reg: Registered = Connections::register(&st, slot, &who);
     let (sink, mut incoming) = socket.split();
     let out = Outbox::spawn(sink, &st);
     if !echo_mode(&st) {
-        out.send_json(&json!({
-            "type": "welcome",
-            "connection_id": reg.id,
-            "user": who.user(),
-            "tenant": who.tenant(),
-            "server": "spiral",
-            "version": VERSION,
-            "ping_interval_ms": st.cfg.ws_ping_interval_ms,
-            "idle_timeout_ms": st.cfg.ws_idle_timeout_ms,
-            "max_message_size": st.cfg.max_message_size,
-        }));
+        out.send_json(&welcome(
+            reg.id,
+            &who,
+            json!({
+                "ping_interval_ms": st.cfg.ws_ping_interval_ms,
+                "idle_timeout_ms": st.cfg.ws_idle_timeout_ms,
+                "max_message_size": st.cfg.max_message_size,
+            }),
+        ));
     }
     let idle_for = Duration::from_millis(st.cfg.ws_idle_timeout_ms);
     // The idle timer is re-armed lazily when it fires, not on every message: a busy connection
