@@ -70,7 +70,7 @@ pub fn write(root: &Path, f: &FailedRun<'_>) -> Result<PathBuf, String> {
 fn verdict_text(f: &FailedRun<'_>) -> String {
     let co = Checkout::current();
     let mut out = String::new();
-    let _ = writeln!(out, "FAIL {}", f.run.verdict.describe());
+    let _ = writeln!(out, "FAIL {}", f.run.describe());
     let _ = writeln!(
         out,
         "scenario {} ({}, sha256 {})  seed {}  commit {}{}",
@@ -102,7 +102,7 @@ fn minimal_text(f: &FailedRun<'_>, s: &Shrunk, dir: &Path) -> String {
         f.file.short_digest(),
         f.run.seed,
         s.runs,
-        s.result.verdict.class(),
+        s.result.class(),
         cargo_prefix(),
         shell_quote(&dir.join("minimal.toml").display().to_string()),
         f.run.seed,
@@ -113,7 +113,7 @@ fn minimal_text(f: &FailedRun<'_>, s: &Shrunk, dir: &Path) -> String {
 fn replay_script(f: &FailedRun<'_>) -> String {
     let co = Checkout::current();
     let seed = f.run.seed;
-    let code = f.run.verdict.exit_code();
+    let code = f.run.exit_code();
     let file = shell_quote(&f.file.file);
     let pins = if co.known() {
         format!(
@@ -173,7 +173,7 @@ fi
 echo "replay: identical trace ($(wc -l <"$here/trace.jsonl") lines), exit $rc as recorded"
 "#,
         name = f.scenario.name,
-        verdict = f.run.verdict.class(),
+        verdict = f.run.class(),
         commit = co.commit,
         sha256 = f.file.sha256,
         prefix = cargo_prefix(),

@@ -13,30 +13,10 @@ use spiral_server::rng::SplitMix64;
 use spiral_server::storage::SharedStorage;
 use spiral_server::storage::embedded::EmbeddedStorage;
 
-use crate::{EXIT_CORRECTNESS, EXIT_CRASH, EXIT_PASS};
+use spiral_history::{Failure, failure};
 
-/// How a run ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Pass,
-    /// An invariant broke: the step and what broke.
-    Correctness {
-        step: usize,
-        violation: String,
-    },
-    /// The run panicked.
-    Crash(String),
-}
-
-impl Outcome {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Outcome::Pass => EXIT_PASS,
-            Outcome::Correctness { .. } => EXIT_CORRECTNESS,
-            Outcome::Crash(_) => EXIT_CRASH,
-        }
-    }
-}
+/// The checker name of the engine-only model's invariants (SPEC §1.5) in a [`Failure`].
+pub const CHECKER: &str = "engine";
 
 /// What a run did, and a digest of its trace (equal digests ⇔ identical traces).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +25,18 @@ pub struct RunReport {
     pub steps: usize,
     pub counts: BTreeMap<&'static str, u64>,
     pub trace_digest: u64,
-    pub outcome: Outcome,
+    /// Why the run failed (`None`: it passed); a correctness failure names the step.
+    pub failure: Option<Failure>,
+}
+
+impl RunReport {
+    pub fn passed(&self) -> bool {
+        self.failure.is_none()
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        failure::exit_code(self.failure.as_ref())
+    }
 }
 
 fn config() -> EngineConfig {
@@ -98,7 +89,7 @@ fn crash(seed: u64, msg: String) -> RunReport {
         steps: 0,
         counts: BTreeMap::new(),
         trace_digest: 0,
-        outcome: Outcome::Crash(msg),
+        failure: Some(Failure::Crash(msg)),
     }
 }
 
@@ -125,7 +116,10 @@ async fn drive(seed: u64, steps: usize) -> RunReport {
         steps: step,
         counts,
         trace_digest: trace.0,
-        outcome: Outcome::Correctness { step, violation },
+        failure: Some(Failure::Correctness {
+            checker: CHECKER,
+            detail: format!("at step {step}: {violation}"),
+        }),
     };
 
     let storage: SharedStorage = match EmbeddedStorage::in_memory() {
@@ -270,7 +264,7 @@ async fn drive(seed: u64, steps: usize) -> RunReport {
         steps,
         counts,
         trace_digest: trace.0,
-        outcome: Outcome::Pass,
+        failure: None,
     }
 }
 
@@ -283,7 +277,7 @@ mod tests {
         let a = run(17, 300);
         let b = run(17, 300);
         assert_eq!(a, b);
-        assert_eq!(a.outcome, Outcome::Pass);
+        assert!(a.passed(), "{:?}", a.failure);
         assert_ne!(a.trace_digest, run(18, 300).trace_digest);
     }
 }

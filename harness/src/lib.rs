@@ -42,7 +42,6 @@
 //! - [`load`] — the open-loop WebSocket load generator for real sockets.
 
 pub mod artifacts;
-pub mod checkers;
 pub mod engine_run;
 pub mod load;
 pub mod out;
@@ -56,8 +55,13 @@ pub mod summary;
 pub mod sweep;
 pub mod world;
 
-/// Exit codes of a run (SPEC §3) and of the tools around it; `spiral-harness --help` lists them.
-pub const EXIT_PASS: u8 = 0;
+/// The checkers and the history they judge live in `spiral-history`, shared with every world.
+pub use spiral_history::checkers;
+/// Exit codes of a run (SPEC §3): one [`Failure`](spiral_history::Failure) type, shared with
+/// every world.
+pub use spiral_history::failure::{EXIT_CORRECTNESS, EXIT_CRASH, EXIT_LIVENESS, EXIT_PASS};
+
+// Exit codes of the tools around a run; `spiral-harness --help` lists them all.
 /// The tool itself failed: a report could not be written, a load target did not answer.
 pub const EXIT_ERROR: u8 = 1;
 /// Bad usage: an unknown or unsupported flag, an invalid scenario file, a replay pinned to
@@ -65,9 +69,6 @@ pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// `--check-determinism`: two runs of one seed gave different traces.
 pub const EXIT_NONDETERMINISM: u8 = 3;
-pub const EXIT_CRASH: u8 = 127;
-pub const EXIT_LIVENESS: u8 = 128;
-pub const EXIT_CORRECTNESS: u8 = 129;
 
 /// The exit codes as `--help` prints them.
 pub const EXIT_CODES_HELP: &str = "Exit codes:

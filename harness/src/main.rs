@@ -8,16 +8,17 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use spiral_harness::artifacts::{self, FailedRun};
-use spiral_harness::engine_run::{self, Outcome};
+use spiral_harness::engine_run;
 use spiral_harness::provenance::{
     self, Checkout, ScenarioFile, TraceHeader, cargo_prefix, replay_command,
 };
 use spiral_harness::scenario::Scenario;
 use spiral_harness::summary::{Request, Row, RunBrief, SeedRange, Shard, Summary, counts};
-use spiral_harness::world::{self, RunResult, Verdict};
+use spiral_harness::world::{self, RunResult};
 use spiral_harness::{
     EXIT_CODES_HELP, EXIT_ERROR, EXIT_NONDETERMINISM, EXIT_PASS, EXIT_USAGE, say, say_text,
 };
+use spiral_history::{Failure, failure};
 
 // A simulated run allocates and frees small objects all the time (messages, JSON, timers, trace
 // lines); mimalloc makes a sweep noticeably cheaper than the system allocator.
@@ -232,7 +233,7 @@ fn load_scenario(path: &Path) -> Result<Loaded, ExitCode> {
 /// lines that led to it, and the pinned replay command.
 fn report_failure(l: &Loaded, r: &RunResult) {
     let co = Checkout::current();
-    say!("FAIL {}", r.verdict.describe());
+    say!("FAIL {}", r.describe());
     say!(
         "  scenario {} ({}, sha256 {})  seed {}  commit {}{}",
         l.scenario.name,
@@ -323,11 +324,12 @@ fn sim_scenario(
             again.digest()
         );
     }
-    match &r.verdict {
-        Verdict::Pass => say!("PASS"),
-        _ => report_failure(&l, &r),
+    if r.passed() {
+        say!("PASS");
+    } else {
+        report_failure(&l, &r);
     }
-    ExitCode::from(r.verdict.exit_code())
+    ExitCode::from(r.exit_code())
 }
 
 fn sim_engine(seed: u64, steps: usize, check_determinism: bool) -> ExitCode {
@@ -354,18 +356,14 @@ fn sim_engine(seed: u64, steps: usize, check_determinism: bool) -> ExitCode {
             again.trace_digest
         );
     }
-    match &r.outcome {
-        Outcome::Pass => say!("PASS"),
-        Outcome::Correctness { step, violation } => {
-            say!("FAIL correctness at step {step}: {violation}");
-            say!("replay: {}", engine_replay(seed, steps));
-        }
-        Outcome::Crash(msg) => {
-            say!("FAIL crash: {msg}");
+    match &r.failure {
+        None => say!("PASS"),
+        Some(f) => {
+            say!("FAIL {}", f.describe());
             say!("replay: {}", engine_replay(seed, steps));
         }
     }
-    ExitCode::from(r.outcome.exit_code())
+    ExitCode::from(r.exit_code())
 }
 
 fn engine_replay(seed: u64, steps: usize) -> String {
@@ -499,9 +497,9 @@ impl Progress {
 fn brief(r: &RunResult) -> RunBrief {
     RunBrief {
         seed: r.seed,
-        exit_code: r.verdict.exit_code(),
-        class: r.verdict.class(),
-        verdict: r.verdict.describe(),
+        exit_code: r.exit_code(),
+        class: r.class(),
+        verdict: r.describe(),
         trace_digest: format!("{:016x}", r.digest()),
         faults_fired: r.faults_fired.clone(),
         ops: r.ops.clone(),
@@ -523,10 +521,10 @@ fn sweep_scenarios(paths: &[PathBuf], a: &SweepArgs) -> ExitCode {
     for (i, l) in loaded.iter().enumerate() {
         let t0 = stopwatch();
         let progress = Progress::new(seeds.len());
-        let tick = |r: &RunResult| progress.tick(&l.scenario.name, r.verdict != Verdict::Pass);
+        let tick = |r: &RunResult| progress.tick(&l.scenario.name, !r.passed());
         let (runs, stopped_early) = a.runs(
             &seeds,
-            |r: &RunResult| r.verdict != Verdict::Pass,
+            |r: &RunResult| !r.passed(),
             |chunk| world::sweep(&l.scenario, chunk, a.jobs, &tick),
         );
         progress.clear();
@@ -538,11 +536,7 @@ fn sweep_scenarios(paths: &[PathBuf], a: &SweepArgs) -> ExitCode {
             seconds: t0.elapsed().as_secs_f64(),
             stopped_early,
         });
-        failing.extend(
-            runs.into_iter()
-                .filter(|r| r.verdict != Verdict::Pass)
-                .map(|r| (i, r)),
-        );
+        failing.extend(runs.into_iter().filter(|r| !r.passed()).map(|r| (i, r)));
     }
     let mut io_failed = false;
     let mut dirs: BTreeMap<(usize, u64), String> = BTreeMap::new();
@@ -670,10 +664,10 @@ fn sweep_engine(steps: usize, a: &SweepArgs) -> ExitCode {
     let progress = Progress::new(seeds.len());
     let (runs, stopped_early) = a.runs(
         &seeds,
-        |r: &engine_run::RunReport| r.outcome != Outcome::Pass,
+        |r: &engine_run::RunReport| !r.passed(),
         |chunk| {
             spiral_harness::sweep::sweep(chunk, steps, a.jobs, |r| {
-                progress.tick("engine", r.outcome != Outcome::Pass);
+                progress.tick("engine", !r.passed());
             })
             .runs
         },
@@ -686,19 +680,12 @@ fn sweep_engine(steps: usize, a: &SweepArgs) -> ExitCode {
             .iter()
             .map(|r| RunBrief {
                 seed: r.seed,
-                exit_code: r.outcome.exit_code(),
-                class: match &r.outcome {
-                    Outcome::Pass => "pass".into(),
-                    Outcome::Correctness { .. } => "correctness:engine".into(),
-                    Outcome::Crash(_) => "crash".into(),
-                },
-                verdict: match &r.outcome {
-                    Outcome::Pass => "pass".into(),
-                    Outcome::Correctness { step, violation } => {
-                        format!("correctness at step {step}: {violation}")
-                    }
-                    Outcome::Crash(m) => format!("crash: {m}"),
-                },
+                exit_code: r.exit_code(),
+                class: failure::class(r.failure.as_ref()),
+                verdict: r
+                    .failure
+                    .as_ref()
+                    .map_or_else(|| "pass".into(), Failure::describe),
                 trace_digest: format!("{:016x}", r.trace_digest),
                 faults_fired: BTreeMap::new(),
                 ops: r
@@ -735,7 +722,7 @@ fn shrink_scenario(path: &Path, seed: u64, output: Option<&Path>) -> ExitCode {
     say!(
         "after {} runs, still failing: {}",
         s.runs,
-        s.result.verdict.describe()
+        s.result.describe()
     );
     say!("minimal scenario (save it and replay with `sim FILE --seed {seed}`):\n");
     let text = s.scenario.to_toml();
@@ -746,7 +733,7 @@ fn shrink_scenario(path: &Path, seed: u64, output: Option<&Path>) -> ExitCode {
         eprintln!("cannot write {}: {e}", p.display());
         return ExitCode::from(EXIT_ERROR);
     }
-    ExitCode::from(s.result.verdict.exit_code())
+    ExitCode::from(s.result.exit_code())
 }
 
 /// Wall time, for the reports' seconds columns only: nothing simulated reads it.

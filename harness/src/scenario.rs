@@ -29,6 +29,9 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+pub use spiral_history::FaultKind;
+pub use spiral_history::checkers::Slo;
+use spiral_history::checkers::{NAMES, Settings};
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -244,59 +247,6 @@ impl Default for Workload {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FaultKind {
-    /// Cut the link between `a` and `b`.
-    Partition,
-    /// Restore the link between `a` and `b`.
-    Repair,
-    /// Hold messages between `a` and `b` (delivered on release).
-    Hold,
-    /// Release held messages between `a` and `b`.
-    Release,
-    /// Stop host `a` (durable storage survives).
-    Crash,
-    /// Restart host `a`.
-    Bounce,
-    /// The Redis host stops answering (`mode = "hang"`) or refuses connections (`"refuse"`).
-    RedisOutage,
-    /// The Redis host recovers (outage, errors and slowness cleared).
-    RedisRestore,
-    /// Every Redis command is delayed by `ms`.
-    RedisSlow,
-    /// A seeded share `rate` of Redis commands is answered with an error.
-    RedisErrors,
-    /// Server `a`'s wall clock jumps by `ms` (negative: backwards) from now on.
-    ClockSkew,
-}
-
-impl FaultKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            FaultKind::Partition => "partition",
-            FaultKind::Repair => "repair",
-            FaultKind::Hold => "hold",
-            FaultKind::Release => "release",
-            FaultKind::Crash => "crash",
-            FaultKind::Bounce => "bounce",
-            FaultKind::RedisOutage => "redis-outage",
-            FaultKind::RedisRestore => "redis-restore",
-            FaultKind::RedisSlow => "redis-slow",
-            FaultKind::RedisErrors => "redis-errors",
-            FaultKind::ClockSkew => "clock-skew",
-        }
-    }
-
-    /// Faults that end a disturbance: liveness is measured from the last of them.
-    pub fn heals(self) -> bool {
-        matches!(
-            self,
-            FaultKind::Repair | FaultKind::Release | FaultKind::Bounce | FaultKind::RedisRestore
-        )
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultAt {
@@ -379,35 +329,6 @@ impl Default for Checks {
     }
 }
 
-/// Service-level objectives over simulated time; a miss is a liveness failure (exit 128).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct Slo {
-    /// p95 of well-behaved clients' `memory.store` round trips, simulated ms.
-    #[serde(default)]
-    pub store_p95_ms: Option<f64>,
-    /// Largest share of well-behaved operations answered with an error other than
-    /// `not_found` / `rate_limited`.
-    #[serde(default)]
-    pub max_error_ratio: Option<f64>,
-}
-
-/// Checker names (for `checks.disable` and the summaries).
-pub const CHECKERS: [&str; 12] = [
-    "engine_invariants",
-    "acked_writes",
-    "reads",
-    "tenant_isolation",
-    "auth",
-    "rate_limit",
-    "breaker",
-    "gc_budget",
-    "close_codes",
-    "bad_input",
-    "liveness",
-    "slo",
-];
-
 impl Scenario {
     /// Parse TOML text; `origin` names the file in errors.
     pub fn parse(origin: &str, text: &str) -> Result<Self, String> {
@@ -427,8 +348,21 @@ impl Scenario {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 
-    pub fn enabled(&self, checker: &str) -> bool {
-        !self.checks.disable.iter().any(|d| d == checker)
+    /// What the checkers need to know of a run of this scenario.
+    pub fn check_settings(&self) -> Settings {
+        // The world's servers run the default WebSocket limit.
+        let ws_rate = spiral_server::api::ServerConfig::default().ws_rate;
+        Settings {
+            clients: self.world.clients - self.workload.bad_clients,
+            ws_rate_capacity: ws_rate.capacity,
+            ws_rate_window_ms: ws_rate.window_ms,
+            gc_grace_ms: self.checks.gc_grace_ms,
+            liveness_within_ms: (self.checks.liveness_within_s * 1000.0) as u64,
+            end_ms: self.world.duration_s * 1000,
+            truncated: self.workload.max_ops_per_client.is_some(),
+            slo: self.slo.clone(),
+            disabled: self.checks.disable.iter().cloned().collect(),
+        }
     }
 
     pub fn user_count(&self) -> u32 {
@@ -475,10 +409,10 @@ impl Scenario {
             return Err("[workload] mix: all weights are zero".into());
         }
         for d in &self.checks.disable {
-            if !CHECKERS.contains(&d.as_str()) {
+            if !NAMES.contains(&d.as_str()) {
                 return Err(format!(
                     "[checks] disable: no checker {d:?} (checkers: {})",
-                    CHECKERS.join(", ")
+                    NAMES.join(", ")
                 ));
             }
         }

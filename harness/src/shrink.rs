@@ -17,17 +17,17 @@ pub struct Shrunk {
 /// Shrink `scenario` at `seed`; `None` if it does not fail to begin with.
 pub fn shrink(scenario: &Scenario, seed: u64, mut progress: impl FnMut(&str)) -> Option<Shrunk> {
     let first = run(scenario, seed);
-    if first.verdict == crate::world::Verdict::Pass {
+    if first.passed() {
         return None;
     }
-    let class = first.verdict.class();
+    let class = first.class();
     let mut best = scenario.clone();
     let mut best_result = first;
     let mut runs = 1;
     let still_fails = |candidate: &Scenario, runs: &mut u32| {
         *runs += 1;
         let r = run(candidate, seed);
-        (r.verdict.class() == class).then_some(r)
+        (r.class() == class).then_some(r)
     };
     // Faults: drop each one that is not needed (from the last, so paired faults go together
     // when both are unneeded).

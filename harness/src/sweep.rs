@@ -1,6 +1,6 @@
 //! Many seeds of the engine-only model (the summary table is [`crate::summary`]'s).
 
-use crate::engine_run::{Outcome, RunReport, run};
+use crate::engine_run::{RunReport, run};
 
 pub struct SweepSummary {
     pub runs: Vec<RunReport>,
@@ -10,13 +10,13 @@ impl SweepSummary {
     pub fn worst_exit_code(&self) -> u8 {
         self.runs
             .iter()
-            .map(|r| r.outcome.exit_code())
+            .map(RunReport::exit_code)
             .max()
             .unwrap_or(0)
     }
 
     pub fn failures(&self) -> impl Iterator<Item = &RunReport> {
-        self.runs.iter().filter(|r| r.outcome != Outcome::Pass)
+        self.runs.iter().filter(|r| !r.passed())
     }
 }
 

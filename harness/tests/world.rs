@@ -7,7 +7,8 @@ use std::process::Command;
 
 use spiral_harness::scenario::Scenario;
 use spiral_harness::shrink::shrink;
-use spiral_harness::world::{Verdict, run};
+use spiral_harness::world::run;
+use spiral_history::Failure;
 
 const SHORT: &str = r#"
 name = "short"
@@ -37,7 +38,7 @@ fn a_seed_replays_to_the_identical_trace_and_another_seed_differs() {
     let sc = short();
     let a = run(&sc, 11);
     let b = run(&sc, 11);
-    assert_eq!(a.verdict, Verdict::Pass, "{:?}", a.leading_lines(10));
+    assert!(a.passed(), "{:?}", a.leading_lines(10));
     assert!(a.trace.len() > 50, "a run this short still traces its work");
     assert_eq!(a.trace, b.trace);
     assert_eq!(a.digest(), b.digest());
@@ -51,16 +52,16 @@ fn a_missed_slo_is_a_liveness_failure_and_the_shrinker_keeps_only_what_it_needs(
     let mut sc = short();
     sc.slo.store_p95_ms = Some(0.0);
     let r = run(&sc, 3);
-    match &r.verdict {
-        Verdict::Liveness {
+    match &r.failure {
+        Some(Failure::Liveness {
             checker: "slo",
             detail,
-        } => assert!(detail.contains("p95"), "{detail}"),
+        }) => assert!(detail.contains("p95"), "{detail}"),
         v => panic!("expected an SLO miss, got {v:?}"),
     }
-    assert_eq!(r.verdict.exit_code(), 128);
+    assert_eq!(r.exit_code(), 128);
     let s = shrink(&sc, 3, |_| {}).expect("it fails");
-    assert_eq!(s.result.verdict.class(), "liveness:slo");
+    assert_eq!(s.result.class(), "liveness:slo");
     assert!(
         s.scenario.faults.is_empty(),
         "faults are not needed for this failure"
@@ -74,7 +75,7 @@ fn a_missed_slo_is_a_liveness_failure_and_the_shrinker_keeps_only_what_it_needs(
     );
     // The printed scenario replays the same failure.
     let again = Scenario::parse("shrunk.toml", &s.scenario.to_toml()).unwrap();
-    assert_eq!(run(&again, 3).verdict.class(), "liveness:slo");
+    assert_eq!(run(&again, 3).class(), "liveness:slo");
 }
 
 fn harness(args: &[&str]) -> (i32, String) {

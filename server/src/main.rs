@@ -13,6 +13,7 @@ use spiral_server::auth::{Claims, Keys};
 use spiral_server::clock::{Clock, SharedClock, SystemClock};
 use spiral_server::config::{EngineArgs, StorageArgs};
 use spiral_server::engine::Engine;
+use spiral_server::protocol;
 use spiral_server::rng::SplitMix64;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -363,7 +364,9 @@ async fn tail(
                     eprintln!("connected: {t}");
                     continue;
                 }
-                if no_heartbeats && v["event"] == "heartbeat" {
+                let heartbeat = serde_json::from_value::<protocol::Event>(v)
+                    .is_ok_and(|e| e.event == protocol::EventKind::Heartbeat);
+                if no_heartbeats && heartbeat {
                     continue;
                 }
                 out(&format!("{t}\n"));

@@ -3,7 +3,11 @@
 //!
 //! - [`Command`]: what a client asks on the command channel (`{"id","command","args"}`), parsed
 //!   by the server from the wire and built by clients with [`request`];
+//! - [`Reply`]: what the server answers on the command channel (a result or an error envelope);
+//! - [`Event`]: a frame of the event stream (`spiral tail`), named by [`EventKind`];
 //! - [`ErrorCode`]: the `code` of every error envelope, HTTP and WebSocket alike (SPEC §1.1);
+//! - [`BreakerState`]: the storage breaker's state, as `/status`, the event stream and the
+//!   simulation's history name it;
 //! - [`CloseCode`]: the WebSocket close codes the server sends (SPEC §1.4, RFC 6455 §7.4).
 //!
 //! The wire format is unchanged by these types: they name what was strings on both sides.
@@ -122,6 +126,102 @@ impl Command {
 pub fn request(id: &Value, command: &Command) -> String {
     json!({"id": id, "command": command.name(), "args": command.args()}).to_string()
 }
+
+/// The `error` object of an error envelope (SPEC §1.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    #[serde(default)]
+    pub message: String,
+    /// How long to wait before retrying (`rate_limited`, a full server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+/// An answer on the command channel: `{"id","type":"result","data"}` or
+/// `{"id","type":"error","error":{"code","message"}}`. `id` echoes the request's (null when the
+/// request could not be read). `data` is the same object the REST route returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply {
+    Result {
+        #[serde(default)]
+        id: Value,
+        data: Value,
+    },
+    Error {
+        #[serde(default)]
+        id: Value,
+        error: ErrorBody,
+    },
+}
+
+impl Reply {
+    /// The reply as a JSON value (object keys in order: the bytes `json!` gave before).
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// A reply read from a text frame; the error names what was wrong with it.
+    pub fn parse(text: &str) -> Result<Reply, String> {
+        serde_json::from_str(text).map_err(|e| format!("not a reply: {e}"))
+    }
+
+    /// The error code, for an error envelope.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        match self {
+            Reply::Error { error, .. } => Some(error.code),
+            Reply::Result { .. } => None,
+        }
+    }
+
+    /// The result's `data`, for a result.
+    pub fn data(&self) -> Option<&Value> {
+        match self {
+            Reply::Result { data, .. } => Some(data),
+            Reply::Error { .. } => None,
+        }
+    }
+}
+
+/// What an event-stream frame reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A memory was stored (the engine's `stored` event).
+    Stored,
+    /// A memory was collected, by a client or by GC.
+    Collected,
+    /// A GC pass ran.
+    Gc,
+    /// A statistics rebuild ran.
+    Rebuild,
+    /// The storage breaker changed state.
+    Breaker,
+    /// The stream's periodic heartbeat.
+    Heartbeat,
+    /// A kind this build does not know (another version's server).
+    #[serde(other)]
+    Unknown,
+}
+
+/// A frame of the event stream: `{"type":"event","event","data"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "event")]
+pub struct Event {
+    pub event: EventKind,
+    #[serde(default)]
+    pub data: Value,
+}
+
+impl Event {
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// The storage breaker's state (SPEC §1.6).
+pub use crate::resilience::StateKind as BreakerState;
 
 /// The `code` of an error envelope (SPEC §1.1), the same on HTTP and WebSocket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

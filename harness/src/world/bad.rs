@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use futures_util::SinkExt;
-use serde_json::{Value, json};
+use serde_json::json;
 use spiral_server::auth::LEEWAY_S;
 use spiral_server::protocol::{self, CloseCode, Command};
 use spiral_server::rng::SplitMix64;
@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::net::{self, SimWs};
 use super::{Ctx, EPOCH_MS, now_ms};
-use crate::checkers::{Obs, TokenKind};
+use spiral_history::{Event, TokenKind};
 
 // Expired tokens are judged against the server's leeway (`auth::LEEWAY_S`, SPEC §1.2); edge
 // tokens keep ≥ 10 s from it.
@@ -129,7 +129,7 @@ impl Bad<'_> {
         } else {
             TokenKind::Uncertain
         };
-        self.ctx.record(Obs::Connect {
+        self.ctx.record(Event::Connect {
             client: self.c,
             server,
             token: kind,
@@ -195,7 +195,7 @@ impl Bad<'_> {
                         net::connect(other, Some(&token))
                     );
                     for (server, h) in [(s, a), (other, b)] {
-                        self.ctx.record(Obs::Connect {
+                        self.ctx.record(Event::Connect {
                             client: self.c,
                             server,
                             token: TokenKind::Uncertain,
@@ -233,18 +233,16 @@ impl Bad<'_> {
                 ];
                 let frame = frames[(self.rng.next_u64() % frames.len() as u64) as usize];
                 let answer = match ws.send(Message::Text(frame.into())).await {
-                    Ok(()) => net::next_text(&mut ws).await.unwrap_or(Value::Null),
-                    Err(_) => Value::Null,
+                    Ok(()) => net::next_reply(&mut ws).await.ok(),
+                    Err(_) => None,
                 };
                 let probe = protocol::request(&json!(2), &Command::SpiralStats);
                 let alive = match ws.send(Message::Text(probe.into())).await {
                     // Alive: it answers (even `rate_limited` is an answer).
-                    Ok(()) => net::next_text(&mut ws)
-                        .await
-                        .is_ok_and(|a| a["type"] == "result" || a["type"] == "error"),
+                    Ok(()) => net::next_reply(&mut ws).await.is_ok(),
                     Err(_) => false,
                 };
-                self.ctx.record(Obs::BadFrame {
+                self.ctx.record(Event::BadFrame {
                     client: self.c,
                     server: s,
                     frame: frame.into(),
@@ -293,7 +291,7 @@ impl Bad<'_> {
                 ];
                 let (method, path, token, kind) = requests[(self.rng.next_u64() % 4) as usize];
                 if let Ok(status) = net::http(s, method, path, token, None).await {
-                    self.ctx.record(Obs::Http {
+                    self.ctx.record(Event::Http {
                         client: self.c,
                         server: s,
                         method: method.into(),
@@ -333,7 +331,7 @@ impl Bad<'_> {
     }
 
     fn closed(&self, server: u32, why: &str, expected: Vec<u16>, got: Option<u16>, t0: u64) {
-        self.ctx.record(Obs::Closed {
+        self.ctx.record(Event::Closed {
             client: self.c,
             server,
             why: why.into(),
@@ -427,7 +425,7 @@ impl Bad<'_> {
                 }
             }
         }
-        self.ctx.record(Obs::Flood {
+        self.ctx.record(Event::Flood {
             client: self.c,
             server: s,
             accepted: held.len() as u32,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures_util::SinkExt;
-use serde_json::{Value, json};
+use serde_json::json;
 use spiral_server::engine::StoreRequest;
 use spiral_server::protocol::{self, Command};
 use spiral_server::rng::SplitMix64;
@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::net::{self, SimWs};
 use super::{Ctx, EPOCH_MS, now_ms};
-use crate::checkers::{Obs, TokenKind};
+use spiral_history::{Answer, Event, Op, TokenKind};
 
 pub(crate) async fn main(ctx: &Ctx, c: u32, mut rng: SplitMix64) {
     let sc = &ctx.sc;
@@ -44,7 +44,7 @@ pub(crate) async fn main(ctx: &Ctx, c: u32, mut rng: SplitMix64) {
                 EPOCH_MS / 1000,
             ));
             let h = net::connect(server, Some(&token)).await;
-            ctx.record(Obs::Connect {
+            ctx.record(Event::Connect {
                 client: c,
                 server,
                 token: TokenKind::Valid,
@@ -72,7 +72,7 @@ pub(crate) async fn main(ctx: &Ctx, c: u32, mut rng: SplitMix64) {
                 hit
             })
             .map_or("stats", |(name, _)| *name);
-        let (command, target, content) = match op {
+        let (command, op) = match op {
             "store" => {
                 let content =
                     json!({"client": c, "seq": seq, "note": format!("n{}", rng.next_u64() % 1000)});
@@ -81,16 +81,19 @@ pub(crate) async fn main(ctx: &Ctx, c: u32, mut rng: SplitMix64) {
                     priority: Some((rng.next_u64() % 5) as i64),
                     ..StoreRequest::default()
                 };
-                (Command::MemoryStore(req), None, Some(content))
+                (Command::MemoryStore(req), Op::Store { content })
             }
             "get" | "collect" if !mine.is_empty() => {
                 let i = (rng.next_u64() % mine.len() as u64) as usize;
                 if op == "collect" {
                     let id = mine.swap_remove(i);
-                    (Command::MemoryCollect { id: id.clone() }, Some(id), None)
+                    (
+                        Command::MemoryCollect { id: id.clone() },
+                        Op::Collect { id },
+                    )
                 } else {
                     let id = mine[i].clone();
-                    (Command::MemoryGet { id: id.clone() }, Some(id), None)
+                    (Command::MemoryGet { id: id.clone() }, Op::Get { id })
                 }
             }
             "foreign_get" => {
@@ -99,58 +102,37 @@ pub(crate) async fn main(ctx: &Ctx, c: u32, mut rng: SplitMix64) {
                     continue;
                 }
                 let id = foreign[(rng.next_u64() % foreign.len() as u64) as usize].clone();
-                (Command::MemoryGet { id: id.clone() }, Some(id), None)
+                (Command::MemoryGet { id: id.clone() }, Op::ForeignGet { id })
             }
-            "list" => (Command::MemoryList { limit: Some(20) }, None, None),
-            _ => (Command::SpiralStats, None, None),
-        };
-        // "get"/"collect" with nothing of its own yet fall through to stats.
-        let op = if command == Command::SpiralStats {
-            "stats"
-        } else {
-            op
+            "list" => (Command::MemoryList { limit: Some(20) }, Op::List),
+            // "get"/"collect" with nothing of its own yet fall through to stats.
+            _ => (Command::SpiralStats, Op::Stats),
         };
         seq += 1;
         let sent_ms = now_ms();
         let msg = protocol::request(&json!(seq), &command);
-        let answer = match socket.send(Message::Text(msg.into())).await {
-            Ok(()) => net::next_text(socket).await,
+        let reply = match socket.send(Message::Text(msg.into())).await {
+            Ok(()) => net::next_reply(socket).await,
             Err(e) => Err(e.to_string()),
         };
-        let (answer, error) = match answer {
-            // The statistics are large and judged by no checker: the trace keeps their size.
-            Ok(a) if op == "stats" && a["type"] == "result" => {
-                let spirals = a["data"]["spirals"].as_array().map_or(0, Vec::len);
-                (
-                    json!({"id": a["id"], "type": "result", "data": {"spirals": spirals}}),
-                    None,
-                )
-            }
-            Ok(a) => (a, None),
-            // No TCP retransmit in the simulator: a connection that crossed a partition is dead
-            // for good. Drop it and reconnect.
-            Err(e) => {
-                ws = None;
-                (Value::Null, Some(e))
-            }
-        };
-        if op == "store"
-            && let Some(id) = answer["data"]["id"].as_str()
-        {
-            mine.push(id.to_owned());
+        // No TCP retransmit in the simulator: a connection that crossed a partition is dead for
+        // good. Drop it and reconnect.
+        if reply.is_err() {
+            ws = None;
         }
-        ctx.record(Obs::Op {
+        let answer = Answer::of(&op, reply);
+        if let Answer::Stored { id } = &answer {
+            mine.push(id.clone());
+        }
+        ctx.record(Event::Op {
             client: c,
             user: user.clone(),
             tenant: tenant.clone(),
             server,
-            op: op.to_owned(),
-            target,
-            content,
+            op,
             sent_ms,
             done_ms: now_ms(),
             answer,
-            error,
         });
     }
     if let Some(mut s) = ws {

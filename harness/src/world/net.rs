@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use spiral_server::api::client;
 use spiral_server::auth::{Claims, Keys};
+use spiral_server::protocol::Reply;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -142,6 +143,12 @@ pub async fn next_text(ws: &mut SimWs) -> Result<Value, String> {
     tokio::time::timeout(ANSWER_TIMEOUT, read)
         .await
         .map_err(|_| "no answer in 5 s".to_owned())?
+}
+
+/// The next answer on the command channel (`Err`: none came, or it was not a reply).
+pub async fn next_reply(ws: &mut SimWs) -> Result<Reply, String> {
+    let v = next_text(ws).await?;
+    serde_json::from_value(v).map_err(|e| format!("not a reply: {e}"))
 }
 
 /// Read until the server closes, for at most `within`: the close code, if a close frame came.

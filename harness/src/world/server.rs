@@ -17,7 +17,7 @@ use spiral_server::storage::redis::{RedisConnectionInfo, RedisStorage, dial_stre
 use spiral_server::storage::{SharedStorage, Storage, StorageResult};
 
 use super::{Ctx, EPOCH_MS, SECRET, lock, now_ms};
-use crate::checkers::Obs;
+use spiral_history::Event;
 
 /// Server `s`'s data namespace in Redis: each instance indexes its own nodes, so each engine's
 /// invariant 1 is exact; rate limits, `jti`s and revocations share the default namespace.
@@ -200,9 +200,9 @@ fn watch_engine(ctx: &Arc<Ctx>, s: u32, state: &AppState) {
                 Ok(EngineEvent::Collected {
                     id, by_gc: true, ..
                 }) => {
-                    ctx.record(Obs::GcRemoved { server: s, id });
+                    ctx.record(Event::GcRemoved { server: s, id });
                 }
-                Ok(EngineEvent::Gc(r)) => ctx.record(Obs::Gc {
+                Ok(EngineEvent::Gc(r)) => ctx.record(Event::Gc {
                     server: s,
                     pause_ms: r.pause_ms,
                     budget_ms: r.budget_ms,

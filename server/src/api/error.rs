@@ -3,11 +3,11 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::auth::Reject;
 use crate::error::{EngineError, StorageError};
-use crate::protocol::ErrorCode;
+use crate::protocol::{ErrorBody, ErrorCode};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {
@@ -83,12 +83,12 @@ impl ApiError {
     }
 
     /// The `error` object of an envelope.
-    pub fn body(&self) -> Value {
-        let mut e = json!({"code": self.code().as_str(), "message": self.message()});
-        if let Some(ms) = self.retry_after_ms() {
-            e["retry_after_ms"] = json!(ms);
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            code: self.code(),
+            message: self.message(),
+            retry_after_ms: self.retry_after_ms(),
         }
-        e
     }
 }
 

@@ -22,7 +22,7 @@ use super::{ApiError, AppState, Connections, Slot};
 use crate::auth::Principal;
 use crate::clock::Instant;
 use crate::engine::EngineEvent;
-use crate::protocol::CloseCode;
+use crate::protocol::{CloseCode, Event, EventKind};
 use crate::ratelimit::decide;
 
 /// One frame for stream clients.
@@ -124,11 +124,11 @@ pub async fn hub(st: AppState, mut stop: watch::Receiver<bool>) {
                         "opens_total": status.opens_total,
                         "journal_len": status.journal_len,
                     });
-                    publish(None, json!({"type": "event", "event": "breaker", "data": data}), now);
+                    publish(None, Event { event: EventKind::Breaker, data }.to_value(), now);
                 }
                 seq += 1;
                 let data = json!({"seq": seq, "time_ms": st.now_ms(), "skew_ms": skew});
-                publish(None, json!({"type": "event", "event": "heartbeat", "data": data}), now);
+                publish(None, Event { event: EventKind::Heartbeat, data }.to_value(), now);
             }
         }
     }

@@ -29,7 +29,7 @@ use super::{ApiError, AppState, Connections, Registered, Slot};
 use crate::auth::{Principal, Reject, STREAM_SCOPE, looks_like_jwt, token_from};
 use crate::clock::{Instant, SharedClock};
 use crate::metrics::Metrics;
-use crate::protocol::{CloseCode, Command};
+use crate::protocol::{CloseCode, Command, Reply};
 
 /// The command-channel router: the upgrade on `/` and `/ws`.
 pub fn router(state: AppState) -> Router {
@@ -520,7 +520,11 @@ struct Envelope {
 }
 
 pub fn error_envelope(id: &Value, e: &ApiError) -> Value {
-    json!({"id": id, "type": "error", "error": e.body()})
+    Reply::Error {
+        id: id.clone(),
+        error: e.body(),
+    }
+    .to_value()
 }
 
 /// One text message in, one envelope out. Never fails: every problem is an error envelope.
@@ -550,7 +554,7 @@ pub async fn handle_text(st: &AppState, who: &Principal, text: &str) -> Value {
         return error_envelope(&id, &ApiError::BadRequest("missing `command`".into()));
     };
     match execute(st, who, command, env.args).await {
-        Ok(data) => json!({"id": id, "type": "result", "data": data}),
+        Ok(data) => Reply::Result { id, data }.to_value(),
         Err(e) => error_envelope(&id, &e),
     }
 }

@@ -50,8 +50,12 @@ pub enum BreakerState {
     HalfOpen,
 }
 
-/// The state without its data: what transitions and the `breaker_state` gauge talk about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// The state without its data: what transitions and the `breaker_state` gauge talk about
+/// (`protocol::BreakerState` on the wire, serialized as [`StateKind::name`]).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum StateKind {
     Closed,
     Open,

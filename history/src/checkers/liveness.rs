@@ -1,9 +1,12 @@
-//! Liveness: after the last fault heals, every well-behaved client reconnects and completes an
-//! operation within `within_ms` (or before the workload ends, if that comes first).
+//! Liveness: once the last fault has healed (the [`Phase::Liveness`] record), every well-behaved
+//! client reconnects and completes an operation within `within_ms` (or before the workload ends,
+//! if that comes first). Judged when the history ends; a history that never reached
+//! [`Phase::Final`] did not finish its workload.
 
 use std::collections::BTreeMap;
 
-use super::{Checker, Class, Obs, is_result};
+use super::{Checker, Class};
+use crate::event::{Event, Phase};
 
 pub struct Liveness {
     clients: u32,
@@ -14,6 +17,7 @@ pub struct Liveness {
     /// Per client: the times of its successful operations.
     done: BTreeMap<u32, Vec<u64>>,
     last_heal_ms: Option<u64>,
+    ended: bool,
 }
 
 impl Liveness {
@@ -25,6 +29,7 @@ impl Liveness {
             truncated,
             done: BTreeMap::new(),
             last_heal_ms: None,
+            ended: false,
         }
     }
 }
@@ -38,25 +43,35 @@ impl Checker for Liveness {
         Class::Liveness
     }
 
-    fn observe(&mut self, obs: &Obs) -> Result<(), String> {
-        match obs {
-            Obs::Op {
+    fn observe(&mut self, event: &Event) -> Result<(), String> {
+        match event {
+            Event::Op {
                 client,
                 answer,
                 done_ms,
                 ..
-            } if is_result(answer) => {
+            } if answer.is_result() => {
                 self.done.entry(*client).or_default().push(*done_ms);
             }
-            Obs::End { last_heal_ms } => self.last_heal_ms = Some(*last_heal_ms),
+            Event::Phase {
+                phase: Phase::Liveness,
+                at_ms,
+            } => self.last_heal_ms = Some(*at_ms),
+            Event::Phase {
+                phase: Phase::Final,
+                ..
+            } => self.ended = true,
             _ => {}
         }
         Ok(())
     }
 
     fn finish(&mut self) -> Result<(), String> {
-        let Some(heal) = self.last_heal_ms else {
+        if !self.ended {
             return Err("the workload never ended".into());
+        }
+        let Some(heal) = self.last_heal_ms else {
+            return Err("the faults never healed".into());
         };
         if self.truncated {
             return Ok(());
@@ -83,29 +98,26 @@ impl Checker for Liveness {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkers::test_support::*;
-    use serde_json::json;
+    use crate::event::Op;
+    use crate::hand::*;
+
+    fn phase(phase: Phase, at_ms: u64) -> Event {
+        Event::Phase { phase, at_ms }
+    }
 
     #[test]
     fn a_client_that_never_recovers_is_caught() {
-        let ok = op("stats", None, None, result(json!({})), 30_000);
-        let end = Obs::End {
-            last_heal_ms: 25_000,
-        };
-        run(
-            &mut Liveness::new(1, 20_000, 60_000, false),
-            &[ok.clone(), end.clone()],
-        )
-        .unwrap();
-        let early = op("stats", None, None, result(json!({})), 10_000);
-        assert!(
-            run(
-                &mut Liveness::new(1, 20_000, 60_000, false),
-                &[early, end.clone()]
-            )
-            .is_err()
-        );
-        let late = op("stats", None, None, result(json!({})), 50_000);
-        assert!(run(&mut Liveness::new(1, 20_000, 60_000, false), &[late, end]).is_err());
+        let healed = phase(Phase::Liveness, 25_000);
+        let end = phase(Phase::Final, 60_000);
+        let ok = op(Op::Stats, listed(), 30_000);
+        let live = || Liveness::new(1, 20_000, 60_000, false);
+        run(&mut live(), &[healed.clone(), ok.clone(), end.clone()]).unwrap();
+        let early = op(Op::Stats, listed(), 10_000);
+        assert!(run(&mut live(), &[early, healed.clone(), end.clone()]).is_err());
+        let late = op(Op::Stats, listed(), 50_000);
+        assert!(run(&mut live(), &[healed.clone(), late, end]).is_err());
+        // A history that stops before its final phase did not finish its workload.
+        let e = run(&mut live(), &[healed, ok]).unwrap_err();
+        assert!(e.contains("never ended"), "{e}");
     }
 }

@@ -7,7 +7,8 @@ use serde_json::Value;
 
 use spiral_server::protocol::ErrorCode;
 
-use super::{Checker, Obs, error_code, is_result};
+use super::Checker;
+use crate::event::{Answer, Event, Op};
 
 #[derive(Debug, Default)]
 pub struct AckedWrites {
@@ -15,53 +16,44 @@ pub struct AckedWrites {
     removed: BTreeSet<String>,
 }
 
+impl AckedWrites {
+    fn present(&self, id: &str) -> bool {
+        self.acked.contains_key(id) && !self.removed.contains(id)
+    }
+}
+
 impl Checker for AckedWrites {
     fn name(&self) -> &'static str {
         "acked_writes"
     }
 
-    fn observe(&mut self, obs: &Obs) -> Result<(), String> {
-        match obs {
-            Obs::Op {
-                op,
-                answer,
-                content,
-                target,
-                ..
-            } => match op.as_str() {
-                "store" if is_result(answer) => {
-                    if let (Some(id), Some(c)) = (answer["data"]["id"].as_str(), content) {
-                        self.acked.insert(id.to_owned(), c.clone());
+    fn observe(&mut self, event: &Event) -> Result<(), String> {
+        match event {
+            Event::Op { op, answer, .. } => {
+                let not_found = answer.error_code() == Some(ErrorCode::NotFound);
+                match (op, answer) {
+                    (Op::Store { content }, Answer::Stored { id }) => {
+                        self.acked.insert(id.clone(), content.clone());
                     }
-                }
-                "collect" => {
-                    let Some(id) = target else { return Ok(()) };
-                    if error_code(answer) == Some(ErrorCode::NotFound) {
-                        if self.acked.contains_key(id) && !self.removed.contains(id) {
-                            return Err(format!(
-                                "collect of acknowledged store {id} answered not_found"
-                            ));
-                        }
-                    } else {
-                        // Collected, or unknown (no answer, a timeout): it may be gone.
+                    (Op::Collect { id }, _) if not_found && self.present(id) => {
+                        return Err(format!(
+                            "collect of acknowledged store {id} answered not_found"
+                        ));
+                    }
+                    // Collected, or unknown (no answer, a timeout): it may be gone.
+                    (Op::Collect { id }, _) if !not_found => {
                         self.removed.insert(id.clone());
                     }
-                }
-                "get" => {
-                    if let Some(id) = target
-                        && self.acked.contains_key(id)
-                        && !self.removed.contains(id)
-                        && error_code(answer) == Some(ErrorCode::NotFound)
-                    {
+                    (Op::Get { id }, _) if not_found && self.present(id) => {
                         return Err(format!("acknowledged store {id} read back as not_found"));
                     }
+                    _ => {}
                 }
-                _ => {}
-            },
-            Obs::GcRemoved { id, .. } => {
+            }
+            Event::GcRemoved { id, .. } => {
                 self.removed.insert(id.clone());
             }
-            Obs::Durable {
+            Event::Durable {
                 id,
                 server,
                 found: false,
@@ -79,20 +71,20 @@ impl Checker for AckedWrites {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkers::test_support::*;
+    use crate::hand::*;
     use serde_json::json;
 
     #[test]
     fn a_lost_acknowledged_store_is_caught_and_collected_ones_are_not() {
-        let store = op("store", None, Some(json!(1)), result(json!({"id": "a"})), 0);
-        let lost = Obs::Durable {
+        let store = op(store(json!(1)), stored("a"), 0);
+        let lost = Event::Durable {
             id: "a".into(),
             server: 0,
             found: false,
         };
         let e = run(&mut AckedWrites::default(), &[store.clone(), lost.clone()]).unwrap_err();
         assert!(e.contains("not in durable storage"), "{e}");
-        let read_gone = op("get", Some("a"), None, error("not_found"), 5);
+        let read_gone = op(get("a"), error(ErrorCode::NotFound), 5);
         assert!(
             run(
                 &mut AckedWrites::default(),
@@ -100,13 +92,13 @@ mod tests {
             )
             .is_err()
         );
-        let collect = op("collect", Some("a"), None, result(json!({})), 3);
+        let collect = op(collect("a"), Answer::Collected, 3);
         run(
             &mut AckedWrites::default(),
             &[store.clone(), collect, read_gone, lost.clone()],
         )
         .unwrap();
-        let gc = Obs::GcRemoved {
+        let gc = Event::GcRemoved {
             server: 0,
             id: "a".into(),
         };

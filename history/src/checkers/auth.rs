@@ -5,7 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use super::{Checker, Obs, TokenKind};
+use super::Checker;
+use crate::event::{Event, TokenKind};
 
 #[derive(Debug, Default)]
 pub struct Auth {
@@ -18,9 +19,9 @@ impl Checker for Auth {
         "auth"
     }
 
-    fn observe(&mut self, obs: &Obs) -> Result<(), String> {
-        match obs {
-            Obs::Connect {
+    fn observe(&mut self, event: &Event) -> Result<(), String> {
+        match event {
+            Event::Connect {
                 client,
                 server,
                 token,
@@ -49,7 +50,7 @@ impl Checker for Auth {
                     }
                 }
             }
-            Obs::Http {
+            Event::Http {
                 client,
                 server,
                 method,
@@ -70,10 +71,10 @@ impl Checker for Auth {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkers::test_support::run;
+    use crate::hand::run;
 
-    fn connect(token: TokenKind, jti: &str, accepted: bool, status: Option<u16>) -> Obs {
-        Obs::Connect {
+    fn connect(token: TokenKind, jti: &str, accepted: bool, status: Option<u16>) -> Event {
+        Event::Connect {
             client: 0,
             server: 0,
             token,
@@ -127,7 +128,7 @@ mod tests {
             )
             .is_err()
         );
-        let http = Obs::Http {
+        let http = Event::Http {
             client: 0,
             server: 0,
             method: "GET".into(),

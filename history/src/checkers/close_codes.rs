@@ -2,7 +2,8 @@
 //! peer stops answering pings, 4000 when it sends no data for the idle timeout, 1009 for an
 //! oversized frame, 4003 when its subject is revoked.
 
-use super::{Checker, Obs};
+use super::Checker;
+use crate::event::Event;
 
 pub struct CloseCodes;
 
@@ -11,9 +12,9 @@ impl Checker for CloseCodes {
         "close_codes"
     }
 
-    fn observe(&mut self, obs: &Obs) -> Result<(), String> {
-        match obs {
-            Obs::Closed {
+    fn observe(&mut self, event: &Event) -> Result<(), String> {
+        match event {
+            Event::Closed {
                 client,
                 server,
                 why,
@@ -34,11 +35,11 @@ impl Checker for CloseCodes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkers::test_support::run;
+    use crate::hand::run;
 
     #[test]
     fn a_wrong_or_missing_close_code_is_caught() {
-        let closed = |got| Obs::Closed {
+        let closed = |got| Event::Closed {
             client: 0,
             server: 0,
             why: "silent".into(),

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 
 use spiral_server::protocol::ErrorCode;
 
-use super::{Checker, Obs, error_code};
+use super::Checker;
+use crate::event::Event;
 
 #[derive(Debug)]
 pub struct RateLimit {
@@ -34,16 +35,16 @@ impl Checker for RateLimit {
         "rate_limit"
     }
 
-    fn observe(&mut self, obs: &Obs) -> Result<(), String> {
-        if let Obs::Op {
+    fn observe(&mut self, event: &Event) -> Result<(), String> {
+        if let Event::Op {
             user,
             answer,
             sent_ms,
             done_ms,
             ..
-        } = obs
-            && !answer.is_null()
-            && error_code(answer) != Some(ErrorCode::RateLimited)
+        } = event
+            && answer.answered()
+            && answer.error_code() != Some(ErrorCode::RateLimited)
         {
             self.admitted
                 .entry(user.clone())
@@ -80,15 +81,14 @@ impl Checker for RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkers::test_support::*;
-    use serde_json::json;
-
+    use crate::event::Op;
+    use crate::hand::*;
     #[test]
     fn a_burst_beyond_the_bucket_is_caught() {
         // 10 per second allowed with capacity 10: 12 at once is too many, 10 is fine.
         let burst = |n: u64| {
             (0..n)
-                .map(|i| op("stats", None, None, result(json!({})), i))
+                .map(|i| op(Op::Stats, listed(), i))
                 .collect::<Vec<_>>()
         };
         run(&mut RateLimit::new(10, 1000), &burst(10)).unwrap();
@@ -96,12 +96,10 @@ mod tests {
         assert!(e.contains("user-0"), "{e}");
         // Denials do not count.
         let mut denied = burst(10);
-        denied.extend((0..5).map(|i| op("stats", None, None, error("rate_limited"), 20 + i)));
+        denied.extend((0..5).map(|i| op(Op::Stats, error(ErrorCode::RateLimited), 20 + i)));
         run(&mut RateLimit::new(10, 1000), &denied).unwrap();
         // Spread over time, the refill allows more.
-        let spread: Vec<_> = (0..40)
-            .map(|i| op("stats", None, None, result(json!({})), i * 100))
-            .collect();
+        let spread: Vec<_> = (0..40).map(|i| op(Op::Stats, listed(), i * 100)).collect();
         run(&mut RateLimit::new(10, 1000), &spread).unwrap();
     }
 }

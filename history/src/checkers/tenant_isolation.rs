@@ -3,7 +3,8 @@
 
 use spiral_server::protocol::ErrorCode;
 
-use super::{Checker, Obs, error_code};
+use super::Checker;
+use crate::event::{Event, Op};
 
 pub struct TenantIsolation;
 
@@ -20,23 +21,21 @@ impl Checker for TenantIsolation {
         "tenant_isolation"
     }
 
-    fn observe(&mut self, obs: &Obs) -> Result<(), String> {
-        let Obs::Op {
-            op,
+    fn observe(&mut self, event: &Event) -> Result<(), String> {
+        let Event::Op {
+            op: Op::ForeignGet { id },
             answer,
-            target,
             tenant,
             ..
-        } = obs
+        } = event
         else {
             return Ok(());
         };
-        if op != "foreign_get" || answer.is_null() {
+        if !answer.answered() {
             return Ok(());
         }
-        let id = target.as_deref().unwrap_or("?");
-        match error_code(answer) {
-            None => Err(format!("{tenant} read another tenant's {id}: {answer}")),
+        match answer.error_code() {
+            None => Err(format!("{tenant} read another tenant's {id}: {answer:?}")),
             Some(code) if !UNRELATED.contains(&code) => Err(format!(
                 "{tenant} reading another tenant's {id} got `{code}`, not not_found"
             )),
@@ -48,36 +47,20 @@ impl Checker for TenantIsolation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkers::test_support::*;
+    use crate::hand::*;
     use serde_json::json;
 
     #[test]
     fn foreign_reads_must_be_not_found() {
         let mut c = TenantIsolation;
-        run(
-            &mut c,
-            &[op("foreign_get", Some("x"), None, error("not_found"), 0)],
-        )
-        .unwrap();
-        assert!(
-            run(
-                &mut c,
-                &[op(
-                    "foreign_get",
-                    Some("x"),
-                    None,
-                    result(json!({"content": 1})),
-                    0
-                )]
-            )
-            .is_err()
-        );
-        assert!(
-            run(
-                &mut c,
-                &[op("foreign_get", Some("x"), None, error("forbidden"), 0)]
-            )
-            .is_err()
-        );
+        let foreign = || Op::ForeignGet { id: "x".into() };
+        run(&mut c, &[op(foreign(), error(ErrorCode::NotFound), 0)]).unwrap();
+        assert!(run(&mut c, &[op(foreign(), read(json!(1)), 0)]).is_err());
+        assert!(run(&mut c, &[op(foreign(), error(ErrorCode::Forbidden), 0)]).is_err());
+        // A lost answer says nothing.
+        let lost = crate::event::Answer::Lost {
+            error: "closed".into(),
+        };
+        run(&mut c, &[op(foreign(), lost, 0)]).unwrap();
     }
 }

@@ -1,7 +1,8 @@
 //! Bad input: a malformed frame is answered with an error envelope and the connection stays up
 //! (the next operation works); a connection flood is refused at the cap (`SPIRAL_MAX_CONNECTIONS`).
 
-use super::{Checker, Obs, error_code};
+use super::Checker;
+use crate::event::Event;
 
 pub struct BadInput;
 
@@ -10,18 +11,18 @@ impl Checker for BadInput {
         "bad_input"
     }
 
-    fn observe(&mut self, obs: &Obs) -> Result<(), String> {
-        match obs {
-            Obs::BadFrame {
+    fn observe(&mut self, event: &Event) -> Result<(), String> {
+        match event {
+            Event::BadFrame {
                 client,
                 server,
                 frame,
                 answer,
                 alive,
             } => {
-                if error_code(answer).is_none() {
+                if answer.as_ref().and_then(|a| a.error_code()).is_none() {
                     return Err(format!(
-                        "client-{client}: server-{server} answered the malformed frame {frame:?} with {answer}, not an error envelope"
+                        "client-{client}: server-{server} answered the malformed frame {frame:?} with {answer:?}, not an error envelope"
                     ));
                 }
                 if !alive {
@@ -30,7 +31,7 @@ impl Checker for BadInput {
                     ));
                 }
             }
-            Obs::Flood {
+            Event::Flood {
                 client,
                 server,
                 accepted,
@@ -50,23 +51,36 @@ impl Checker for BadInput {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkers::test_support::run;
-    use serde_json::json;
+    use crate::hand::run;
+    use serde_json::{Value, json};
+    use spiral_server::protocol::{ErrorBody, ErrorCode, Reply};
 
     #[test]
     fn swallowed_frames_dropped_connections_and_floods_are_caught() {
-        let frame = |answer, alive| Obs::BadFrame {
+        let frame = |answer, alive| Event::BadFrame {
             client: 0,
             server: 0,
             frame: "{".into(),
             answer,
             alive,
         };
-        let err = json!({"type": "error", "error": {"code": "bad_request"}});
-        run(&mut BadInput, &[frame(err.clone(), true)]).unwrap();
-        assert!(run(&mut BadInput, &[frame(err, false)]).is_err());
-        assert!(run(&mut BadInput, &[frame(json!({"type": "result"}), true)]).is_err());
-        let flood = |accepted| Obs::Flood {
+        let err = Reply::Error {
+            id: Value::Null,
+            error: ErrorBody {
+                code: ErrorCode::BadRequest,
+                message: "malformed message".into(),
+                retry_after_ms: None,
+            },
+        };
+        let result = Reply::Result {
+            id: Value::Null,
+            data: json!({}),
+        };
+        run(&mut BadInput, &[frame(Some(err.clone()), true)]).unwrap();
+        assert!(run(&mut BadInput, &[frame(Some(err), false)]).is_err());
+        assert!(run(&mut BadInput, &[frame(Some(result), true)]).is_err());
+        assert!(run(&mut BadInput, &[frame(None, true)]).is_err());
+        let flood = |accepted| Event::Flood {
             client: 0,
             server: 0,
             accepted,

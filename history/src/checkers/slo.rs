@@ -3,8 +3,23 @@
 
 use spiral_server::protocol::ErrorCode;
 
-use super::{Checker, Class, Obs, error_code};
-use crate::scenario::Slo;
+use serde::{Deserialize, Serialize};
+
+use super::{Checker, Class};
+use crate::event::{Event, Op};
+
+/// Service-level objectives over the world's time; a miss is a liveness failure (exit 128).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Slo {
+    /// p95 of well-behaved clients' `memory.store` round trips, ms.
+    #[serde(default)]
+    pub store_p95_ms: Option<f64>,
+    /// Largest share of well-behaved operations answered with an error other than
+    /// `not_found` / `rate_limited`.
+    #[serde(default)]
+    pub max_error_ratio: Option<f64>,
+}
 
 pub struct SloCheck {
     slo: Slo,
@@ -33,23 +48,24 @@ impl Checker for SloCheck {
         Class::Liveness
     }
 
-    fn observe(&mut self, obs: &Obs) -> Result<(), String> {
-        if let Obs::Op {
+    fn observe(&mut self, event: &Event) -> Result<(), String> {
+        if let Event::Op {
             op,
             answer,
             sent_ms,
             done_ms,
             ..
-        } = obs
-            && !answer.is_null()
+        } = event
+            && answer.answered()
         {
             self.ops += 1;
-            if error_code(answer)
+            if answer
+                .error_code()
                 .is_some_and(|c| !matches!(c, ErrorCode::NotFound | ErrorCode::RateLimited))
             {
                 self.errors += 1;
             }
-            if op == "store" {
+            if matches!(op, Op::Store { .. }) {
                 self.store_ms.push(done_ms - sent_ms);
             }
         }
@@ -87,7 +103,7 @@ impl Checker for SloCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkers::test_support::*;
+    use crate::hand::*;
     use serde_json::json;
 
     #[test]
@@ -97,12 +113,12 @@ mod tests {
             max_error_ratio: Some(0.1),
         };
         let fast: Vec<_> = (0..20)
-            .map(|i| op("store", None, None, result(json!({"id": "x"})), i))
+            .map(|i| op(store(json!(i)), stored("x"), i))
             .collect();
         run(&mut SloCheck::new(slo.clone()), &fast).unwrap();
         let mut slow = fast.clone();
         for o in &mut slow {
-            if let Obs::Op { done_ms, .. } = o {
+            if let Event::Op { done_ms, .. } = o {
                 *done_ms += 50;
             }
         }
@@ -112,7 +128,7 @@ mod tests {
                 .contains("p95")
         );
         let mut failing = fast;
-        failing.extend((0..5).map(|i| op("stats", None, None, error("internal"), i)));
+        failing.extend((0..5).map(|i| op(Op::Stats, error(ErrorCode::Internal), i)));
         assert!(run(&mut SloCheck::new(slo), &failing).is_err());
     }
 }

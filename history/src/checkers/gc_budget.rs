@@ -1,7 +1,8 @@
 //! GC pause within budget: a pass, timed on the server's clock (simulated time), stops at its
 //! budget; it may overrun by the delete batch in flight, bounded by `grace_ms`.
 
-use super::{Checker, Obs};
+use super::Checker;
+use crate::event::Event;
 
 pub struct GcBudget {
     grace_ms: u64,
@@ -18,9 +19,9 @@ impl Checker for GcBudget {
         "gc_budget"
     }
 
-    fn observe(&mut self, obs: &Obs) -> Result<(), String> {
-        match obs {
-            Obs::Gc {
+    fn observe(&mut self, event: &Event) -> Result<(), String> {
+        match event {
+            Event::Gc {
                 server,
                 pause_ms,
                 budget_ms,
@@ -37,11 +38,11 @@ impl Checker for GcBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkers::test_support::run;
+    use crate::hand::run;
 
     #[test]
     fn an_overlong_pass_is_caught() {
-        let gc = |pause_ms| Obs::Gc {
+        let gc = |pause_ms| Event::Gc {
             server: 0,
             pause_ms,
             budget_ms: 25,

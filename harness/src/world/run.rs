@@ -1,0 +1,298 @@
+//! One run, phase by phase, in one place:
+//!
+//! 1. **safety** — the workload runs and the fault schedule fires; every record is checked as it
+//!    is made;
+//! 2. **heal** — the last healing fault (repair, release, bounce, Redis restore) fires;
+//! 3. **liveness** — from then on every well-behaved client must complete work within the
+//!    scenario's bound (`checks.liveness_within_s`);
+//! 4. **final** — the workload is over: the servers settle (journals replayed, breakers closed),
+//!    then each engine is checked against its storage, the breakers' histories judged, and every
+//!    acknowledged store looked up in durable storage; then every checker's final verdict.
+//!
+//! The phases are records in the history ([`Phase`]), so the checkers — and a reader of the
+//! trace — see where each began. Also here: a sweep of many seeds over the worker pool.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::json;
+use spiral_history::{Event, Failure, Phase, failure};
+use spiral_server::engine::node_key;
+use spiral_server::rng::SplitMix64;
+use spiral_server::storage::redis::data_key;
+
+use super::apply::{apply, record_breaker};
+use super::schedule::schedule;
+use super::{Ctx, build, lock, now_ms, server};
+use crate::scenario::{FaultAt, Scenario};
+
+/// A finished run.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub seed: u64,
+    /// Why it failed (`None`: it passed).
+    pub failure: Option<Failure>,
+    pub trace: Vec<String>,
+    /// Index in `trace` of the line that broke the first violated property.
+    pub violation_at: Option<usize>,
+    /// Operations answered, by kind.
+    pub ops: BTreeMap<String, u64>,
+    pub faults_fired: BTreeMap<String, u64>,
+    /// Checkers that ran.
+    pub checks: Vec<&'static str>,
+}
+
+impl RunResult {
+    pub fn passed(&self) -> bool {
+        self.failure.is_none()
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        failure::exit_code(self.failure.as_ref())
+    }
+
+    /// `pass`, `correctness:acked_writes`, `liveness:slo`, `crash`: what the shrinker keeps.
+    pub fn class(&self) -> String {
+        failure::class(self.failure.as_ref())
+    }
+
+    pub fn describe(&self) -> String {
+        self.failure
+            .as_ref()
+            .map_or_else(|| "pass".into(), Failure::describe)
+    }
+
+    /// FNV-1a of the trace: equal digests ⇔ identical traces (for summaries and replays).
+    pub fn digest(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for line in &self.trace {
+            for b in line.bytes().chain(std::iter::once(b'\n')) {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3);
+            }
+        }
+        h
+    }
+
+    /// The trace lines that led to the violation: the last `n` up to and including it.
+    pub fn leading_lines(&self, n: usize) -> &[String] {
+        let end = self
+            .violation_at
+            .map_or(self.trace.len(), |i| i + 1)
+            .min(self.trace.len());
+        &self.trace[end.saturating_sub(n)..end]
+    }
+}
+
+/// The checkers a run of `scenario` has, by name.
+pub fn checks(scenario: &Scenario) -> Vec<&'static str> {
+    spiral_history::checkers::all(&scenario.check_settings())
+        .iter()
+        .map(|c| c.name())
+        .collect()
+}
+
+/// Run `scenario` with `seed`.
+pub fn run(scenario: &Scenario, seed: u64) -> RunResult {
+    let root = SplitMix64::new(seed);
+    let net_seed = root.fork("turmoil").next_u64();
+    let server_seed = root.fork("server").next_u64();
+    let redis_seed = root.fork("redis").next_u64();
+    let checks = checks(scenario);
+    let ctx = match build::context(scenario, server_seed, redis_seed) {
+        Ok(ctx) => ctx,
+        Err(e) => return crashed(seed, e, checks),
+    };
+    let schedule = schedule(scenario, &mut root.fork("swarm"));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        simulate(&ctx, net_seed, &root, &schedule)
+    }));
+    let mut m = lock(&ctx.model);
+    let crash = match outcome {
+        Err(p) => Some(
+            p.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "panic".into()),
+        ),
+        Ok(Err(e)) => Some(e),
+        Ok(Ok(())) => {
+            let failed = lock(&ctx.failed).clone();
+            if failed.is_none() {
+                m.finish();
+            }
+            failed
+        }
+    };
+    let (failure, violation_at) = match (crash, m.failure()) {
+        (Some(e), _) => (Some(Failure::Crash(e)), None),
+        (None, Some((f, at))) => (Some(f), Some(at)),
+        (None, None) => (None, None),
+    };
+    #[allow(unused_mut)]
+    let mut line = json!({"verdict": failure::class(failure.as_ref()), "seed": seed});
+    if spiral_server::planted!(NondeterministicTrace) {
+        line["run"] = unseeded_value().into();
+    }
+    m.trace.push(line.to_string());
+    RunResult {
+        seed,
+        failure,
+        violation_at,
+        trace: std::mem::take(&mut m.trace),
+        ops: std::mem::take(&mut m.ops),
+        faults_fired: std::mem::take(&mut m.faults),
+        checks,
+    }
+}
+
+/// A value no seed controls (a randomly keyed hash): what the planted `nondeterministic-trace`
+/// bug leaks into the trace.
+fn unseeded_value() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0u8)
+}
+
+fn crashed(seed: u64, e: String, checks: Vec<&'static str>) -> RunResult {
+    RunResult {
+        seed,
+        failure: Some(Failure::Crash(e)),
+        trace: Vec::new(),
+        violation_at: None,
+        ops: BTreeMap::new(),
+        faults_fired: BTreeMap::new(),
+        checks,
+    }
+}
+
+/// Phases 1–3: the simulation runs with faults firing in time order; when the last healing fault
+/// has fired, the liveness phase begins. Phase 4 runs inside the simulation ([`final_checks`]).
+fn simulate(
+    ctx: &Arc<Ctx>,
+    net_seed: u64,
+    root: &SplitMix64,
+    schedule: &[FaultAt],
+) -> Result<(), String> {
+    let mut sim = build::simulation(ctx, net_seed, root);
+    let last_heal_ms = schedule
+        .iter()
+        .filter(|f| f.kind.heals())
+        .map(FaultAt::at_ms)
+        .max()
+        .unwrap_or(0);
+    ctx.record_at(
+        Event::Phase {
+            phase: Phase::Safety,
+            at_ms: 0,
+        },
+        0,
+    );
+    let mut healed = false;
+    let mut pending = schedule.iter().peekable();
+    loop {
+        let elapsed = sim.elapsed().as_millis() as u64;
+        while let Some(f) = pending.next_if(|f| f.at_ms() <= elapsed) {
+            apply(ctx, &mut sim, f);
+        }
+        if !healed && elapsed >= last_heal_ms {
+            healed = true;
+            ctx.record_at(
+                Event::Phase {
+                    phase: Phase::Liveness,
+                    at_ms: last_heal_ms,
+                },
+                elapsed,
+            );
+        }
+        match sim.step() {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Phase 4, after the workload: let every live server drain its journal, then check each engine
+/// against its storage, judge the breakers, and look every acknowledged store up in durable
+/// storage.
+pub(super) async fn final_checks(ctx: &Arc<Ctx>) {
+    let workers = ctx.sc.world.clients;
+    while ctx.clients_done.load(Ordering::SeqCst) < workers {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ctx.record(Event::Phase {
+        phase: Phase::Final,
+        at_ms: now_ms(),
+    });
+    // Settle: journals replayed, breakers closed (bounded; a stuck journal is the acked-write
+    // checker's to judge).
+    for _ in 0..600 {
+        let settled = (0..ctx.sc.world.servers).all(|s| {
+            ctx.state(s).is_none_or(|st| {
+                let status = st.storage.status();
+                status.journal_len == 0 && !status.degraded
+            })
+        });
+        if settled {
+            break;
+        }
+        for s in 0..ctx.sc.world.servers {
+            if let Some(st) = ctx.state(s) {
+                st.storage.recover().await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for s in 0..ctx.sc.world.servers {
+        let Some(st) = ctx.state(s) else { continue };
+        let check = st.engine.check_against_storage().await;
+        ctx.record(Event::EngineCheck {
+            server: s,
+            ok: check.is_ok(),
+            detail: check
+                .err()
+                .map_or_else(|| "invariant 1 holds".to_owned(), |v| v.to_string()),
+        });
+        record_breaker(ctx, s, &st, now_ms());
+        ctx.record(Event::SharedState {
+            server: s,
+            backend: st.shared.backend().to_owned(),
+            fallbacks: st.shared.fallbacks(),
+        });
+    }
+    for (id, server) in ctx.acked() {
+        let key = node_key(&id);
+        let found = match (&ctx.durable, &ctx.redis) {
+            (Some(d), _) => d.get(&key).await.ok().flatten().is_some(),
+            (None, Some(r)) => r
+                .get_json(&data_key(&server::namespace(server), &key))
+                .is_some(),
+            (None, None) => false,
+        };
+        // Only the missing ones make the trace: the rest is implied by the checker staying quiet.
+        if !found {
+            ctx.record(Event::Durable { id, server, found });
+        }
+    }
+}
+
+/// Run every seed of `seeds` on `jobs` threads (each run owns its simulation; nothing is shared);
+/// results in seed order, whatever order they finished in. `progress` is called after each run.
+/// A passing run keeps no trace (a sweep's summary does not need it); a failing one keeps it for
+/// the failure report and the artifacts.
+pub fn sweep(
+    scenario: &Scenario,
+    seeds: &[u64],
+    jobs: usize,
+    progress: &(dyn Fn(&RunResult) + Sync),
+) -> Vec<RunResult> {
+    crate::pool::map(seeds, jobs, |&seed| {
+        let mut r = run(scenario, seed);
+        progress(&r);
+        if r.passed() {
+            r.trace = Vec::new();
+        }
+        r
+    })
+}

@@ -1,0 +1,228 @@
+//! The checkers: each one watches a run's [`Event`]s as they happen and says when a property
+//! breaks. One module per property; a world feeds them through a [`Panel`], which keeps the
+//! first violation. Each is unit-tested against a hand-made history that breaks it, so none is a
+//! check that cannot fail; `tests/hand_made.rs` runs the whole panel over hand-made histories.
+//!
+//! | checker | property | class |
+//! |---|---|---|
+//! | `engine_invariants` | SPEC §1.5 invariant 1 on every live server at the end | correctness |
+//! | `acked_writes` | an acknowledged store is readable until collected (by a client or GC) | correctness |
+//! | `reads` | no read returns a value never written | correctness |
+//! | `tenant_isolation` | another tenant's id is `not_found`, never data | correctness |
+//! | `auth` | no handshake or request with an invalid, replayed or revoked token is accepted; tokens at the expiry edge are judged by the server's clock | correctness |
+//! | `rate_limit` | accepted operations per user never exceed the bucket | correctness |
+//! | `breaker` | every breaker transition is legal (never open → closed) | correctness |
+//! | `gc_budget` | a GC pass stays within its time budget (simulated time) | correctness |
+//! | `close_codes` | a silent peer is closed with 4001, an idle one with 4000, an oversized frame with 1009, a revoked subject with 4003 | correctness |
+//! | `bad_input` | malformed frames get an error envelope and the connection stays up | correctness |
+//! | `liveness` | after the last fault heals, every client completes work within a bound | liveness |
+//! | `slo` | store p95 and error ratio within the scenario's SLOs | liveness |
+
+pub mod acked_writes;
+pub mod auth;
+pub mod bad_input;
+pub mod breaker;
+pub mod close_codes;
+pub mod gc_budget;
+pub mod liveness;
+pub mod rate_limit;
+pub mod reads;
+pub mod slo;
+pub mod tenant_isolation;
+
+use std::collections::BTreeSet;
+
+use crate::event::{Event, Record};
+use crate::failure::Failure;
+
+pub use slo::Slo;
+
+/// What kind of failure a checker reports (and so the exit code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Correctness,
+    Liveness,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub checker: &'static str,
+    pub class: Class,
+    pub detail: String,
+}
+
+/// A property watcher. `observe` sees every event in order; `finish` runs once at the end.
+pub trait Checker {
+    fn name(&self) -> &'static str;
+    fn class(&self) -> Class {
+        Class::Correctness
+    }
+    /// `Err(detail)` on the first event that breaks the property.
+    fn observe(&mut self, event: &Event) -> Result<(), String>;
+    fn finish(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Every checker's name, in panel order (for `checks.disable` and the summaries).
+pub const NAMES: [&str; 12] = [
+    "engine_invariants",
+    "acked_writes",
+    "reads",
+    "tenant_isolation",
+    "auth",
+    "rate_limit",
+    "breaker",
+    "gc_budget",
+    "close_codes",
+    "bad_input",
+    "liveness",
+    "slo",
+];
+
+/// What the checkers need to know of the run they judge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Well-behaved clients, numbered `0..clients` (liveness expects work from each).
+    pub clients: u32,
+    /// The servers' WebSocket token bucket: capacity per window.
+    pub ws_rate_capacity: u64,
+    pub ws_rate_window_ms: u64,
+    /// How far over its budget a GC pass may run (scheduling jitter).
+    pub gc_grace_ms: u64,
+    /// After the last fault heals, every client completes work within this.
+    pub liveness_within_ms: u64,
+    /// When the workload ends.
+    pub end_ms: u64,
+    /// The workload was cut short (shrinking): liveness has nothing to judge.
+    pub truncated: bool,
+    pub slo: Slo,
+    /// Checkers left out, by name.
+    pub disabled: BTreeSet<String>,
+}
+
+/// Every enabled checker for a run, fresh, in [`NAMES`] order.
+pub fn all(s: &Settings) -> Vec<Box<dyn Checker + Send>> {
+    let mut v: Vec<Box<dyn Checker + Send>> = vec![
+        Box::new(EngineInvariants),
+        Box::new(acked_writes::AckedWrites::default()),
+        Box::new(reads::Reads::default()),
+        Box::new(tenant_isolation::TenantIsolation),
+        Box::new(auth::Auth::default()),
+        Box::new(rate_limit::RateLimit::new(
+            s.ws_rate_capacity,
+            s.ws_rate_window_ms,
+        )),
+        Box::new(breaker::Breaker),
+        Box::new(gc_budget::GcBudget::new(s.gc_grace_ms)),
+        Box::new(close_codes::CloseCodes),
+        Box::new(bad_input::BadInput),
+        Box::new(liveness::Liveness::new(
+            s.clients,
+            s.liveness_within_ms,
+            s.end_ms,
+            s.truncated,
+        )),
+        Box::new(slo::SloCheck::new(s.slo.clone())),
+    ];
+    v.retain(|c| !s.disabled.contains(c.name()));
+    v
+}
+
+/// A set of checkers fed one history in order. It keeps every violation's checker and the
+/// first violation with the index of the record that caused it.
+pub struct Panel {
+    checkers: Vec<Box<dyn Checker + Send>>,
+    first: Option<(Violation, usize)>,
+    violated: BTreeSet<&'static str>,
+}
+
+impl Panel {
+    pub fn new(checkers: Vec<Box<dyn Checker + Send>>) -> Panel {
+        Panel {
+            checkers,
+            first: None,
+            violated: BTreeSet::new(),
+        }
+    }
+
+    /// The checkers' names, in order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.checkers.iter().map(|c| c.name()).collect()
+    }
+
+    /// Every checker sees `event` (record number `at`); the violations it caused.
+    pub fn observe(&mut self, event: &Event, at: usize) -> Vec<Violation> {
+        self.each(at, |c| c.observe(event))
+    }
+
+    /// The end of the history: every checker's final judgement; the violations.
+    pub fn finish(&mut self, at: usize) -> Vec<Violation> {
+        self.each(at, |c| c.finish())
+    }
+
+    fn each(
+        &mut self,
+        at: usize,
+        mut f: impl FnMut(&mut dyn Checker) -> Result<(), String>,
+    ) -> Vec<Violation> {
+        let mut found = Vec::new();
+        for c in &mut self.checkers {
+            if let Err(detail) = f(c.as_mut()) {
+                found.push(Violation {
+                    checker: c.name(),
+                    class: c.class(),
+                    detail,
+                });
+            }
+        }
+        for v in &found {
+            self.violated.insert(v.checker);
+            if self.first.is_none() {
+                self.first = Some((v.clone(), at));
+            }
+        }
+        found
+    }
+
+    /// The first violation and where it was seen.
+    pub fn first(&self) -> Option<&(Violation, usize)> {
+        self.first.as_ref()
+    }
+
+    /// Each checker's name and whether it held, in order.
+    pub fn verdicts(&self) -> Vec<(&'static str, bool)> {
+        self.checkers
+            .iter()
+            .map(|c| (c.name(), !self.violated.contains(c.name())))
+            .collect()
+    }
+
+    /// The whole of a recorded history, judged: the failure of its first violation, if any.
+    pub fn judge(mut self, history: &[Record]) -> Option<Failure> {
+        for (i, r) in history.iter().enumerate() {
+            self.observe(&r.event, i);
+        }
+        self.finish(history.len());
+        self.first.map(|(v, _)| Failure::of(v))
+    }
+}
+
+/// SPEC §1.5 invariant 1, as each server's engine reports it against its storage at the end.
+pub struct EngineInvariants;
+
+impl Checker for EngineInvariants {
+    fn name(&self) -> &'static str {
+        "engine_invariants"
+    }
+    fn observe(&mut self, event: &Event) -> Result<(), String> {
+        match event {
+            Event::EngineCheck {
+                server,
+                ok: false,
+                detail,
+            } => Err(format!("server-{server}: {detail}")),
+            _ => Ok(()),
+        }
+    }
+}

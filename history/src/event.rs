@@ -1,0 +1,371 @@
+//! The records of a run. Every world writes the same ones; the checkers read nothing else.
+//!
+//! A [`Record`] is an [`Event`] at a time (milliseconds since the run started, on the world's
+//! clock) and is one JSON line of the trace: `{"t_ms":…,"ev":"op",…}`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use spiral_server::protocol::{BreakerState, ErrorCode, Reply};
+
+use crate::fault::FaultKind;
+
+/// How a client's token was made, and so whether the server must accept it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    Valid,
+    /// Signed with another key.
+    Forged,
+    /// `alg: none`, no signature.
+    AlgNone,
+    /// Not a JWT at all.
+    Garbage,
+    /// Expired beyond the leeway by the server's clock.
+    Expired,
+    /// Expired, but within the 60 s leeway by the server's clock: must be accepted.
+    EdgeValid,
+    /// A `jti` already used for a handshake.
+    Replayed,
+    /// The right outcome is not determined: one token offered to several servers at once (at
+    /// most one may admit it), or a server clock that jumped during the attempt.
+    Uncertain,
+    /// Its subject was revoked after it was issued.
+    Revoked,
+    /// No token at all.
+    Missing,
+}
+
+impl TokenKind {
+    pub fn must_accept(self) -> bool {
+        matches!(self, TokenKind::Valid | TokenKind::EdgeValid)
+    }
+}
+
+/// A well-behaved client's operation: what it asked, with what the checkers need to judge the
+/// answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Op {
+    /// `memory.store` of `content`.
+    Store { content: Value },
+    /// `memory.get` of one of the client's own ids.
+    Get { id: String },
+    /// `memory.get` of an id another tenant stored.
+    ForeignGet { id: String },
+    /// `memory.collect` of one of the client's own ids.
+    Collect { id: String },
+    /// `memory.list`.
+    List,
+    /// `spiral.stats`.
+    Stats,
+}
+
+impl Op {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Store { .. } => "store",
+            Op::Get { .. } => "get",
+            Op::ForeignGet { .. } => "foreign_get",
+            Op::Collect { .. } => "collect",
+            Op::List => "list",
+            Op::Stats => "stats",
+        }
+    }
+
+    /// The id the operation is about, if any.
+    pub fn target(&self) -> Option<&str> {
+        match self {
+            Op::Get { id } | Op::ForeignGet { id } | Op::Collect { id } => Some(id),
+            Op::Store { .. } | Op::List | Op::Stats => None,
+        }
+    }
+}
+
+/// What came back for an [`Op`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Answer {
+    /// Nothing: the connection broke or the answer did not come in time. The operation may or
+    /// may not have happened.
+    Lost { error: String },
+    /// A store, acknowledged under `id`.
+    Stored { id: String },
+    /// A read returned `content`.
+    Read { content: Value },
+    /// A collect succeeded.
+    Collected,
+    /// A list or the statistics: how many items it held (the checkers judge no more of it).
+    Listed { items: usize },
+    /// An error envelope.
+    Error { code: ErrorCode, message: String },
+    /// A result of the wrong shape for its operation: the server broke the protocol.
+    Malformed { detail: String },
+}
+
+impl Answer {
+    /// The answer to `op` that a client read (`Err`: why no reply came).
+    pub fn of(op: &Op, reply: Result<Reply, String>) -> Answer {
+        let data = match reply {
+            Err(error) => return Answer::Lost { error },
+            Ok(Reply::Error { error, .. }) => {
+                return Answer::Error {
+                    code: error.code,
+                    message: error.message,
+                };
+            }
+            Ok(Reply::Result { data, .. }) => data,
+        };
+        let malformed = |what: &str| Answer::Malformed {
+            detail: format!("a {} result without {what}: {data}", op.name()),
+        };
+        match op {
+            Op::Store { .. } => match data["id"].as_str() {
+                Some(id) => Answer::Stored { id: id.to_owned() },
+                None => malformed("an `id`"),
+            },
+            Op::Get { .. } | Op::ForeignGet { .. } => match data.get("content") {
+                Some(c) => Answer::Read { content: c.clone() },
+                None => malformed("`content`"),
+            },
+            Op::Collect { .. } => Answer::Collected,
+            Op::List => match data["ids"].as_array() {
+                Some(ids) => Answer::Listed { items: ids.len() },
+                None => malformed("`ids`"),
+            },
+            Op::Stats => match data["spirals"].as_array() {
+                Some(s) => Answer::Listed { items: s.len() },
+                None => malformed("`spirals`"),
+            },
+        }
+    }
+
+    /// Whether any answer came (the server saw the operation).
+    pub fn answered(&self) -> bool {
+        !matches!(self, Answer::Lost { .. })
+    }
+
+    /// A result (not an error envelope, not lost).
+    pub fn is_result(&self) -> bool {
+        matches!(
+            self,
+            Answer::Stored { .. }
+                | Answer::Read { .. }
+                | Answer::Collected
+                | Answer::Listed { .. }
+                | Answer::Malformed { .. }
+        )
+    }
+
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        match self {
+            Answer::Error { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// Where a run is. A world records each phase as it begins, in this order: faults are on during
+/// [`Phase::Safety`]; [`Phase::Liveness`] begins when the last fault has healed, and every
+/// client must complete work within the bound; [`Phase::Final`] comes after the workload, when
+/// the servers have settled, and holds the end-of-run checks (engine, breakers, durability).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Safety,
+    Liveness,
+    Final,
+}
+
+/// One thing the run saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "ev", rename_all = "snake_case")]
+pub enum Event {
+    /// A phase of the run began at `at_ms`.
+    Phase { phase: Phase, at_ms: u64 },
+    /// A well-behaved client's operation and its answer.
+    Op {
+        client: u32,
+        user: String,
+        tenant: String,
+        server: u32,
+        op: Op,
+        sent_ms: u64,
+        done_ms: u64,
+        answer: Answer,
+    },
+    /// A WebSocket handshake.
+    Connect {
+        client: u32,
+        server: u32,
+        token: TokenKind,
+        jti: Option<String>,
+        accepted: bool,
+        status: Option<u16>,
+        error: Option<String>,
+    },
+    /// An HTTP request of a bad client.
+    Http {
+        client: u32,
+        server: u32,
+        method: String,
+        path: String,
+        token: TokenKind,
+        status: u16,
+    },
+    /// A connection ended the way a client provoked; `expected` lists the acceptable close
+    /// codes, `got` the one that came (none: no close frame).
+    Closed {
+        client: u32,
+        server: u32,
+        why: String,
+        expected: Vec<u16>,
+        got: Option<u16>,
+        after_ms: u64,
+    },
+    /// A malformed frame and what came back (`None`: nothing readable); `alive` is whether the
+    /// connection still worked.
+    BadFrame {
+        client: u32,
+        server: u32,
+        frame: String,
+        answer: Option<Reply>,
+        alive: bool,
+    },
+    /// A connection flood: how many connections were accepted before the first 503.
+    Flood {
+        client: u32,
+        server: u32,
+        accepted: u32,
+        refused_503: bool,
+        cap: usize,
+    },
+    /// A GC pass of a server's engine.
+    Gc {
+        server: u32,
+        pause_ms: f64,
+        budget_ms: u64,
+        collected: usize,
+    },
+    /// A node removed by GC (a legal disappearance).
+    GcRemoved { server: u32, id: String },
+    /// A breaker transition of a server's storage.
+    Breaker {
+        server: u32,
+        from: BreakerState,
+        to: BreakerState,
+    },
+    /// A fault fired.
+    Fault {
+        kind: FaultKind,
+        a: Option<String>,
+        b: Option<String>,
+        detail: Option<String>,
+    },
+    /// A server's engine against its storage at the end.
+    EngineCheck {
+        server: u32,
+        ok: bool,
+        detail: String,
+    },
+    /// Where a server's shared state (rate limits, `jti`s, revocations) was decided: how many
+    /// decisions fell back to the instance's memory because Redis could not be reached.
+    SharedState {
+        server: u32,
+        backend: String,
+        fallbacks: u64,
+    },
+    /// An acknowledged store, looked up in durable storage at the end.
+    Durable {
+        id: String,
+        server: u32,
+        found: bool,
+    },
+}
+
+/// An event at a time: one line of the trace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub t_ms: u64,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+impl Record {
+    /// The trace line: `{"t_ms":…,` then the event's own fields, in one serialization.
+    pub fn to_line(&self) -> String {
+        let body = serde_json::to_string(&self.event).unwrap_or_default();
+        format!(
+            "{{\"t_ms\":{},{}",
+            self.t_ms,
+            body.strip_prefix('{').unwrap_or("}")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use spiral_server::protocol::ErrorBody;
+
+    fn result(data: Value) -> Result<Reply, String> {
+        Ok(Reply::Result { id: json!(1), data })
+    }
+
+    #[test]
+    fn answers_are_read_by_the_operation_they_answer() {
+        let store = Op::Store {
+            content: json!("x"),
+        };
+        assert_eq!(
+            Answer::of(&store, result(json!({"id": "ab", "spiral": 3}))),
+            Answer::Stored { id: "ab".into() }
+        );
+        assert!(matches!(
+            Answer::of(&store, result(json!({}))),
+            Answer::Malformed { .. }
+        ));
+        let get = Op::Get { id: "ab".into() };
+        assert_eq!(
+            Answer::of(&get, result(json!({"id": "ab", "content": {"n": 1}}))),
+            Answer::Read {
+                content: json!({"n": 1})
+            }
+        );
+        let nf = Ok(Reply::Error {
+            id: json!(2),
+            error: ErrorBody {
+                code: ErrorCode::NotFound,
+                message: "no such memory".into(),
+                retry_after_ms: None,
+            },
+        });
+        let a = Answer::of(&get, nf);
+        assert_eq!(a.error_code(), Some(ErrorCode::NotFound));
+        assert!(a.answered() && !a.is_result());
+        let lost = Answer::of(&get, Err("closed".into()));
+        assert!(!lost.answered() && lost.error_code().is_none());
+        assert_eq!(
+            Answer::of(&Op::Stats, result(json!({"spirals": [1, 2]}))),
+            Answer::Listed { items: 2 }
+        );
+    }
+
+    #[test]
+    fn a_record_is_one_json_line_that_reads_back() {
+        let r = Record {
+            t_ms: 12,
+            event: Event::Breaker {
+                server: 1,
+                from: BreakerState::Open,
+                to: BreakerState::HalfOpen,
+            },
+        };
+        let line = r.to_line();
+        assert_eq!(
+            line,
+            r#"{"t_ms":12,"ev":"breaker","server":1,"from":"open","to":"half_open"}"#
+        );
+        assert_eq!(serde_json::from_str::<Record>(&line).unwrap(), r);
+    }
+}

@@ -1,0 +1,58 @@
+//! The fault vocabulary: what a scenario schedules (`[[faults]]`, the swarm) and what a history
+//! records when a fault fires. Each world applies the kinds it can (a simulated partition, a
+//! proxy's toxic, a killed process).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// Cut the link between `a` and `b`.
+    Partition,
+    /// Restore the link between `a` and `b`.
+    Repair,
+    /// Hold messages between `a` and `b` (delivered on release).
+    Hold,
+    /// Release held messages between `a` and `b`.
+    Release,
+    /// Stop host `a` (durable storage survives).
+    Crash,
+    /// Restart host `a`.
+    Bounce,
+    /// The Redis host stops answering (`mode = "hang"`) or refuses connections (`"refuse"`).
+    RedisOutage,
+    /// The Redis host recovers (outage, errors and slowness cleared).
+    RedisRestore,
+    /// Every Redis command is delayed by `ms`.
+    RedisSlow,
+    /// A seeded share `rate` of Redis commands is answered with an error.
+    RedisErrors,
+    /// Server `a`'s wall clock jumps by `ms` (negative: backwards) from now on.
+    ClockSkew,
+}
+
+impl FaultKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Partition => "partition",
+            FaultKind::Repair => "repair",
+            FaultKind::Hold => "hold",
+            FaultKind::Release => "release",
+            FaultKind::Crash => "crash",
+            FaultKind::Bounce => "bounce",
+            FaultKind::RedisOutage => "redis-outage",
+            FaultKind::RedisRestore => "redis-restore",
+            FaultKind::RedisSlow => "redis-slow",
+            FaultKind::RedisErrors => "redis-errors",
+            FaultKind::ClockSkew => "clock-skew",
+        }
+    }
+
+    /// Faults that end a disturbance: liveness is measured from the last of them.
+    pub fn heals(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Repair | FaultKind::Release | FaultKind::Bounce | FaultKind::RedisRestore
+        )
+    }
+}
