@@ -4,13 +4,14 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use spiral_server::auth::{Claims, Keys};
+use spiral_server::auth::Claims;
 use spiral_server::metrics::{Metrics, Snapshot};
+use spiral_server::test_support::keys;
 
 const NOW_MS: u64 = 1_800_000_000_000;
 
 fn hs256_verify(c: &mut Criterion) {
-    let keys = Keys::hs256(b"bench-secret-bench-secret-bench-secret");
+    let keys = keys();
     let claims = Claims::new("ada", "t1", NOW_MS / 1000 + 3600)
         .roles(&["user", "admin"])
         .scope("metacog.stream")

@@ -6,20 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::Method;
-use futures_util::StreamExt;
 use serde_json::json;
 use spiral_chaos::redis_fixture::{self, RedisFixture, loud};
 use spiral_server::api::client::request;
 use spiral_server::api::{Listeners, ServerBuilder, ServerConfig};
-use spiral_server::auth::{Claims, Keys, Shared};
+use spiral_server::auth::{Claims, Shared};
 use spiral_server::clock::{Clock, SharedClock, SystemClock};
 use spiral_server::ratelimit::{Limit, VECTORS};
 use spiral_server::resilience::{ResilienceConfig, ResilientStorage};
 use spiral_server::storage::redis::{RedisConfig, RedisStorage};
-use tokio_tungstenite::tungstenite;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-const SECRET: &[u8] = b"shared-state-secret-shared-state-secret";
+use spiral_server::test_support::{close_code, keys, mint, now_s, ws_connect};
 
 fn fixture(test: &str) -> Option<&'static RedisFixture> {
     let fx = redis_fixture::redis();
@@ -89,7 +85,7 @@ async fn server(cfg: &RedisConfig, ping_ms: u64) -> Server {
         ResilienceConfig::default(),
         clock.clone(),
     ));
-    let (state, _) = ServerBuilder::new(Keys::hs256(SECRET), clock)
+    let (state, _) = ServerBuilder::new(keys(), clock)
         .storage(storage)
         .shared(Arc::new(Shared::redis(redis)))
         .config(ServerConfig {
@@ -123,28 +119,23 @@ async fn server(cfg: &RedisConfig, ping_ms: u64) -> Server {
     }
 }
 
+/// A token for `sub` in tenant `t1` with `roles`, valid for ten minutes, with the given `jti`
+/// (the tests decide which tokens share one).
 fn token(sub: &str, jti: &str, roles: &[&str]) -> String {
-    let now = SystemClock.unix_ms() / 1000;
+    let now = now_s();
     let c = Claims::new(sub, "t1", now + 600)
         .roles(roles)
         .jti(jti)
         .issued_at(now);
-    Keys::hs256(SECRET).mint(&c).unwrap()
+    mint(&c)
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Ok(socket) on 101, Err(status) on an HTTP refusal.
-async fn handshake(addr: std::net::SocketAddr, token: &str) -> Result<Ws, u16> {
-    let mut req = format!("ws://{addr}/").into_client_request().unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    match tokio_tungstenite::connect_async(req).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
-        Err(e) => panic!("{e}"),
-    }
+/// The handshake's HTTP refusal status, `None` if admitted.
+async fn refusal(addr: std::net::SocketAddr, token: &str) -> Option<u16> {
+    ws_connect(addr, Some(token))
+        .await
+        .err()
+        .map(|(code, _)| code)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,9 +146,9 @@ async fn a_jti_used_on_one_instance_is_a_replay_on_another() {
     let cfg = fx.config();
     let (a, b) = (server(&cfg, 30_000).await, server(&cfg, 30_000).await);
     let t = token("ada", "jti-once", &["user"]);
-    assert!(handshake(a.ws, &t).await.is_ok());
-    assert_eq!(handshake(b.ws, &t).await.err(), Some(401));
-    assert_eq!(handshake(a.ws, &t).await.err(), Some(401));
+    assert_eq!(refusal(a.ws, &t).await, None);
+    assert_eq!(refusal(b.ws, &t).await, Some(401));
+    assert_eq!(refusal(a.ws, &t).await, Some(401));
 }
 
 /// Many handshakes with one token at once, spread over two instances: exactly one is admitted.
@@ -175,7 +166,7 @@ async fn concurrent_handshakes_with_one_jti_across_instances_admit_exactly_one()
         let attempts = (0..16).map(|i| {
             let addr = if i % 2 == 0 { a.ws } else { b.ws };
             let t = t.clone();
-            tokio::spawn(async move { handshake(addr, &t).await.is_ok() })
+            tokio::spawn(async move { ws_connect(addr, Some(&t)).await.is_ok() })
         });
         let admitted = futures_util::future::join_all(attempts)
             .await
@@ -200,7 +191,7 @@ async fn a_revocation_on_one_instance_holds_on_the_other_and_closes_its_sockets(
     // Instance b re-checks revocation at every ping (100 ms here).
     let (a, b) = (server(&cfg, 30_000).await, server(&cfg, 100).await);
     let victim = token("eve", "eve-1", &["user"]);
-    let mut open_on_b = handshake(b.ws, &victim).await.expect("admitted");
+    let mut open_on_b = ws_connect(b.ws, Some(&victim)).await.expect("admitted");
     let admin = token("root", "root-1", &["admin"]);
     let stream = tokio::net::TcpStream::connect(a.http).await.unwrap();
     let body = json!({"sub": "eve"}).to_string().into_bytes();
@@ -222,15 +213,8 @@ async fn a_revocation_on_one_instance_holds_on_the_other_and_closes_its_sockets(
         .unwrap();
     assert_eq!(r.status, 401);
     // …and b closes the open socket with 4003 at its next ping.
-    let code = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(Ok(m)) = open_on_b.next().await {
-            if let tungstenite::Message::Close(f) = m {
-                return f.map(|f| u16::from(f.code));
-            }
-        }
-        None
-    })
-    .await
-    .unwrap();
-    assert_eq!(code, Some(4003));
+    assert_eq!(
+        close_code(&mut open_on_b, Duration::from_secs(5)).await,
+        Some(4003)
+    );
 }

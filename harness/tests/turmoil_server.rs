@@ -6,23 +6,20 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::http::Method;
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde_json::json;
 use spiral_harness::world::EPOCH_MS;
 use spiral_server::api::client::request;
 use spiral_server::api::{ServerBuilder, ServerConfig};
-use spiral_server::auth::{Claims, Keys};
+use spiral_server::auth::Claims;
 use spiral_server::clock::{EpochClock, SharedClock};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use spiral_server::test_support::{bearer, keys, mint, next_json, send_json, ws_request};
 
-const SECRET: &[u8] = b"turmoil-secret-turmoil-secret-turmoil";
-
+/// A token for `sub` in tenant `t1`, issued at the simulation's epoch, expiring at `exp_s`.
 fn token(sub: &str, exp_s: u64) -> String {
     let c = Claims::new(sub, "t1", exp_s)
         .jti(format!("{sub}-{exp_s}"))
         .issued_at(EPOCH_MS / 1000);
-    Keys::hs256(SECRET).mint(&c).unwrap()
+    mint(&c)
 }
 
 fn world(seed: u64) -> turmoil::Sim<'static> {
@@ -33,7 +30,7 @@ fn world(seed: u64) -> turmoil::Sim<'static> {
         .build();
     sim.host("server", || async {
         let clock: SharedClock = Arc::new(EpochClock::new(EPOCH_MS));
-        let (state, _) = ServerBuilder::new(Keys::hs256(SECRET), clock)
+        let (state, _) = ServerBuilder::new(keys(), clock)
             .config(ServerConfig {
                 ws_ping_interval_ms: 1_000,
                 ..ServerConfig::default()
@@ -55,16 +52,6 @@ async fn http(
     Ok(request(s, Method::GET, "server", path, token, None).await?)
 }
 
-type SimWs = tokio_tungstenite::WebSocketStream<turmoil::net::TcpStream>;
-
-async fn next_text(ws: &mut SimWs) -> turmoil::Result<Value> {
-    loop {
-        if let Message::Text(t) = ws.next().await.ok_or("closed")?? {
-            return Ok(serde_json::from_str(t.as_str())?);
-        }
-    }
-}
-
 #[test]
 fn the_server_library_serves_simulated_clients() {
     let mut sim = world(1);
@@ -74,17 +61,13 @@ fn the_server_library_serves_simulated_clients() {
         assert_eq!(http("/metrics", None).await?.status, 401);
 
         let exp = EPOCH_MS / 1000 + 600;
-        let mut req = "ws://server:3001/".into_client_request()?;
-        req.headers_mut().insert(
-            "authorization",
-            format!("Bearer {}", token("ada", exp)).parse()?,
-        );
+        let req = ws_request("ws://server:3001/", Some(bearer(&token("ada", exp))));
         let stream = turmoil::net::TcpStream::connect(("server", 3001)).await?;
         let (mut ws, _) = tokio_tungstenite::client_async(req, stream).await?;
-        assert_eq!(next_text(&mut ws).await?["type"], "welcome");
+        assert_eq!(next_json(&mut ws).await["type"], "welcome");
         let store = json!({"id": 1, "command": "memory.store", "args": {"content": {"k": "v"}}});
-        ws.send(Message::Text(store.to_string().into())).await?;
-        let answer = next_text(&mut ws).await?;
+        send_json(&mut ws, &store).await;
+        let answer = next_json(&mut ws).await;
         assert_eq!(answer["type"], "result", "{answer}");
         Ok(())
     });

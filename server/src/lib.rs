@@ -19,6 +19,8 @@
 //! - [`resilience`] — circuit breaker and degraded mode (bounded journal, replay) around an adapter.
 //! - [`repair`] — `spiral repair`: rebuild statistics against the configured storage and report.
 //! - [`planted`] — deliberately broken variants (feature `planted-bugs` only).
+//! - `test_support` — the test secret, tokens and a JSON WebSocket client shared by the test
+//!   suites (feature `test-support` only).
 
 pub mod api;
 pub mod auth;
@@ -36,6 +38,8 @@ pub mod resilience;
 pub mod rng;
 pub mod storage;
 pub mod sync;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 
 pub use error::{EngineError, StorageError};
 

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use axum::http::Method;
 use spiral_server::api::client::request_url;
-
-const SECRET: &str = "cli-test-secret-cli-test-secret-cli";
+use spiral_server::test_support::SECRET;
 
 fn spiral() -> Command {
     Command::new(env!("CARGO_BIN_EXE_spiral"))

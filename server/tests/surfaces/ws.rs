@@ -169,9 +169,7 @@ async fn an_oversized_frame_closes_with_1009_and_spares_the_others() {
     let mut other = ws_ready(s.ws, &s.user_token("bob", "t1")).await;
     let mut ws = ws_ready(s.ws, &s.user_token("ada", "t1")).await;
     let big = json!({"id": 1, "command": "memory.store", "args": {"content": "x".repeat(10_000)}});
-    ws.send(Message::Text(big.to_string().into()))
-        .await
-        .unwrap();
+    send_json(&mut ws, &big).await;
     assert_eq!(
         close_code(&mut ws, Duration::from_secs(5)).await,
         Some(1009)
@@ -285,7 +283,7 @@ async fn a_client_that_does_not_read_loses_frames_counted_as_backpressure() {
     // Ask for 0.5 MiB a hundred times and read nothing: socket buffers fill, then the queue.
     for i in 0..100 {
         let m = json!({"id": 100 + i, "command": "memory.get", "args": {"id": id}});
-        ws.send(Message::Text(m.to_string().into())).await.unwrap();
+        send_json(&mut ws, &m).await;
     }
     let mut dropped = 0.0;
     for _ in 0..100 {
