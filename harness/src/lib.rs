@@ -7,7 +7,7 @@
 //!   and storage that is either in process (memory or embedded, with injected latency) or the
 //!   simulated Redis on its own host. A fault schedule (a timed list plus a seeded swarm:
 //!   partitions, holds, latency and loss, server crashes and bounces, storage outages, clock
-//!   skew) runs against it while the [`checkers`] watch every observation. Time is simulated and
+//!   skew) runs against it while the [`checkers`] judge every record of its history. Time is simulated and
 //!   all randomness derives from the seed, so one seed gives one byte-identical JSON-lines trace;
 //!   a failure prints the command that replays it. Exit codes: [`EXIT_CODES_HELP`].
 //! - **Sweeps and shrinking**: many seeds over a worker [`pool`], summarised as a table and a
@@ -22,11 +22,15 @@
 //!   server on real sockets, latency from the intended send time into HdrHistogram.
 //!
 //! # Layout
-//! - [`world`] — one seeded scenario run in turmoil: server, client, bad-client and Redis hosts,
-//!   the fault schedule, the trace; and the sweep of a scenario over many seeds.
+//! - [`world`] — one seeded scenario run in turmoil: `build` (the shared context and the hosts),
+//!   `run` (the run phase by phase: safety → heal → liveness → final checks; the sweep),
+//!   `schedule` (timed faults + swarm), `apply` (what a fault does), the server, client and
+//!   bad-client hosts and their simulated network.
 //! - [`scenario`] — the scenario file format (`scenarios/*.toml`).
-//! - [`checkers`] — one module per property (engine invariants, acknowledged writes, tenant
-//!   isolation, auth, rate limits, breaker, GC budget, close codes, liveness, SLOs, ...).
+//! - [`checkers`] — re-exported from `spiral-history`: the typed history every world records and
+//!   the checkers that judge it (engine invariants, acknowledged writes, tenant isolation, auth,
+//!   rate limits, breaker, GC budget, close codes, liveness, SLOs, ...), with no simulator in
+//!   them.
 //! - [`sim_net`] — turmoil's listener as an `axum::serve::Listener`.
 //! - [`sim_redis`] — a simulated Redis (RESP over any stream) with fault knobs, for the real
 //!   Redis adapter to run against.

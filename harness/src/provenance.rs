@@ -10,8 +10,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 /// Version of the trace header and of the sweep summary's JSON object. Bump it when a field
-/// changes meaning or disappears (adding a field is compatible).
-pub const SCHEMA_VERSION: u32 = 1;
+/// changes meaning or disappears (adding a field is compatible). 2: the trace's records are the
+/// typed history of `spiral-history` (`op` with a typed operation and answer, `phase` records).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The harness crate's version.
 pub const HARNESS_VERSION: &str = env!("CARGO_PKG_VERSION");

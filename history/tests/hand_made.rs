@@ -144,7 +144,8 @@ fn a_clean_hand_made_history_passes_every_checker() {
 
 #[test]
 fn each_broken_variant_fails_with_its_checker_and_exit_code() {
-    let cases: Vec<(&str, u8, Box<dyn Fn(&mut Vec<Record>)>)> = vec![
+    type Break = Box<dyn Fn(&mut Vec<Record>)>;
+    let cases: Vec<(&str, u8, Break)> = vec![
         (
             "acked_writes",
             EXIT_CORRECTNESS,

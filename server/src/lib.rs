@@ -6,8 +6,8 @@
 //!
 //! # Layout
 //! - [`api`] — the surfaces: HTTP, the WebSocket command channel and event stream, [`api::serve`].
-//! - [`protocol`] — the wire vocabulary shared with every client: commands, error codes, close
-//!   codes.
+//! - [`protocol`] — the wire vocabulary shared with every client: commands, replies and error
+//!   envelopes, event-stream frames, error codes, close codes, the breaker's states.
 //! - [`auth`] — JWT verification on the injected clock; replay, revocation and rate-limit state.
 //! - [`ratelimit`] — the token bucket decision, shared by the in-memory limiter and a Redis script.
 //! - [`metrics`] — every Prometheus series, rendered as text.
