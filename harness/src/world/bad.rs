@@ -19,20 +19,52 @@ use spiral_history::{Event, TokenKind};
 // Expired tokens are judged against the server's leeway (`auth::LEEWAY_S`, SPEC §1.2); edge
 // tokens keep ≥ 10 s from it.
 
-const ATTACKS: [&str; 13] = [
-    "forged",
-    "alg_none",
-    "garbage",
-    "expired",
-    "edge_valid",
-    "replay",
-    "revoke",
-    "malformed",
-    "oversized",
-    "http",
-    "silent",
-    "idle",
-    "flood",
+/// What a bad client tries, one per turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attack {
+    /// A handshake with a token signed by another key.
+    Forged,
+    /// A handshake with an `alg: none` token.
+    AlgNone,
+    /// A handshake with a token that is not a JWT.
+    Garbage,
+    /// A handshake with a token expired beyond the leeway by the server's clock.
+    Expired,
+    /// A handshake with a token expired within the leeway: must be accepted.
+    EdgeValid,
+    /// One `jti` offered to every server at once: at most one may admit it.
+    Replay,
+    /// Revoke a connected subject: 4003, and its older tokens refused.
+    Revoke,
+    /// A malformed frame: an error envelope, and the connection still works.
+    Malformed,
+    /// A frame over the size limit: 1009.
+    Oversized,
+    /// HTTP without a valid token: never 2xx.
+    Http,
+    /// Read nothing (so no pongs): 4001.
+    Silent,
+    /// Answer pings, send nothing: 4000.
+    Idle,
+    /// More handshakes than the connection cap: refused at the cap.
+    Flood,
+}
+
+/// Every attack, in the order the seeded draw indexes.
+const ATTACKS: [Attack; 13] = [
+    Attack::Forged,
+    Attack::AlgNone,
+    Attack::Garbage,
+    Attack::Expired,
+    Attack::EdgeValid,
+    Attack::Replay,
+    Attack::Revoke,
+    Attack::Malformed,
+    Attack::Oversized,
+    Attack::Http,
+    Attack::Silent,
+    Attack::Idle,
+    Attack::Flood,
 ];
 
 struct Bad<'a> {
@@ -51,10 +83,10 @@ pub(crate) async fn main(ctx: &Ctx, c: u32, rng: SplitMix64) {
         let pause = 500 + b.rng.next_u64() % 2_000;
         tokio::time::sleep(Duration::from_millis(pause)).await;
         let mut attack = ATTACKS[(b.rng.next_u64() % ATTACKS.len() as u64) as usize];
-        if attack == "flood" && flooded {
-            attack = "forged";
+        if attack == Attack::Flood && flooded {
+            attack = Attack::Forged;
         }
-        flooded |= attack == "flood";
+        flooded |= attack == Attack::Flood;
         b.attack(attack).await;
     }
 }
@@ -141,12 +173,12 @@ impl Bad<'_> {
         h.ws
     }
 
-    async fn attack(&mut self, attack: &str) {
+    async fn attack(&mut self, attack: Attack) {
         let s = self.server();
         let sub = format!("bad-{}", self.c);
         let long = EPOCH_MS / 1000 + 100_000;
         match attack {
-            "forged" | "alg_none" | "garbage" => {
+            Attack::Forged | Attack::AlgNone | Attack::Garbage => {
                 let jti = self.jti();
                 let cl = net::claims(
                     &sub,
@@ -157,8 +189,8 @@ impl Bad<'_> {
                     EPOCH_MS / 1000,
                 );
                 let (token, kind) = match attack {
-                    "forged" => (net::forge(&cl), TokenKind::Forged),
-                    "alg_none" => (net::alg_none(&cl), TokenKind::AlgNone),
+                    Attack::Forged => (net::forge(&cl), TokenKind::Forged),
+                    Attack::AlgNone => (net::alg_none(&cl), TokenKind::AlgNone),
                     _ => (
                         format!("garbage.{}", self.rng.next_u64()),
                         TokenKind::Garbage,
@@ -166,12 +198,12 @@ impl Bad<'_> {
                 };
                 self.handshake(s, Some(&token), kind, Some(jti)).await;
             }
-            "expired" | "edge_valid" => {
+            Attack::Expired | Attack::EdgeValid => {
                 // By the target server's clock: beyond the leeway, or inside it by 10–40 s.
                 let skew = self.skew(s);
                 let server_now = self.ctx.server_unix_ms(s) / 1000;
                 let margin = 10 + self.rng.next_u64() % 31;
-                let (exp, kind) = if attack == "expired" {
+                let (exp, kind) = if attack == Attack::Expired {
                     (server_now - LEEWAY_S - margin, TokenKind::Expired)
                 } else {
                     (server_now - LEEWAY_S + margin, TokenKind::EdgeValid)
@@ -184,7 +216,7 @@ impl Bad<'_> {
                     let _ = ws.close(None).await;
                 }
             }
-            "replay" => {
+            Attack::Replay => {
                 let (token, jti) = self.fresh();
                 let servers = self.ctx.sc.world.servers;
                 if servers > 1 {
@@ -220,8 +252,8 @@ impl Bad<'_> {
                     }
                 }
             }
-            "revoke" => self.revoke(s).await,
-            "malformed" => {
+            Attack::Revoke => self.revoke(s).await,
+            Attack::Malformed => {
                 let Some(mut ws) = self.open(s).await else {
                     return;
                 };
@@ -251,7 +283,7 @@ impl Bad<'_> {
                 });
                 let _ = ws.close(None).await;
             }
-            "oversized" => {
+            Attack::Oversized => {
                 let Some(mut ws) = self.open(s).await else {
                     return;
                 };
@@ -274,7 +306,7 @@ impl Bad<'_> {
                     t0,
                 );
             }
-            "http" => {
+            Attack::Http => {
                 let forged = net::forge(&net::claims(
                     &sub,
                     "tenant-bad",
@@ -301,13 +333,13 @@ impl Bad<'_> {
                     });
                 }
             }
-            "silent" | "idle" => {
+            Attack::Silent | Attack::Idle => {
                 let Some(mut ws) = self.open(s).await else {
                     return;
                 };
                 let w = &self.ctx.sc.world;
                 let t0 = now_ms();
-                let (why, expected, got) = if attack == "silent" {
+                let (why, expected, got) = if attack == Attack::Silent {
                     // Read nothing (so no pongs) for three ping intervals, then see how it ended.
                     tokio::time::sleep(Duration::from_millis(w.ws_ping_interval_ms * 3 + 1_000))
                         .await;
@@ -326,7 +358,7 @@ impl Bad<'_> {
                 };
                 self.closed(s, why, expected, got, t0);
             }
-            _ => self.flood(s).await,
+            Attack::Flood => self.flood(s).await,
         }
     }
 
