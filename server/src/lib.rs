@@ -13,8 +13,9 @@
 //! - [`metrics`] — every Prometheus series, rendered as text.
 //! - [`config`] — every setting with its env var, flag and default; validated once at start-up.
 //! - [`engine`] — the spiral memory engine: spirals, nodes, sigils, selection, GC, rebuild-stats,
-//!   meta snapshots. Synchronous state under one lock ([`engine::core`]), storage I/O outside it
-//!   with reserve → persist → commit/abort.
+//!   meta snapshots. Synchronous state under one lock ([`engine::core`], with [`engine::sigil`],
+//!   [`engine::spiral`], [`engine::gc`], [`engine::rebuild`] and [`engine::check`] beside it),
+//!   storage I/O outside it in [`engine::Engine`] with reserve → persist → commit/abort.
 //! - [`storage`] — the adapter contract and the `memory`, `embedded` (redb) and `redis` adapters.
 //! - [`resilience`] — circuit breaker and degraded mode (bounded journal, replay) around an adapter.
 //! - [`repair`] — `spiral repair`: rebuild statistics against the configured storage and report.

@@ -1,11 +1,14 @@
 //! The engine's critical sections, as the async engine and the loom models both run them.
 //!
 //! Each method is one short synchronous critical section (or, for the planted bugs, the broken
-//! sequence of sections). Entering waits at most `lock_timeout_ms`, then fails with
-//! [`EngineError::LockTimeout`] instead of hanging. Nothing here awaits, so no lock can be held
-//! across an `.await`.
+//! sequence of sections; compiled only with feature `planted-bugs`). Entering waits at most
+//! `lock_timeout_ms`, then fails with [`EngineError::LockTimeout`] instead of hanging. Nothing
+//! here awaits, so no lock can be held across an `.await`.
 
-use super::core::{Core, DepthPpm, GcSelection, Reservation, Violation};
+use super::check::Violation;
+use super::core::{Core, Reservation};
+use super::gc::GcSelection;
+use super::spiral::DepthPpm;
 use crate::clock::SharedClock;
 use crate::error::EngineError;
 use crate::sync::{Mutex, MutexGuard};
@@ -74,6 +77,7 @@ impl CoreHandle {
 
     /// Count a durable store.
     pub fn commit_store(&self, id: &str) -> Result<bool, EngineError> {
+        #[cfg(feature = "planted-bugs")]
         if crate::planted!(CountRace) {
             // Planted: the count is read in one section and written back in another, so two
             // commits that interleave lose an increment.
@@ -91,6 +95,7 @@ impl CoreHandle {
     /// task can be switched out between the read and the write-back — what a thread switch does
     /// under loom — so concurrent stores in the simulator lose increments too.
     pub async fn commit_store_async(&self, id: &str) -> Result<bool, EngineError> {
+        #[cfg(feature = "planted-bugs")]
         if crate::planted!(CountRace) {
             let Some((spiral, depth)) = self.with(|c| c.commit_store_uncounted(id))? else {
                 return Ok(false);
@@ -129,6 +134,7 @@ impl CoreHandle {
 
     /// Uncount a node GC deleted.
     pub fn gc_commit(&self, id: &str) -> Result<bool, EngineError> {
+        #[cfg(feature = "planted-bugs")]
         if crate::planted!(DoubleCollect) {
             // Planted: GC never marked its candidates, so it takes them only now — after a user's
             // collect may already have removed the same node.
