@@ -9,13 +9,15 @@ use axum::http::Method;
 use serde_json::json;
 use spiral_chaos::redis_fixture::{self, RedisFixture, loud};
 use spiral_server::api::client::request;
-use spiral_server::api::{Listeners, ServerBuilder, ServerConfig};
+use spiral_server::api::{ServerBuilder, ServerConfig};
 use spiral_server::auth::{Claims, Shared};
 use spiral_server::clock::{Clock, SharedClock, SystemClock};
 use spiral_server::ratelimit::{Limit, VECTORS};
 use spiral_server::resilience::{ResilienceConfig, ResilientStorage};
 use spiral_server::storage::redis::{RedisConfig, RedisStorage};
-use spiral_server::test_support::{close_code, keys, mint, now_s, ws_connect};
+use spiral_server::test_support::{
+    Serving, close_code, keys, mint, now_s, serve_local, ws_connect,
+};
 
 fn fixture(test: &str) -> Option<&'static RedisFixture> {
     let fx = redis_fixture::redis();
@@ -74,7 +76,7 @@ async fn instances_sharing_redis_share_one_budget() {
 struct Server {
     ws: std::net::SocketAddr,
     http: std::net::SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _serving: Serving,
 }
 
 async fn server(cfg: &RedisConfig, ping_ms: u64) -> Server {
@@ -97,25 +99,11 @@ async fn server(cfg: &RedisConfig, ping_ms: u64) -> Server {
         .open()
         .await
         .unwrap();
-    let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
-    let (h, w, s) = (bind().await, bind().await, bind().await);
-    let (http, ws) = (h.local_addr().unwrap(), w.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(spiral_server::api::serve(
-        Listeners {
-            http: h,
-            ws: w,
-            stream: s,
-        },
-        state,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let serving = serve_local(state).await;
     Server {
-        ws,
-        http,
-        _stop: stop,
+        ws: serving.ws,
+        http: serving.http,
+        _serving: serving,
     }
 }
 

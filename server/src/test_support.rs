@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::api::{AppState, Listeners};
 use crate::auth::{Claims, Keys};
 use crate::clock::{Clock, SystemClock};
 
@@ -153,4 +154,54 @@ where
         }
     };
     tokio::time::timeout(within, read).await.ok().flatten()
+}
+
+/// A server serving on three ephemeral loopback ports (HTTP, WebSocket, event stream) until
+/// [`Serving::stop`] or until it is dropped.
+pub struct Serving {
+    pub http: SocketAddr,
+    pub ws: SocketAddr,
+    pub stream: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// Serve `state` on three fresh loopback ports.
+pub async fn serve_local(state: AppState) -> Serving {
+    let bind = || async {
+        tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port")
+    };
+    let (h, w, s) = (bind().await, bind().await, bind().await);
+    let addr = |l: &tokio::net::TcpListener| l.local_addr().expect("a bound address");
+    let (http, ws, stream) = (addr(&h), addr(&w), addr(&s));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listeners = Listeners {
+        http: h,
+        ws: w,
+        stream: s,
+    };
+    let task = tokio::spawn(crate::api::serve(listeners, state, async move {
+        let _ = stopped.await;
+    }));
+    Serving {
+        http,
+        ws,
+        stream,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl Serving {
+    /// Shut down gracefully and wait (at most 5 s) for the server to finish.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
 }

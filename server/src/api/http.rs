@@ -281,6 +281,12 @@ pub fn spiral_stats(st: &AppState) -> Result<Value, ApiError> {
     let started = st.clock.now();
     let view = st.engine.spirals()?;
     let v = serde_json::to_value(view).map_err(|_| ApiError::Internal)?;
+    observe_analysis(st, started);
+    Ok(v)
+}
+
+/// An analysis (statistics, a rebuild) that began at `started` has finished: its latency.
+fn observe_analysis(st: &AppState, started: crate::clock::Instant) {
     let ms = st
         .clock
         .now()
@@ -288,7 +294,6 @@ pub fn spiral_stats(st: &AppState) -> Result<Value, ApiError> {
         .as_secs_f64()
         * 1000.0;
     st.metrics.analysis_latency_ms.observe(ms);
-    Ok(v)
 }
 
 async fn spirals(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -349,13 +354,7 @@ async fn admin_rebuild(
     require_admin(&who)?;
     let started = st.clock.now();
     let report = st.engine.rebuild_stats().await?;
-    let ms = st
-        .clock
-        .now()
-        .saturating_duration_since(started)
-        .as_secs_f64()
-        * 1000.0;
-    st.metrics.analysis_latency_ms.observe(ms);
+    observe_analysis(&st, started);
     Ok(Json(
         serde_json::to_value(report).map_err(|_| ApiError::Internal)?,
     ))

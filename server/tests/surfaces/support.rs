@@ -4,17 +4,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::http::Method;
 use serde_json::{Value, json};
 use spiral_server::api::client::{Reply, request};
-use spiral_server::api::{AppState, Listeners, ServerBuilder, ServerConfig};
+use spiral_server::api::{AppState, ServerBuilder, ServerConfig};
 use spiral_server::auth::{Claims, Keys, Shared};
 use spiral_server::clock::{SharedClock, SystemClock};
 pub use spiral_server::test_support::*;
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 
 pub struct TestServer {
     pub http: SocketAddr,
@@ -22,8 +20,7 @@ pub struct TestServer {
     pub stream: SocketAddr,
     pub state: AppState,
     pub keys: Keys,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    serving: Serving,
 }
 
 /// Start a server with `cfg` on memory storage and HS256 keys.
@@ -40,33 +37,14 @@ pub async fn start_with(cfg: ServerConfig, keys: Keys, shared: Arc<Shared>) -> T
         .open()
         .await
         .expect("engine opens");
-    let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
-    let (h, w, s) = (bind().await, bind().await, bind().await);
-    let (http, ws, stream) = (
-        h.local_addr().unwrap(),
-        w.local_addr().unwrap(),
-        s.local_addr().unwrap(),
-    );
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(spiral_server::api::serve(
-        Listeners {
-            http: h,
-            ws: w,
-            stream: s,
-        },
-        state.clone(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let serving = serve_local(state.clone()).await;
     TestServer {
-        http,
-        ws,
-        stream,
+        http: serving.http,
+        ws: serving.ws,
+        stream: serving.stream,
         state,
         keys,
-        stop: Some(stop),
-        task: Some(task),
+        serving,
     }
 }
 
@@ -120,14 +98,14 @@ impl TestServer {
             .sum()
     }
 
-    pub async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-        }
+    pub async fn stop(self) {
+        self.serving.stop().await;
     }
+}
+
+/// Whether the connection still answers: a `ping` (with request id `id`) gets a result.
+pub async fn answers_ping(ws: &mut Ws, id: u64) -> bool {
+    command(ws, id, "ping", Value::Null).await["type"] == "result"
 }
 
 /// Send a command and wait for its answer (skipping events and other frames).
