@@ -9,9 +9,9 @@ use std::sync::OnceLock;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-/// Version of the trace header and of the sweep summary's JSON object. Bump it when a field
-/// changes meaning or disappears (adding a field is compatible). 2: the trace's records are the
-/// typed history of `spiral-history` (`op` with a typed operation and answer, `phase` records).
+/// Version of a trace: its header and its records. Bump it when a field changes meaning or
+/// disappears (adding a field is compatible). 2: the records are the typed history of
+/// `spiral-history` (`op` with a typed operation and answer, `phase` records).
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// The harness crate's version.

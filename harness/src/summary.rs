@@ -7,7 +7,11 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::provenance::{Checkout, HARNESS_VERSION, SCHEMA_VERSION, ScenarioFile, planted_bug};
+use crate::provenance::{Checkout, HARNESS_VERSION, ScenarioFile, planted_bug};
+
+/// Version of the summary's JSON object. Bump it when a field changes meaning or disappears
+/// (adding a field is compatible).
+pub const SCHEMA_VERSION: u32 = 1;
 
 /// One run as a summary keeps it.
 #[derive(Debug, Clone, Serialize)]
