@@ -3,7 +3,7 @@
 //! fails with the same class (`correctness:<checker>`, `liveness:<checker>`, `crash`). The
 //! result is a scenario that fails the same way with the same seed, printed as TOML.
 
-use crate::scenario::Scenario;
+use crate::scenario::{FaultAt, Scenario};
 use crate::world::{RunResult, run};
 
 /// What the shrinker did.
@@ -93,7 +93,10 @@ pub fn shrink(scenario: &Scenario, seed: u64, mut progress: impl FnMut(&str)) ->
     })
 }
 
-fn mentions_known_hosts(sc: &Scenario, f: &crate::scenario::FaultAt) -> bool {
+fn mentions_known_hosts(sc: &Scenario, f: &FaultAt) -> bool {
     let hosts = sc.host_names();
-    f.a.iter().chain(f.b.iter()).all(|h| hosts.contains(h))
+    let (a, b) = f.fault.hosts();
+    a.into_iter()
+        .chain(b)
+        .all(|h| hosts.iter().any(|known| known == h))
 }

@@ -3,11 +3,11 @@
 
 use std::sync::atomic::Ordering;
 
-use spiral_history::{Event, FaultKind};
+use spiral_history::Event;
 use spiral_server::api::AppState;
 
 use super::{Ctx, lock};
-use crate::scenario::FaultAt;
+use crate::scenario::{Fault, FaultAt, OutageMode};
 use crate::sim_redis::{Faults as RedisFaults, Outage};
 
 fn server_index(host: &str) -> Option<u32> {
@@ -15,16 +15,14 @@ fn server_index(host: &str) -> Option<u32> {
 }
 
 pub(super) fn apply(ctx: &Ctx, sim: &mut turmoil::Sim<'_>, f: &FaultAt) {
-    let a = f.a.clone().unwrap_or_default();
-    let b = f.b.clone().unwrap_or_default();
     let mut detail = None;
-    match f.kind {
-        FaultKind::Partition => sim.partition(a.as_str(), b.as_str()),
-        FaultKind::Repair => sim.repair(a.as_str(), b.as_str()),
-        FaultKind::Hold => sim.hold(a.as_str(), b.as_str()),
-        FaultKind::Release => sim.release(a.as_str(), b.as_str()),
-        FaultKind::Crash => {
-            if let Some(s) = server_index(&a) {
+    match &f.fault {
+        Fault::Partition { a, b } => sim.partition(a.as_str(), b.as_str()),
+        Fault::Repair { a, b } => sim.repair(a.as_str(), b.as_str()),
+        Fault::Hold { a, b } => sim.hold(a.as_str(), b.as_str()),
+        Fault::Release { a, b } => sim.release(a.as_str(), b.as_str()),
+        Fault::Crash { a } => {
+            if let Some(s) = server_index(a) {
                 // Its breaker history dies with it: judge it now.
                 if let Some(st) = lock(&ctx.servers[s as usize].state).take() {
                     record_breaker(ctx, s, &st, sim.elapsed().as_millis() as u64);
@@ -32,39 +30,37 @@ pub(super) fn apply(ctx: &Ctx, sim: &mut turmoil::Sim<'_>, f: &FaultAt) {
             }
             sim.crash(a.as_str());
         }
-        FaultKind::Bounce => {
-            if let Some(s) = server_index(&a)
+        Fault::Bounce { a } => {
+            if let Some(s) = server_index(a)
                 && let Some(st) = lock(&ctx.servers[s as usize].state).take()
             {
                 record_breaker(ctx, s, &st, sim.elapsed().as_millis() as u64);
             }
             sim.bounce(a.as_str());
         }
-        FaultKind::ClockSkew => {
-            if let Some(s) = server_index(&a) {
-                let ms = f.ms.unwrap_or(0);
+        Fault::ClockSkew { a, ms } => {
+            if let Some(s) = server_index(a) {
                 ctx.servers[s as usize]
                     .skew_ms
-                    .fetch_add(ms, Ordering::Relaxed);
+                    .fetch_add(*ms, Ordering::Relaxed);
                 detail = Some(format!("{ms:+} ms"));
             }
         }
-        FaultKind::RedisOutage
-        | FaultKind::RedisRestore
-        | FaultKind::RedisSlow
-        | FaultKind::RedisErrors => {
+        Fault::RedisOutage { .. }
+        | Fault::RedisRestore {}
+        | Fault::RedisSlow { .. }
+        | Fault::RedisErrors { .. } => {
             if let Some(redis) = &ctx.redis {
                 let mut faults = redis.faults();
-                match f.kind {
-                    FaultKind::RedisOutage => {
-                        faults.outage = if f.mode.as_deref() == Some("refuse") {
-                            Outage::Refuse
-                        } else {
-                            Outage::Hang
+                match &f.fault {
+                    Fault::RedisOutage { mode } => {
+                        faults.outage = match mode.unwrap_or_default() {
+                            OutageMode::Hang => Outage::Hang,
+                            OutageMode::Refuse => Outage::Refuse,
                         };
                     }
-                    FaultKind::RedisSlow => faults.latency_ms = f.ms.unwrap_or(0).unsigned_abs(),
-                    FaultKind::RedisErrors => faults.error_rate = f.rate.unwrap_or(0.0),
+                    Fault::RedisSlow { ms } => faults.latency_ms = *ms,
+                    Fault::RedisErrors { rate } => faults.error_rate = *rate,
                     _ => {
                         faults = RedisFaults::default();
                         faults.latency_ms = ctx.sc.world.redis_latency_ms;
@@ -76,11 +72,12 @@ pub(super) fn apply(ctx: &Ctx, sim: &mut turmoil::Sim<'_>, f: &FaultAt) {
         }
     }
     let t_ms = sim.elapsed().as_millis() as u64;
+    let (a, b) = f.fault.hosts();
     ctx.record_at(
         Event::Fault {
-            kind: f.kind,
-            a: f.a.clone(),
-            b: f.b.clone(),
+            kind: f.kind(),
+            a: a.map(str::to_owned),
+            b: b.map(str::to_owned),
             detail,
         },
         t_ms,

@@ -177,7 +177,7 @@ fn simulate(
     let mut sim = build::simulation(ctx, net_seed, root);
     let last_heal_ms = schedule
         .iter()
-        .filter(|f| f.kind.heals())
+        .filter(|f| f.kind().heals())
         .map(FaultAt::at_ms)
         .max()
         .unwrap_or(0);
