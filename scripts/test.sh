@@ -41,6 +41,9 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "rustdoc -D warnings: every intra-doc link resolves (the # Layout maps name real modules)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
 if command -v actionlint >/dev/null 2>&1; then
   step "actionlint"
   actionlint .github/workflows/*.yml

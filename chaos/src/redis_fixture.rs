@@ -134,12 +134,12 @@ pub fn redis() -> Option<&'static RedisFixture> {
     single().as_ref().ok()
 }
 
-/// The shared 3-node Redis Cluster of this test binary; `None` as for [`redis`].
+/// The shared 3-node Redis Cluster of this test binary; `None` as for [`redis()`].
 pub fn redis_cluster() -> Option<&'static RedisFixture> {
     cluster().as_ref().ok()
 }
 
-/// Why [`redis`] is `None`.
+/// Why [`redis()`] is `None`.
 pub fn redis_unavailable() -> Option<&'static str> {
     single().as_ref().err().map(String::as_str)
 }

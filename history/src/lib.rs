@@ -4,7 +4,7 @@
 //! a test writing records by hand — runs clients and faults against servers and records every
 //! client operation and its answer, every handshake and probe, every fault, every server-side
 //! observation (GC passes and removals, breaker transitions, the engine's own check, durable
-//! lookups) and the run's [`Phase`](event::Phase)s as [`Event`]s. The [`checkers`] consume
+//! lookups) and the run's [`Phase`]s as [`Event`]s. The [`checkers`] consume
 //! nothing but those events, so every world is judged by the same code; the first violation and
 //! its class make the run's [`Failure`], whose exit code is the harness's (SPEC §3).
 //!

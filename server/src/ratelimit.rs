@@ -128,7 +128,7 @@ pub fn decide(bucket: Option<Bucket>, now_ms: u64, limit: &Limit) -> (Decision, 
     (d, b)
 }
 
-/// [`decide`] as a Redis script over one hash (`u`, `t`, `b` fields). KEYS[1] = the bucket;
+/// [`decide`] as a Redis script over one hash (`u`, `t`, `b` fields). `KEYS[1]` = the bucket;
 /// ARGV = now_ms, capacity, window_ms, block_ms. Returns {allowed, remaining, retry_after_ms,
 /// reset_after_ms}. The bucket expires once it would be full and unblocked anyway.
 pub const REDIS_SCRIPT: &str = r"local now = tonumber(ARGV[1])

@@ -12,10 +12,10 @@
 //! epoch fixed, so one seed gives one trace, byte for byte. The trace is the run's history
 //! (`spiral_history::Record`s, one JSON line each) with every checker's verdict.
 //!
-//! - [`build`] — the shared context of a run and the simulation's hosts;
+//! - `build` — the shared context of a run and the simulation's hosts;
 //! - [`run`](mod@run) — one run, phase by phase, and a sweep of many;
 //! - [`schedule`](mod@schedule) — the timed faults plus the seeded swarm;
-//! - [`apply`] — what each fault does to the simulation;
+//! - `apply` — what each fault does to the simulation;
 //! - `server`, `client`, `bad`, `net` — the hosts and their simulated network.
 
 mod apply;

@@ -1,6 +1,6 @@
 //! HTTP routes (SPEC §1.1). Probes (`/health`, `/ready`, `/version`) need no token and are never
 //! rate limited, so an orchestrator's probes cannot be throttled into restarting a healthy server.
-//! Everything else passes [`authenticate`]: token, block list, revocation, then the per-user
+//! Everything else passes `authenticate`: token, block list, revocation, then the per-user
 //! HTTP bucket, whose figures every answer carries in `X-RateLimit-*`.
 
 use std::time::Duration;

@@ -190,7 +190,7 @@ async fn deliver(
 
 /// The writing half of a connection: a bounded queue drained by a writer task. When the queue
 /// is full a new frame is dropped and counted in `ws_backpressure_drops_total`; a close goes
-/// around the queue, after the frames already in it have had [`CLOSE_DRAIN`] to go out.
+/// around the queue, after the frames already in it have had `CLOSE_DRAIN` to go out.
 #[derive(Debug)]
 pub struct Outbox {
     tx: mpsc::Sender<Outgoing>,

@@ -1,5 +1,5 @@
 //! The spiral memory engine (SPEC §1.5): spirals of memory nodes, a weighted spiral selection,
-//! a time-budgeted garbage collector, rebuild-stats and meta snapshots, over any [`Storage`].
+//! a time-budgeted garbage collector, rebuild-stats and meta snapshots, over any [`Storage`](crate::storage::Storage).
 //!
 //! Storage I/O never happens inside the critical section: a store reserves (Pending), persists,
 //! then commits or aborts; a collect takes the node (Collecting), deletes, then commits or aborts.
@@ -7,7 +7,7 @@
 //!
 //! # Layout
 //! The synchronous core, one lock around all of it:
-//! - [`core`] — the [`Core`](core::Core) with its node states and the store and collect sections.
+//! - [`core`] — the [`Core`] with its node states and the store and collect sections.
 //! - [`sigil`] — node ids: derive, parse, format.
 //! - [`spiral`] — spiral selection, statistics and quantum links; depth in parts per million.
 //! - [`gc`] — when a GC pass is due and which nodes it takes.

@@ -16,7 +16,7 @@
 //! contain braces.
 //!
 //! # Connections
-//! A single node is reached through [`Redial`]ing: a multiplexed connection made by a dial
+//! A single node is reached through `Redial`ing: a multiplexed connection made by a dial
 //! function, dropped on an I/O error, an unrecoverable error or a timeout, and dialled again on the
 //! next call. Production dials TCP/TLS with [`redis::Client`]; the simulator hands in a dialer over
 //! its own streams ([`RedisStorage::with_dialer`], [`dial_stream`]). Dial and handshake run under
