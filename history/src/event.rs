@@ -231,6 +231,15 @@ pub enum Event {
         answer: Option<Reply>,
         alive: bool,
     },
+    /// A careless client sent a whole HTTP request and hung up `after_ms` later without reading
+    /// the answer (the server may have been in the middle of it).
+    Abandoned {
+        client: u32,
+        server: u32,
+        method: String,
+        path: String,
+        after_ms: u64,
+    },
     /// A connection flood: how many connections were accepted before the first 503.
     Flood {
         client: u32,
@@ -273,6 +282,15 @@ pub enum Event {
         server: u32,
         backend: String,
         fallbacks: u64,
+    },
+    /// At quiescence (the final phase), a server's engine asked for GC passes on demand:
+    /// whether one could start at all (`false`: one is marked running and never ends), and how
+    /// many nodes it holds afterwards against its capacity.
+    GcQuiescent {
+        server: u32,
+        started: bool,
+        total: u64,
+        max_nodes: u64,
     },
     /// An acknowledged store, looked up in durable storage at the end.
     Durable {

@@ -1,7 +1,8 @@
 //! A bad client: between pauses it picks a seeded attack — a forged, `alg: none`, garbage,
 //! expired, replayed or revoked token; a token at the expiry edge (judged by the target server's
 //! own, possibly skewed, clock); a malformed or oversized frame; HTTP without a valid token; a
-//! connection flood; a peer that goes silent or idle — and records what the server did.
+//! connection flood; a peer that goes silent or idle; a request abandoned before its answer —
+//! and records what the server did.
 
 use std::time::Duration;
 
@@ -48,10 +49,12 @@ enum Attack {
     Idle,
     /// More handshakes than the connection cap: refused at the cap.
     Flood,
+    /// Send a store or an admin GC over HTTP and hang up before the answer.
+    Abandon,
 }
 
 /// Every attack, in the order the seeded draw indexes.
-const ATTACKS: [Attack; 13] = [
+const ATTACKS: [Attack; 14] = [
     Attack::Forged,
     Attack::AlgNone,
     Attack::Garbage,
@@ -65,6 +68,7 @@ const ATTACKS: [Attack; 13] = [
     Attack::Silent,
     Attack::Idle,
     Attack::Flood,
+    Attack::Abandon,
 ];
 
 struct Bad<'a> {
@@ -359,6 +363,43 @@ impl Bad<'_> {
                 self.closed(s, why, expected, got, t0);
             }
             Attack::Flood => self.flood(s).await,
+            Attack::Abandon => self.abandon(s).await,
+        }
+    }
+
+    /// Valid requests the client does not wait for: a burst of stores (each may run a GC pass)
+    /// and on-demand GC passes, each dropped 0–12 ms after it was sent.
+    async fn abandon(&mut self, s: u32) {
+        let jti = self.jti();
+        let token = net::sign(&net::claims(
+            &format!("bad-{}", self.c),
+            "tenant-bad",
+            &["user", "admin"],
+            jti,
+            EPOCH_MS / 1000 + 100_000,
+            EPOCH_MS / 1000,
+        ));
+        for _ in 0..8 {
+            let (path, body) = if self.rng.next_u64() % 2 == 0 {
+                let n = self.rng.next_u64() % 1000;
+                ("/v1/memories", json!({"content": {"abandoned": n}}))
+            } else {
+                ("/admin/gc", json!({}))
+            };
+            let after_ms = self.rng.next_u64() % 13;
+            let t = Duration::from_millis(after_ms);
+            if net::abandon(s, "POST", path, &token, &body, t)
+                .await
+                .is_ok()
+            {
+                self.ctx.record(Event::Abandoned {
+                    client: self.c,
+                    server: s,
+                    method: "POST".into(),
+                    path: path.into(),
+                    after_ms,
+                });
+            }
         }
     }
 

@@ -165,6 +165,35 @@ pub async fn close_code(ws: &mut SimWs, within: Duration) -> Option<u16> {
     tokio::time::timeout(within, read).await.ok().flatten()
 }
 
+/// Send a whole HTTP/1.1 request to `server`'s HTTP port and hang up `after` later without
+/// reading the answer: a client that goes away while the server works on its request.
+pub async fn abandon(
+    server: u32,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &Value,
+    after: Duration,
+) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    let host = format!("server-{server}");
+    let mut stream = turmoil::net::TcpStream::connect((host.as_str(), 3000))
+        .await
+        .map_err(|e| e.to_string())?;
+    let body = body.to_string();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream
+        .write_all(format!("{head}{body}").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::time::sleep(after).await;
+    drop(stream);
+    Ok(())
+}
+
 /// One HTTP/1.1 request to `server`'s HTTP port, through the project's one HTTP client
 /// (`spiral_server::api::client`); the response status.
 pub async fn http(

@@ -6,8 +6,9 @@
 //! 3. **liveness** — from then on every well-behaved client must complete work within the
 //!    scenario's bound (`checks.liveness_within_s`);
 //! 4. **final** — the workload is over: the servers settle (journals replayed, breakers closed),
-//!    then each engine is checked against its storage, the breakers' histories judged, and every
-//!    acknowledged store looked up in durable storage; then every checker's final verdict.
+//!    then each engine is checked against its storage, the breakers' histories judged, every
+//!    acknowledged store looked up in durable storage, and GC asked for on demand (it must start
+//!    and bring each engine within capacity); then every checker's final verdict.
 //!
 //! The phases are records in the history ([`Phase`]), so the checkers — and a reader of the
 //! trace — see where each began. Also here: a sweep of many seeds over the worker pool.
@@ -274,6 +275,31 @@ pub(super) async fn final_checks(ctx: &Arc<Ctx>) {
         if !found {
             ctx.record(Event::Durable { id, server, found });
         }
+    }
+    // Last, GC on demand (it removes nodes, so after the durability lookups): a pass must be able
+    // to start — a pass still running from the workload gets 5 s to end — and bring the engine
+    // back within capacity.
+    for s in 0..ctx.sc.world.servers {
+        let Some(st) = ctx.state(s) else { continue };
+        let max_nodes = st.engine.config().max_nodes;
+        let mut started = false;
+        for _ in 0..50 {
+            match st.engine.gc("quiescence").await {
+                Ok(None) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Ok(Some(_)) | Err(_) => {
+                    started = true;
+                    if st.engine.total().unwrap_or(0) <= max_nodes {
+                        break;
+                    }
+                }
+            }
+        }
+        ctx.record(Event::GcQuiescent {
+            server: s,
+            started,
+            total: st.engine.total().unwrap_or(0),
+            max_nodes,
+        });
     }
 }
 

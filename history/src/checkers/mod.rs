@@ -13,6 +13,7 @@
 //! | `rate_limit` | accepted operations per user never exceed the bucket | correctness |
 //! | `breaker` | every breaker transition is legal (never open → closed) | correctness |
 //! | `gc_budget` | a GC pass stays within its time budget (simulated time) | correctness |
+//! | `gc_keeps_up` | at quiescence a GC pass can start and brings every server back within capacity | correctness |
 //! | `close_codes` | a silent peer is closed with 4001, an idle one with 4000, an oversized frame with 1009, a revoked subject with 4003 | correctness |
 //! | `bad_input` | malformed frames get an error envelope and the connection stays up | correctness |
 //! | `liveness` | after the last fault heals, every client completes work within a bound | liveness |
@@ -24,6 +25,7 @@ pub mod bad_input;
 pub mod breaker;
 pub mod close_codes;
 pub mod gc_budget;
+pub mod gc_keeps_up;
 pub mod liveness;
 pub mod rate_limit;
 pub mod reads;
@@ -65,7 +67,7 @@ pub trait Checker {
 }
 
 /// Every checker's name, in panel order (for `checks.disable` and the summaries).
-pub const NAMES: [&str; 12] = [
+pub const NAMES: [&str; 13] = [
     "engine_invariants",
     "acked_writes",
     "reads",
@@ -74,6 +76,7 @@ pub const NAMES: [&str; 12] = [
     "rate_limit",
     "breaker",
     "gc_budget",
+    "gc_keeps_up",
     "close_codes",
     "bad_input",
     "liveness",
@@ -115,6 +118,7 @@ pub fn all(s: &Settings) -> Vec<Box<dyn Checker + Send>> {
         )),
         Box::new(breaker::Breaker),
         Box::new(gc_budget::GcBudget::new(s.gc_grace_ms)),
+        Box::new(gc_keeps_up::GcKeepsUp),
         Box::new(close_codes::CloseCodes),
         Box::new(bad_input::BadInput),
         Box::new(liveness::Liveness::new(

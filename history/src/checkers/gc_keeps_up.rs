@@ -1,0 +1,59 @@
+//! GC keeps up: once the workload is over, a GC pass asked for on demand can start on every
+//! server (none is marked running forever, as one abandoned mid-pass would leave it) and brings
+//! the engine back within its capacity (`max_nodes`; no slack: at quiescence nothing competes).
+
+use super::Checker;
+use crate::event::Event;
+
+pub struct GcKeepsUp;
+
+impl Checker for GcKeepsUp {
+    fn name(&self) -> &'static str {
+        "gc_keeps_up"
+    }
+
+    fn observe(&mut self, event: &Event) -> Result<(), String> {
+        match event {
+            Event::GcQuiescent {
+                server,
+                started: false,
+                total,
+                ..
+            } => Err(format!(
+                "server-{server}: no GC pass could start at quiescence (one is marked running and never ends); {total} nodes"
+            )),
+            Event::GcQuiescent {
+                server,
+                total,
+                max_nodes,
+                ..
+            } if total > max_nodes => Err(format!(
+                "server-{server}: {total} nodes after GC at quiescence; capacity {max_nodes}"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hand::run;
+
+    fn q(started: bool, total: u64) -> Event {
+        Event::GcQuiescent {
+            server: 0,
+            started,
+            total,
+            max_nodes: 64,
+        }
+    }
+
+    #[test]
+    fn a_stuck_or_lagging_gc_is_caught() {
+        run(&mut GcKeepsUp, &[q(true, 64), q(true, 3)]).unwrap();
+        let e = run(&mut GcKeepsUp, &[q(false, 10)]).unwrap_err();
+        assert!(e.contains("never ends"), "{e}");
+        assert!(run(&mut GcKeepsUp, &[q(true, 65)]).is_err());
+    }
+}
