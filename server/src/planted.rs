@@ -32,10 +32,14 @@ pub enum Bug {
     /// WebSocket: a close overtakes the frames queued before it (an answer already queued is
     /// lost), as before a close waited for them.
     CloseOvertakesQueue,
+    /// Engine: an operation runs in its caller's task, so a caller that goes away (a client
+    /// hanging up mid-request) abandons it halfway — a GC pass stays marked running forever, a
+    /// store Pending, a collect Collecting — as before operations ran detached.
+    CancelUnsafe,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 11] = [
+    pub const ALL: [Bug; 12] = [
         Bug::CountRace,
         Bug::DoubleCollect,
         Bug::AckBeforePersist,
@@ -47,6 +51,7 @@ impl Bug {
         Bug::NondeterministicTrace,
         Bug::WsSilentClose,
         Bug::CloseOvertakesQueue,
+        Bug::CancelUnsafe,
     ];
 
     pub fn name(self) -> &'static str {
@@ -62,6 +67,7 @@ impl Bug {
             Bug::NondeterministicTrace => "nondeterministic-trace",
             Bug::WsSilentClose => "ws-silent-close",
             Bug::CloseOvertakesQueue => "close-overtakes-queue",
+            Bug::CancelUnsafe => "cancel-unsafe",
         }
     }
 

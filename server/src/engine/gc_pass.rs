@@ -39,8 +39,15 @@ impl Engine {
         }
     }
 
-    /// Run one GC pass now. `None` if a pass is already running.
+    /// Run one GC pass now. `None` if a pass is already running. Safe to cancel: the pass runs
+    /// to its end on its own.
     pub async fn gc(&self, reason: &'static str) -> Result<Option<GcReport>, EngineError> {
+        let engine = self.clone();
+        self.detached(async move { engine.gc_here(reason).await })
+            .await
+    }
+
+    async fn gc_here(&self, reason: &'static str) -> Result<Option<GcReport>, EngineError> {
         use crate::sync::Ordering;
         if self.inner.gc_running.swap(true, Ordering::AcqRel) {
             return Ok(None);

@@ -14,8 +14,15 @@ use crate::error::EngineError;
 
 impl Engine {
     /// Scan every node in storage and recompute each spiral's statistics, reporting every
-    /// correction. Safe to run while traffic flows.
+    /// correction. Safe to run while traffic flows, and safe to cancel: the rebuild runs to its
+    /// end on its own.
     pub async fn rebuild_stats(&self) -> Result<RebuildReport, EngineError> {
+        let engine = self.clone();
+        self.detached(async move { engine.rebuild_here().await })
+            .await
+    }
+
+    async fn rebuild_here(&self) -> Result<RebuildReport, EngineError> {
         let _gate = self.inner.rebuild_gate.lock().await;
         let clock = &self.inner.clock;
         let started = clock.now();

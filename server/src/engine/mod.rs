@@ -132,8 +132,34 @@ impl Engine {
         let _ = self.inner.events.send(event);
     }
 
-    /// Store a node for `tenant`. Acknowledged (Ok) only once the node is durable.
+    /// Run one engine operation to its end even if its caller goes away — a client hanging up
+    /// mid-request drops its handler — as a task of its own whose result the caller awaits.
+    /// Dropping the caller then leaves nothing half-done: no GC pass marked running forever, no
+    /// store left Pending, no collect left Collecting. Every public operation that changes state
+    /// goes through here.
+    async fn detached<T, F>(&self, op: F) -> Result<T, EngineError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, EngineError>> + Send + 'static,
+    {
+        if crate::planted!(CancelUnsafe) {
+            // Planted: the operation runs in its caller's task and dies with it.
+            return op.await;
+        }
+        tokio::spawn(op)
+            .await
+            .map_err(|e| EngineError::Internal(format!("engine task ended: {e}")))?
+    }
+
+    /// Store a node for `tenant`. Acknowledged (Ok) only once the node is durable. Safe to
+    /// cancel: the store completes (or fails) on its own.
     pub async fn store(&self, tenant: &str, req: StoreRequest) -> Result<Stored, EngineError> {
+        let (engine, tenant) = (self.clone(), tenant.to_owned());
+        self.detached(async move { engine.store_here(&tenant, req).await })
+            .await
+    }
+
+    async fn store_here(&self, tenant: &str, req: StoreRequest) -> Result<Stored, EngineError> {
         let depth = validate::store_args(tenant, &req)?;
         let depth_ppm = depth_to_ppm(depth);
         let priority = req.priority.unwrap_or(0);
@@ -225,8 +251,14 @@ impl Engine {
         Ok(record)
     }
 
-    /// Remove a node of `tenant`.
+    /// Remove a node of `tenant`. Safe to cancel: the collect completes (or fails) on its own.
     pub async fn collect(&self, tenant: &str, id: &str) -> Result<(), EngineError> {
+        let (engine, tenant, id) = (self.clone(), tenant.to_owned(), id.to_owned());
+        self.detached(async move { engine.collect_here(&tenant, &id).await })
+            .await
+    }
+
+    async fn collect_here(&self, tenant: &str, id: &str) -> Result<(), EngineError> {
         if !valid_sigil(id) || !self.inner.core.begin_collect(tenant, id)? {
             return Err(EngineError::NotFound);
         }
