@@ -36,10 +36,13 @@ pub enum Bug {
     /// hanging up mid-request) abandons it halfway — a GC pass stays marked running forever, a
     /// store Pending, a collect Collecting — as before operations ran detached.
     CancelUnsafe,
+    /// Engine: a collect of a node a GC pass is deleting answers `not_found` at once, before the
+    /// pass decides (the node may still be read, or be given back), as before collect waited.
+    CollectDuringGc,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 12] = [
+    pub const ALL: [Bug; 13] = [
         Bug::CountRace,
         Bug::DoubleCollect,
         Bug::AckBeforePersist,
@@ -52,6 +55,7 @@ impl Bug {
         Bug::WsSilentClose,
         Bug::CloseOvertakesQueue,
         Bug::CancelUnsafe,
+        Bug::CollectDuringGc,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +72,7 @@ impl Bug {
             Bug::WsSilentClose => "ws-silent-close",
             Bug::CloseOvertakesQueue => "close-overtakes-queue",
             Bug::CancelUnsafe => "cancel-unsafe",
+            Bug::CollectDuringGc => "collect-during-gc",
         }
     }
 

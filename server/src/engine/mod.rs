@@ -39,6 +39,7 @@ mod records;
 mod validate;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -46,7 +47,7 @@ use tokio::sync::broadcast;
 
 pub use self::check::Violation;
 pub use self::config::EngineConfig;
-use self::core::Core;
+use self::core::{Core, NodeState};
 use self::handle::CoreHandle;
 use self::meta::parse_meta_counts;
 pub use self::rebuild::Correction;
@@ -259,8 +260,27 @@ impl Engine {
     }
 
     async fn collect_here(&self, tenant: &str, id: &str) -> Result<(), EngineError> {
-        if !valid_sigil(id) || !self.inner.core.begin_collect(tenant, id)? {
+        if !valid_sigil(id) {
             return Err(EngineError::NotFound);
+        }
+        // A node a GC pass is deleting is neither there (a read still finds it) nor gone (the
+        // pass may give it back): wait for the pass to decide, then answer from what it decided.
+        // Another collect of the same node holding it past the lock timeout is a timeout, never
+        // a premature `not_found`.
+        let deadline =
+            self.inner.clock.now() + Duration::from_millis(self.inner.cfg.lock_timeout_ms);
+        while !self.inner.core.begin_collect(tenant, id)? {
+            let being_collected = self.inner.core.with(|c| {
+                c.node_state(id) == Some(NodeState::Collecting)
+                    && c.tenant_of(id).is_some_and(|t| &*t == tenant)
+            })?;
+            if !being_collected || crate::planted!(CollectDuringGc) {
+                return Err(EngineError::NotFound);
+            }
+            if self.inner.clock.now() >= deadline {
+                return Err(EngineError::LockTimeout(self.inner.cfg.lock_timeout_ms));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         match self.inner.storage.del(&node_key(id)).await {
             Ok(()) => {
