@@ -240,6 +240,17 @@ pub enum Event {
         path: String,
         after_ms: u64,
     },
+    /// A burst of binary frames from one user on one connection, sent back to back: how many the
+    /// server let past its message limiter (answered with anything but `rate_limited`) within
+    /// `span_ms` (from the first send to the last answer).
+    BinaryBurst {
+        client: u32,
+        server: u32,
+        user: String,
+        sent: u32,
+        admitted: u32,
+        span_ms: u64,
+    },
     /// A connection flood: how many connections were accepted before the first 503.
     Flood {
         client: u32,

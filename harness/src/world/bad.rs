@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::SinkExt;
 use serde_json::json;
 use spiral_server::auth::LEEWAY_S;
-use spiral_server::protocol::{self, CloseCode, Command};
+use spiral_server::protocol::{self, CloseCode, Command, ErrorCode};
 use spiral_server::rng::SplitMix64;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -51,10 +51,13 @@ enum Attack {
     Flood,
     /// Send a store or an admin GC over HTTP and hang up before the answer.
     Abandon,
+    /// More binary frames than the message bucket holds, back to back: the surplus must be
+    /// refused as `rate_limited` like any other message.
+    BinaryBurst,
 }
 
 /// Every attack, in the order the seeded draw indexes.
-const ATTACKS: [Attack; 14] = [
+const ATTACKS: [Attack; 15] = [
     Attack::Forged,
     Attack::AlgNone,
     Attack::Garbage,
@@ -69,6 +72,7 @@ const ATTACKS: [Attack; 14] = [
     Attack::Idle,
     Attack::Flood,
     Attack::Abandon,
+    Attack::BinaryBurst,
 ];
 
 struct Bad<'a> {
@@ -364,6 +368,7 @@ impl Bad<'_> {
             }
             Attack::Flood => self.flood(s).await,
             Attack::Abandon => self.abandon(s).await,
+            Attack::BinaryBurst => self.binary_burst(s).await,
         }
     }
 
@@ -401,6 +406,42 @@ impl Bad<'_> {
                 });
             }
         }
+    }
+
+    /// The message bucket's capacity plus 20 binary frames on one connection, back to back; then
+    /// read the answers and count the ones that were not `rate_limited`.
+    async fn binary_burst(&mut self, s: u32) {
+        let Some(mut ws) = self.open(s).await else {
+            return;
+        };
+        let sent = spiral_server::api::ServerConfig::default().ws_rate.capacity as u32 + 20;
+        let t0 = now_ms();
+        for i in 0..sent {
+            if ws
+                .send(Message::Binary(vec![0xB1, i as u8].into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let mut admitted = 0;
+        for _ in 0..sent {
+            match net::next_reply(&mut ws).await {
+                Ok(r) if r.error_code() == Some(ErrorCode::RateLimited) => {}
+                Ok(_) => admitted += 1,
+                Err(_) => return,
+            }
+        }
+        self.ctx.record(Event::BinaryBurst {
+            client: self.c,
+            server: s,
+            user: format!("bad-{}", self.c),
+            sent,
+            admitted,
+            span_ms: now_ms() - t0,
+        });
+        let _ = ws.close(None).await;
     }
 
     fn closed(&self, server: u32, why: &str, expected: Vec<u16>, got: Option<u16>, t0: u64) {

@@ -3,7 +3,8 @@
 //! `capacity + capacity × T / window` (+1 for the boundary), counted across every connection and
 //! server of the user. An operation is "past the limiter" when it is answered with anything but
 //! `rate_limited`; it happened somewhere between its send and its answer, so an interval spans
-//! from the first one's send to the last one's answer.
+//! from the first one's send to the last one's answer. A burst of binary frames is judged the same
+//! way on its own: every message counts against the bucket, whatever its opcode.
 
 use std::collections::BTreeMap;
 
@@ -30,6 +31,12 @@ impl RateLimit {
     }
 }
 
+/// Messages a bucket of `capacity` per `window_ms` can let through within `span_ms` (+1 for the
+/// boundary).
+fn allowed(capacity: u64, window_ms: u64, span_ms: u64) -> u64 {
+    capacity + capacity * span_ms / window_ms + 1
+}
+
 impl Checker for RateLimit {
     fn name(&self) -> &'static str {
         "rate_limit"
@@ -51,6 +58,21 @@ impl Checker for RateLimit {
                 .or_default()
                 .push((*sent_ms, *done_ms));
         }
+        if let Event::BinaryBurst {
+            user,
+            sent,
+            admitted,
+            span_ms,
+            ..
+        } = event
+        {
+            let allowed = allowed(self.capacity, self.window_ms, *span_ms);
+            if u64::from(*admitted) > allowed {
+                return Err(format!(
+                    "{user}: {admitted} of {sent} binary frames admitted within {span_ms} ms; the bucket allows {allowed}"
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -63,7 +85,7 @@ impl Checker for RateLimit {
                 for (j, op) in ops.iter().enumerate().skip(i) {
                     last_done = last_done.max(op.1);
                     let span = last_done - ops[i].0;
-                    let allowed = self.capacity + self.capacity * span / self.window_ms + 1;
+                    let allowed = allowed(self.capacity, self.window_ms, span);
                     let n = (j - i + 1) as u64;
                     if n > allowed {
                         return Err(format!(
@@ -101,5 +123,17 @@ mod tests {
         // Spread over time, the refill allows more.
         let spread: Vec<_> = (0..40).map(|i| op(Op::Stats, listed(), i * 100)).collect();
         run(&mut RateLimit::new(10, 1000), &spread).unwrap();
+        // A binary burst counts against the bucket too.
+        let burst = |admitted| Event::BinaryBurst {
+            client: 0,
+            server: 0,
+            user: "user-0".into(),
+            sent: 30,
+            admitted,
+            span_ms: 50,
+        };
+        run(&mut RateLimit::new(10, 1000), &[burst(11)]).unwrap();
+        let e = run(&mut RateLimit::new(10, 1000), &[burst(30)]).unwrap_err();
+        assert!(e.contains("binary frames"), "{e}");
     }
 }
