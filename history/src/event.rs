@@ -242,7 +242,8 @@ pub enum Event {
     },
     /// A burst of binary frames from one user on one connection, sent back to back: how many the
     /// server let past its message limiter (answered with anything but `rate_limited`) within
-    /// `span_ms` (from the first send to the last answer).
+    /// `span_ms` (from the first send to the last answer, by the world's clock or the server's,
+    /// whichever moved further: the bucket refills by the server's).
     BinaryBurst {
         client: u32,
         server: u32,

@@ -39,10 +39,13 @@ pub enum Bug {
     /// Engine: a collect of a node a GC pass is deleting answers `not_found` at once, before the
     /// pass decides (the node may still be read, or be given back), as before collect waited.
     CollectDuringGc,
+    /// WebSocket: binary frames are answered without taking a token from the message bucket, as
+    /// before binary frames were rate-limited.
+    BinaryUnlimited,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 13] = [
+    pub const ALL: [Bug; 14] = [
         Bug::CountRace,
         Bug::DoubleCollect,
         Bug::AckBeforePersist,
@@ -56,6 +59,7 @@ impl Bug {
         Bug::CloseOvertakesQueue,
         Bug::CancelUnsafe,
         Bug::CollectDuringGc,
+        Bug::BinaryUnlimited,
     ];
 
     pub fn name(self) -> &'static str {
@@ -73,6 +77,7 @@ impl Bug {
             Bug::CloseOvertakesQueue => "close-overtakes-queue",
             Bug::CancelUnsafe => "cancel-unsafe",
             Bug::CollectDuringGc => "collect-during-gc",
+            Bug::BinaryUnlimited => "binary-unlimited",
         }
     }
 

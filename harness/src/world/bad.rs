@@ -385,7 +385,7 @@ impl Bad<'_> {
             EPOCH_MS / 1000,
         ));
         for _ in 0..8 {
-            let (path, body) = if self.rng.next_u64() % 2 == 0 {
+            let (path, body) = if self.rng.next_u64().is_multiple_of(2) {
                 let n = self.rng.next_u64() % 1000;
                 ("/v1/memories", json!({"content": {"abandoned": n}}))
             } else {
@@ -416,6 +416,8 @@ impl Bad<'_> {
         };
         let sent = spiral_server::api::ServerConfig::default().ws_rate.capacity as u32 + 20;
         let t0 = now_ms();
+        // The bucket refills by the server's clock, which a skew fault can move forward.
+        let server_t0 = self.ctx.server_unix_ms(s);
         for i in 0..sent {
             if ws
                 .send(Message::Binary(vec![0xB1, i as u8].into()))
@@ -439,7 +441,7 @@ impl Bad<'_> {
             user: format!("bad-{}", self.c),
             sent,
             admitted,
-            span_ms: now_ms() - t0,
+            span_ms: (now_ms() - t0).max(self.ctx.server_unix_ms(s).saturating_sub(server_t0)),
         });
         let _ = ws.close(None).await;
     }

@@ -479,8 +479,7 @@ async fn run(st: AppState, socket: WebSocket, who: Principal, slot: Slot) {
                 Some(Ok(Message::Binary(_))) => {
                     last_data = st.clock.now();
                     st.metrics.ws_messages_in.inc();
-                    let e = ApiError::BadRequest("binary frames are not accepted; send JSON text".into());
-                    out.send_json(&error_envelope(&Value::Null, &e));
+                    out.send_json(&handle_binary(&st, &who).await);
                 }
             },
             _ = beat.ticker.tick() => {
@@ -528,19 +527,40 @@ pub fn error_envelope(id: &Value, e: &ApiError) -> Value {
 }
 
 /// One text message in, one envelope out. Never fails: every problem is an error envelope.
-pub async fn handle_text(st: &AppState, who: &Principal, text: &str) -> Value {
+/// Every data message, text or binary, takes one token of the user's message bucket; `Err` is
+/// the `rate_limited` refusal.
+async fn admit_message(st: &AppState, who: &Principal) -> Result<(), ApiError> {
     let d = st
         .shared
         .rate(&format!("ws:{}", who.user()), &st.cfg.ws_rate, st.now_ms())
         .await;
+    if d.allowed {
+        return Ok(());
+    }
+    st.metrics.rate_limit_exceeded.inc(&["ws_message"]);
+    Err(ApiError::RateLimited {
+        retry_after_ms: d.retry_after_ms,
+    })
+}
+
+/// A binary message: refused (`bad_request`), after it has taken its token from the bucket like
+/// any other message (`rate_limited` once the bucket is empty).
+pub async fn handle_binary(st: &AppState, who: &Principal) -> Value {
+    if !crate::planted!(BinaryUnlimited)
+        && let Err(e) = admit_message(st, who).await
+    {
+        return error_envelope(&Value::Null, &e);
+    }
+    let e = ApiError::BadRequest("binary frames are not accepted; send JSON text".into());
+    error_envelope(&Value::Null, &e)
+}
+
+pub async fn handle_text(st: &AppState, who: &Principal, text: &str) -> Value {
+    let admitted = admit_message(st, who).await;
     // The id, if the message has one, even when it is over the limit.
     let env: Result<Envelope, _> = serde_json::from_str(text);
     let id = env.as_ref().map(|e| e.id.clone()).unwrap_or(Value::Null);
-    if !d.allowed {
-        st.metrics.rate_limit_exceeded.inc(&["ws_message"]);
-        let e = ApiError::RateLimited {
-            retry_after_ms: d.retry_after_ms,
-        };
+    if let Err(e) = admitted {
         return error_envelope(&id, &e);
     }
     let env = match env {
