@@ -60,3 +60,8 @@ pub fn run(c: &mut dyn Checker, events: &[Event]) -> Result<(), String> {
     }
     c.finish()
 }
+
+/// Feed `events` in order to a property judged on each event alone; its first violation.
+pub fn run_each(judge: fn(&Event) -> Result<(), String>, events: &[Event]) -> Result<(), String> {
+    events.iter().try_for_each(judge)
+}

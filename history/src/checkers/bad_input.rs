@@ -1,57 +1,49 @@
 //! Bad input: a malformed frame is answered with an error envelope and the connection stays up
 //! (the next operation works); a connection flood is refused at the cap (`SPIRAL_MAX_CONNECTIONS`).
 
-use super::Checker;
 use crate::event::Event;
 
-pub struct BadInput;
-
-impl Checker for BadInput {
-    fn name(&self) -> &'static str {
-        "bad_input"
-    }
-
-    fn observe(&mut self, event: &Event) -> Result<(), String> {
-        match event {
-            Event::BadFrame {
-                client,
-                server,
-                frame,
-                answer,
-                alive,
-            } => {
-                if answer.as_ref().and_then(|a| a.error_code()).is_none() {
-                    return Err(format!(
-                        "client-{client}: server-{server} answered the malformed frame {frame:?} with {answer:?}, not an error envelope"
-                    ));
-                }
-                if !alive {
-                    return Err(format!(
-                        "client-{client}: server-{server} dropped the connection after the malformed frame {frame:?}"
-                    ));
-                }
-            }
-            Event::Flood {
-                client,
-                server,
-                accepted,
-                cap,
-                ..
-            } if *accepted as usize > *cap => {
+/// The property, judged on each event alone.
+pub fn judge(event: &Event) -> Result<(), String> {
+    match event {
+        Event::BadFrame {
+            client,
+            server,
+            frame,
+            answer,
+            alive,
+        } => {
+            if answer.as_ref().and_then(|a| a.error_code()).is_none() {
                 return Err(format!(
-                    "client-{client}: server-{server} accepted {accepted} connections of one flood; the cap is {cap}"
+                    "client-{client}: server-{server} answered the malformed frame {frame:?} with {answer:?}, not an error envelope"
                 ));
             }
-            _ => {}
+            if !alive {
+                return Err(format!(
+                    "client-{client}: server-{server} dropped the connection after the malformed frame {frame:?}"
+                ));
+            }
         }
-        Ok(())
+        Event::Flood {
+            client,
+            server,
+            accepted,
+            cap,
+            ..
+        } if *accepted as usize > *cap => {
+            return Err(format!(
+                "client-{client}: server-{server} accepted {accepted} connections of one flood; the cap is {cap}"
+            ));
+        }
+        _ => {}
     }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hand::run;
+    use crate::hand::run_each;
     use serde_json::{Value, json};
     use spiral_server::protocol::{ErrorBody, ErrorCode, Reply};
 
@@ -76,10 +68,10 @@ mod tests {
             id: Value::Null,
             data: json!({}),
         };
-        run(&mut BadInput, &[frame(Some(err.clone()), true)]).unwrap();
-        assert!(run(&mut BadInput, &[frame(Some(err), false)]).is_err());
-        assert!(run(&mut BadInput, &[frame(Some(result), true)]).is_err());
-        assert!(run(&mut BadInput, &[frame(None, true)]).is_err());
+        run_each(judge, &[frame(Some(err.clone()), true)]).unwrap();
+        assert!(run_each(judge, &[frame(Some(err), false)]).is_err());
+        assert!(run_each(judge, &[frame(Some(result), true)]).is_err());
+        assert!(run_each(judge, &[frame(None, true)]).is_err());
         let flood = |accepted| Event::Flood {
             client: 0,
             server: 0,
@@ -87,7 +79,7 @@ mod tests {
             refused_503: true,
             cap: 64,
         };
-        run(&mut BadInput, &[flood(60)]).unwrap();
-        assert!(run(&mut BadInput, &[flood(68)]).is_err());
+        run_each(judge, &[flood(60)]).unwrap();
+        assert!(run_each(judge, &[flood(68)]).is_err());
     }
 }

@@ -6,10 +6,7 @@
 
 use spiral_server::protocol::BreakerState::{self, Closed, HalfOpen, Open};
 
-use super::Checker;
 use crate::event::Event;
-
-pub struct Breaker;
 
 /// The transitions SPEC §1.6 allows: failures open a closed breaker; after its window an open
 /// breaker lets one probe through (half_open); the probe's outcome closes or re-opens it.
@@ -20,27 +17,22 @@ const LEGAL: [(BreakerState, BreakerState); 4] = [
     (HalfOpen, Open),
 ];
 
-impl Checker for Breaker {
-    fn name(&self) -> &'static str {
-        "breaker"
-    }
-
-    fn observe(&mut self, event: &Event) -> Result<(), String> {
-        match event {
-            Event::Breaker { server, from, to } if !LEGAL.contains(&(*from, *to)) => Err(format!(
-                "server-{server}: illegal breaker transition {} → {}",
-                from.name(),
-                to.name()
-            )),
-            _ => Ok(()),
-        }
+/// The property, judged on each event alone.
+pub fn judge(event: &Event) -> Result<(), String> {
+    match event {
+        Event::Breaker { server, from, to } if !LEGAL.contains(&(*from, *to)) => Err(format!(
+            "server-{server}: illegal breaker transition {} → {}",
+            from.name(),
+            to.name()
+        )),
+        _ => Ok(()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hand::run;
+    use crate::hand::run_each;
 
     fn t(from: BreakerState, to: BreakerState) -> Event {
         Event::Breaker {
@@ -52,8 +44,8 @@ mod tests {
 
     #[test]
     fn the_legal_cycle_passes() {
-        run(
-            &mut Breaker,
+        run_each(
+            judge,
             &[
                 t(Closed, Open),
                 t(Open, HalfOpen),
@@ -74,7 +66,7 @@ mod tests {
             (Open, Open),
         ] {
             assert!(
-                run(&mut Breaker, &[t(from, to)]).is_err(),
+                run_each(judge, &[t(from, to)]).is_err(),
                 "{from:?} → {to:?}"
             );
         }

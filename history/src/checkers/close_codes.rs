@@ -2,40 +2,32 @@
 //! peer stops answering pings, 4000 when it sends no data for the idle timeout, 1009 for an
 //! oversized frame, 4003 when its subject is revoked.
 
-use super::Checker;
 use crate::event::Event;
 
-pub struct CloseCodes;
-
-impl Checker for CloseCodes {
-    fn name(&self) -> &'static str {
-        "close_codes"
-    }
-
-    fn observe(&mut self, event: &Event) -> Result<(), String> {
-        match event {
-            Event::Closed {
-                client,
-                server,
-                why,
-                expected,
-                got,
-                after_ms,
-            } if !got.is_some_and(|g| expected.contains(&g)) => {
-                let got = got.map_or("no close frame".to_owned(), |g| format!("close code {g}"));
-                Err(format!(
-                    "client-{client} ({why}) on server-{server}: expected close code {expected:?}, got {got} after {after_ms} ms"
-                ))
-            }
-            _ => Ok(()),
+/// The property, judged on each event alone.
+pub fn judge(event: &Event) -> Result<(), String> {
+    match event {
+        Event::Closed {
+            client,
+            server,
+            why,
+            expected,
+            got,
+            after_ms,
+        } if !got.is_some_and(|g| expected.contains(&g)) => {
+            let got = got.map_or("no close frame".to_owned(), |g| format!("close code {g}"));
+            Err(format!(
+                "client-{client} ({why}) on server-{server}: expected close code {expected:?}, got {got} after {after_ms} ms"
+            ))
         }
+        _ => Ok(()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hand::run;
+    use crate::hand::run_each;
 
     #[test]
     fn a_wrong_or_missing_close_code_is_caught() {
@@ -47,8 +39,8 @@ mod tests {
             got,
             after_ms: 15_000,
         };
-        run(&mut CloseCodes, &[closed(Some(4001))]).unwrap();
-        assert!(run(&mut CloseCodes, &[closed(Some(1000))]).is_err());
-        assert!(run(&mut CloseCodes, &[closed(None)]).is_err());
+        run_each(judge, &[closed(Some(4001))]).unwrap();
+        assert!(run_each(judge, &[closed(Some(1000))]).is_err());
+        assert!(run_each(judge, &[closed(None)]).is_err());
     }
 }

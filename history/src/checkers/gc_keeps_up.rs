@@ -2,43 +2,35 @@
 //! server (none is marked running forever, as one abandoned mid-pass would leave it) and brings
 //! the engine back within its capacity (`max_nodes`; no slack: at quiescence nothing competes).
 
-use super::Checker;
 use crate::event::Event;
 
-pub struct GcKeepsUp;
-
-impl Checker for GcKeepsUp {
-    fn name(&self) -> &'static str {
-        "gc_keeps_up"
-    }
-
-    fn observe(&mut self, event: &Event) -> Result<(), String> {
-        match event {
-            Event::GcQuiescent {
-                server,
-                started: false,
-                total,
-                ..
-            } => Err(format!(
-                "server-{server}: no GC pass could start at quiescence (one is marked running and never ends); {total} nodes"
-            )),
-            Event::GcQuiescent {
-                server,
-                total,
-                max_nodes,
-                ..
-            } if total > max_nodes => Err(format!(
-                "server-{server}: {total} nodes after GC at quiescence; capacity {max_nodes}"
-            )),
-            _ => Ok(()),
-        }
+/// The property, judged on each event alone.
+pub fn judge(event: &Event) -> Result<(), String> {
+    match event {
+        Event::GcQuiescent {
+            server,
+            started: false,
+            total,
+            ..
+        } => Err(format!(
+            "server-{server}: no GC pass could start at quiescence (one is marked running and never ends); {total} nodes"
+        )),
+        Event::GcQuiescent {
+            server,
+            total,
+            max_nodes,
+            ..
+        } if total > max_nodes => Err(format!(
+            "server-{server}: {total} nodes after GC at quiescence; capacity {max_nodes}"
+        )),
+        _ => Ok(()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hand::run;
+    use crate::hand::run_each;
 
     fn q(started: bool, total: u64) -> Event {
         Event::GcQuiescent {
@@ -51,9 +43,9 @@ mod tests {
 
     #[test]
     fn a_stuck_or_lagging_gc_is_caught() {
-        run(&mut GcKeepsUp, &[q(true, 64), q(true, 3)]).unwrap();
-        let e = run(&mut GcKeepsUp, &[q(false, 10)]).unwrap_err();
+        run_each(judge, &[q(true, 64), q(true, 3)]).unwrap();
+        let e = run_each(judge, &[q(false, 10)]).unwrap_err();
         assert!(e.contains("never ends"), "{e}");
-        assert!(run(&mut GcKeepsUp, &[q(true, 65)]).is_err());
+        assert!(run_each(judge, &[q(true, 65)]).is_err());
     }
 }

@@ -104,23 +104,46 @@ pub struct Settings {
     pub disabled: BTreeSet<String>,
 }
 
+/// A property judged on each event alone, with no memory of the ones before: a name and a
+/// function (most checkers that need no state are one).
+pub struct EachEvent {
+    name: &'static str,
+    judge: fn(&Event) -> Result<(), String>,
+}
+
+impl EachEvent {
+    pub fn new(name: &'static str, judge: fn(&Event) -> Result<(), String>) -> EachEvent {
+        EachEvent { name, judge }
+    }
+}
+
+impl Checker for EachEvent {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn observe(&mut self, event: &Event) -> Result<(), String> {
+        (self.judge)(event)
+    }
+}
+
 /// Every enabled checker for a run, fresh, in [`NAMES`] order.
 pub fn all(s: &Settings) -> Vec<Box<dyn Checker + Send>> {
     let mut v: Vec<Box<dyn Checker + Send>> = vec![
-        Box::new(EngineInvariants),
+        Box::new(EachEvent::new("engine_invariants", engine_invariants)),
         Box::new(acked_writes::AckedWrites::default()),
         Box::new(reads::Reads::default()),
-        Box::new(tenant_isolation::TenantIsolation),
+        Box::new(EachEvent::new("tenant_isolation", tenant_isolation::judge)),
         Box::new(auth::Auth::default()),
         Box::new(rate_limit::RateLimit::new(
             s.ws_rate_capacity,
             s.ws_rate_window_ms,
         )),
-        Box::new(breaker::Breaker),
+        Box::new(EachEvent::new("breaker", breaker::judge)),
         Box::new(gc_budget::GcBudget::new(s.gc_grace_ms)),
-        Box::new(gc_keeps_up::GcKeepsUp),
-        Box::new(close_codes::CloseCodes),
-        Box::new(bad_input::BadInput),
+        Box::new(EachEvent::new("gc_keeps_up", gc_keeps_up::judge)),
+        Box::new(EachEvent::new("close_codes", close_codes::judge)),
+        Box::new(EachEvent::new("bad_input", bad_input::judge)),
         Box::new(liveness::Liveness::new(
             s.clients,
             s.liveness_within_ms,
@@ -213,20 +236,13 @@ impl Panel {
 }
 
 /// SPEC §1.5 invariant 1, as each server's engine reports it against its storage at the end.
-pub struct EngineInvariants;
-
-impl Checker for EngineInvariants {
-    fn name(&self) -> &'static str {
-        "engine_invariants"
-    }
-    fn observe(&mut self, event: &Event) -> Result<(), String> {
-        match event {
-            Event::EngineCheck {
-                server,
-                ok: false,
-                detail,
-            } => Err(format!("server-{server}: {detail}")),
-            _ => Ok(()),
-        }
+pub fn engine_invariants(event: &Event) -> Result<(), String> {
+    match event {
+        Event::EngineCheck {
+            server,
+            ok: false,
+            detail,
+        } => Err(format!("server-{server}: {detail}")),
+        _ => Ok(()),
     }
 }

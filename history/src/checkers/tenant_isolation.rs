@@ -3,10 +3,7 @@
 
 use spiral_server::protocol::ErrorCode;
 
-use super::Checker;
 use crate::event::{Event, Op};
-
-pub struct TenantIsolation;
 
 /// Errors that say nothing about the id.
 const UNRELATED: [ErrorCode; 4] = [
@@ -16,31 +13,26 @@ const UNRELATED: [ErrorCode; 4] = [
     ErrorCode::Timeout,
 ];
 
-impl Checker for TenantIsolation {
-    fn name(&self) -> &'static str {
-        "tenant_isolation"
+/// The property, judged on each event alone.
+pub fn judge(event: &Event) -> Result<(), String> {
+    let Event::Op {
+        op: Op::ForeignGet { id },
+        answer,
+        tenant,
+        ..
+    } = event
+    else {
+        return Ok(());
+    };
+    if !answer.answered() {
+        return Ok(());
     }
-
-    fn observe(&mut self, event: &Event) -> Result<(), String> {
-        let Event::Op {
-            op: Op::ForeignGet { id },
-            answer,
-            tenant,
-            ..
-        } = event
-        else {
-            return Ok(());
-        };
-        if !answer.answered() {
-            return Ok(());
-        }
-        match answer.error_code() {
-            None => Err(format!("{tenant} read another tenant's {id}: {answer:?}")),
-            Some(code) if !UNRELATED.contains(&code) => Err(format!(
-                "{tenant} reading another tenant's {id} got `{code}`, not not_found"
-            )),
-            Some(_) => Ok(()),
-        }
+    match answer.error_code() {
+        None => Err(format!("{tenant} read another tenant's {id}: {answer:?}")),
+        Some(code) if !UNRELATED.contains(&code) => Err(format!(
+            "{tenant} reading another tenant's {id} got `{code}`, not not_found"
+        )),
+        Some(_) => Ok(()),
     }
 }
 
@@ -52,15 +44,15 @@ mod tests {
 
     #[test]
     fn foreign_reads_must_be_not_found() {
-        let mut c = TenantIsolation;
+        let c = judge;
         let foreign = || Op::ForeignGet { id: "x".into() };
-        run(&mut c, &[op(foreign(), error(ErrorCode::NotFound), 0)]).unwrap();
-        assert!(run(&mut c, &[op(foreign(), read(json!(1)), 0)]).is_err());
-        assert!(run(&mut c, &[op(foreign(), error(ErrorCode::Forbidden), 0)]).is_err());
+        run_each(c, &[op(foreign(), error(ErrorCode::NotFound), 0)]).unwrap();
+        assert!(run_each(c, &[op(foreign(), read(json!(1)), 0)]).is_err());
+        assert!(run_each(c, &[op(foreign(), error(ErrorCode::Forbidden), 0)]).is_err());
         // A lost answer says nothing.
         let lost = crate::event::Answer::Lost {
             error: "closed".into(),
         };
-        run(&mut c, &[op(foreign(), lost, 0)]).unwrap();
+        run_each(c, &[op(foreign(), lost, 0)]).unwrap();
     }
 }

@@ -6,7 +6,9 @@
 //! - [`config`] — [`ServerConfig`] and the flags of `spiral serve`.
 //! - [`error`] — [`ApiError`], the one error type every surface renders.
 //! - [`http`] — routes, the auth and rate-limit middleware, health, status and metrics.
-//! - [`ws`] — the command channel: handshake checks, envelope, commands, heartbeats, close codes.
+//! - [`ws`] — the command channel: envelope, commands, replies.
+//! - [`socket`] — what both WebSocket ports share: handshake checks, the outbound queue,
+//!   heartbeats, close codes and the closing handshake, the welcome frame.
 //! - [`stream`] — the event stream: the hub that relays engine events, sanitization, frame limits.
 //! - [`client`] — a minimal HTTP/1.1 client over any byte stream (the CLI, tests, the harness).
 //! - this module — [`AppState`], the connection registry and [`serve`].
@@ -15,6 +17,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod socket;
 pub mod stream;
 pub mod ws;
 

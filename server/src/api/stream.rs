@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 
-use super::ws::{self, Ending, Heartbeat, Outbox, Port, registry_close};
+use super::socket::{self, Ending, Heartbeat, Outbox, Port, registry_close};
 use super::{ApiError, AppState, Connections, Slot};
 use crate::auth::Principal;
 use crate::clock::Instant;
@@ -143,11 +143,11 @@ async fn upgrade(
     let Ok(upgrade) = upgrade else {
         return ApiError::BadRequest("expected a WebSocket upgrade".into()).into_response();
     };
-    match ws::admit(&st, &headers, query.as_deref(), Port::Stream).await {
+    match socket::admit(&st, &headers, query.as_deref(), Port::Stream).await {
         Err(e) => e.into_response(),
         Ok(a) => {
             let st2 = st.clone();
-            ws::configure(upgrade, &st, a.protocol)
+            socket::configure(upgrade, &st, a.protocol)
                 .on_upgrade(move |socket| run(st2, socket, a.who, a.slot))
         }
     }
@@ -158,7 +158,7 @@ async fn run(st: AppState, socket: WebSocket, who: Principal, slot: Slot) {
     let mut reg = Connections::register(&st, slot, &who);
     let (sink, mut incoming) = socket.split();
     let out = Outbox::spawn(sink, &st);
-    out.send_json(&ws::welcome(
+    out.send_json(&socket::welcome(
         reg.id,
         &who,
         json!({
@@ -179,7 +179,7 @@ async fn run(st: AppState, socket: WebSocket, who: Principal, slot: Slot) {
             }
             msg = incoming.next() => match msg {
                 None | Some(Ok(Message::Close(_))) => break Ending::Gone,
-                Some(Err(e)) if ws::is_oversized(&e) => break Ending::Close(CloseCode::TooBig),
+                Some(Err(e)) if socket::is_oversized(&e) => break Ending::Close(CloseCode::TooBig),
                 Some(Err(_)) => break Ending::Gone,
                 Some(Ok(Message::Pong(_))) => beat.missed = 0,
                 // The stream is one-way; anything the client sends is ignored.
@@ -211,7 +211,7 @@ async fn run(st: AppState, socket: WebSocket, who: Principal, slot: Slot) {
     match ending {
         Ending::Close(code) => {
             out.close(code).await;
-            ws::await_client_close(&mut incoming).await;
+            socket::await_client_close(&mut incoming).await;
         }
         Ending::Gone => out.finish().await,
     }
