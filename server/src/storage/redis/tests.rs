@@ -1,3 +1,7 @@
+//! The adapter's own rules, without a Redis: shard and key layout, the TLS policy, cluster mode,
+//! configuration errors, batching by shard, and an unreachable or hanging Redis (unavailable,
+//! timed out, re-dialled). The storage contract against a real Redis is `chaos/tests`.
+
 use super::*;
 
 #[test]
