@@ -68,16 +68,7 @@ pub async fn admit(
         return Err(ApiError::Forbidden("scope `metacog.stream` required"));
     }
     let now_ms = st.now_ms();
-    let d = st
-        .shared
-        .rate(&format!("ws:{}", who.user()), &st.cfg.ws_rate, now_ms)
-        .await;
-    if !d.allowed {
-        st.metrics.rate_limit_exceeded.inc(&["ws_handshake"]);
-        return Err(ApiError::RateLimited {
-            retry_after_ms: d.retry_after_ms,
-        });
-    }
+    take_ws_token(st, &who, now_ms, "ws_handshake").await?;
     if let Some(jti) = who.claims.jti.as_deref().filter(|_| !who.anonymous) {
         let until_ms = who
             .claims
@@ -101,6 +92,27 @@ pub async fn admit(
         who,
         slot,
         protocol,
+    })
+}
+
+/// Take one token from the user's WebSocket bucket — a handshake and every data message, text or
+/// binary, each take one; `Err` is the `rate_limited` refusal, counted under `label`.
+pub async fn take_ws_token(
+    st: &AppState,
+    who: &Principal,
+    now_ms: u64,
+    label: &'static str,
+) -> Result<(), ApiError> {
+    let d = st
+        .shared
+        .rate(&format!("ws:{}", who.user()), &st.cfg.ws_rate, now_ms)
+        .await;
+    if d.allowed {
+        return Ok(());
+    }
+    st.metrics.rate_limit_exceeded.inc(&[label]);
+    Err(ApiError::RateLimited {
+        retry_after_ms: d.retry_after_ms,
     })
 }
 

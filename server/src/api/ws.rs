@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use super::http::{admit_store, spiral_stats};
 use super::socket::{
     Ending, Heartbeat, Outbox, Port, admit, await_client_close, configure, read_error_ending,
-    registry_close, welcome,
+    registry_close, take_ws_token, welcome,
 };
 use super::{ApiError, AppState, Connections, Registered, Slot};
 use crate::auth::Principal;
@@ -163,28 +163,11 @@ pub fn error_envelope(id: &Value, e: &ApiError) -> Value {
     .to_value()
 }
 
-/// One text message in, one envelope out. Never fails: every problem is an error envelope.
-/// Every data message, text or binary, takes one token of the user's message bucket; `Err` is
-/// the `rate_limited` refusal.
-async fn admit_message(st: &AppState, who: &Principal) -> Result<(), ApiError> {
-    let d = st
-        .shared
-        .rate(&format!("ws:{}", who.user()), &st.cfg.ws_rate, st.now_ms())
-        .await;
-    if d.allowed {
-        return Ok(());
-    }
-    st.metrics.rate_limit_exceeded.inc(&["ws_message"]);
-    Err(ApiError::RateLimited {
-        retry_after_ms: d.retry_after_ms,
-    })
-}
-
 /// A binary message: refused (`bad_request`), after it has taken its token from the bucket like
 /// any other message (`rate_limited` once the bucket is empty).
 pub async fn handle_binary(st: &AppState, who: &Principal) -> Value {
     if !crate::planted!(BinaryUnlimited)
-        && let Err(e) = admit_message(st, who).await
+        && let Err(e) = take_ws_token(st, who, st.now_ms(), "ws_message").await
     {
         return error_envelope(&Value::Null, &e);
     }
@@ -192,8 +175,9 @@ pub async fn handle_binary(st: &AppState, who: &Principal) -> Value {
     error_envelope(&Value::Null, &e)
 }
 
+/// One text message in, one envelope out. Never fails: every problem is an error envelope.
 pub async fn handle_text(st: &AppState, who: &Principal, text: &str) -> Value {
-    let admitted = admit_message(st, who).await;
+    let admitted = take_ws_token(st, who, st.now_ms(), "ws_message").await;
     // The id, if the message has one, even when it is over the limit.
     let env: Result<Envelope, _> = serde_json::from_str(text);
     let id = env.as_ref().map(|e| e.id.clone()).unwrap_or(Value::Null);
