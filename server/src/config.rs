@@ -11,7 +11,7 @@ use clap::{ArgAction, Args, Parser, ValueEnum, builder::BoolishValueParser};
 use crate::clock::SharedClock;
 use crate::engine::EngineConfig;
 use crate::error::StorageError;
-use crate::resilience::{ResilienceConfig, ResilientStorage};
+use crate::resilience::{FileLog, ResilienceConfig, ResilientStorage};
 use crate::storage::SharedStorage;
 use crate::storage::embedded::EmbeddedStorage;
 use crate::storage::memory::MemoryStorage;
@@ -76,6 +76,24 @@ pub struct StorageArgs {
         default_value_t = 10_000
     )]
     pub degraded_journal_max: usize,
+    /// File that keeps the degraded journal across restarts (fsynced before a write is
+    /// acknowledged); default: beside SPIRAL_DB_PATH for embedded storage, else
+    /// SPIRAL_DATA_DIR/degraded-journal.jsonl for Redis. Memory storage keeps it in memory
+    /// unless this is set, as it keeps everything else.
+    #[arg(
+        long = "degraded-journal-path",
+        env = "DEGRADED_JOURNAL_PATH",
+        value_name = "DEGRADED_JOURNAL_PATH"
+    )]
+    pub degraded_journal_path: Option<PathBuf>,
+    /// Directory for local state when storage is remote (the degraded journal).
+    #[arg(
+        long = "data-dir",
+        env = "SPIRAL_DATA_DIR",
+        value_name = "SPIRAL_DATA_DIR",
+        default_value = "./spiral-data"
+    )]
+    pub data_dir: PathBuf,
 }
 
 impl StorageArgs {
@@ -106,6 +124,42 @@ impl StorageArgs {
         self.db_path
             .clone()
             .unwrap_or_else(|| PathBuf::from("spiral.redb"))
+    }
+
+    /// Where the degraded journal is kept; `None`: in memory (memory storage, unless
+    /// DEGRADED_JOURNAL_PATH says otherwise).
+    pub fn journal_path(&self) -> Option<PathBuf> {
+        if let Some(p) = &self.degraded_journal_path {
+            return Some(p.clone());
+        }
+        match self.backend() {
+            Backend::Memory => None,
+            Backend::Embedded => {
+                let mut p = self.db_path().into_os_string();
+                p.push(".journal");
+                Some(PathBuf::from(p))
+            }
+            Backend::Redis => Some(self.data_dir.join("degraded-journal.jsonl")),
+        }
+    }
+
+    /// `inner` behind the breaker, with the degraded journal where [`journal_path`](Self::journal_path) says.
+    fn resilient(
+        &self,
+        inner: SharedStorage,
+        clock: SharedClock,
+    ) -> Result<ResilientStorage, StorageError> {
+        let Some(path) = self.journal_path() else {
+            return Ok(ResilientStorage::new(inner, self.resilience(), clock));
+        };
+        let journal = |e: std::io::Error| {
+            StorageError::Config(format!(
+                "DEGRADED_JOURNAL_PATH: cannot use {}: {e}",
+                path.display()
+            ))
+        };
+        let log = FileLog::open(&path).map_err(journal)?;
+        ResilientStorage::with_log(inner, self.resilience(), clock, Arc::new(log)).map_err(journal)
     }
 
     pub fn resilience(&self) -> ResilienceConfig {
@@ -140,7 +194,7 @@ impl StorageArgs {
             }
             _ => (self.open_adapter().await?, crate::auth::Shared::memory()),
         };
-        let storage = Arc::new(ResilientStorage::new(inner, self.resilience(), clock));
+        let storage = Arc::new(self.resilient(inner, clock)?);
         Ok((storage, shared))
     }
 
@@ -171,11 +225,7 @@ impl StorageArgs {
     /// caller keeps the concrete type for `status()` (metrics, `/ready`) and `recover()`.
     pub async fn open(&self, clock: SharedClock) -> Result<Arc<ResilientStorage>, StorageError> {
         let inner = self.open_adapter().await?;
-        Ok(Arc::new(ResilientStorage::new(
-            inner,
-            self.resilience(),
-            clock,
-        )))
+        Ok(Arc::new(self.resilient(inner, clock)?))
     }
 }
 

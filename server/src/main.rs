@@ -217,16 +217,32 @@ async fn serve(serve: ServeArgs, storage: StorageArgs, engine: EngineArgs) -> an
         .open_for_server(clock.clone())
         .await
         .context("opening storage")?;
-    let (state, report) = ServerBuilder::new(keys, clock)
-        .storage(resilient)
-        .shared(Arc::new(shared))
-        .config(cfg)
-        .engine(engine_cfg)
-        .seed(engine.seed)
-        .redis_tls_disabled(storage.redis_tls_disabled())
-        .open()
-        .await
-        .context("starting the engine (rebuild-stats)")?;
+    let shared = Arc::new(shared);
+    // A degraded journal kept from an earlier run is replayed before the engine opens; while
+    // storage cannot take it, wait (it stays on disk whatever happens).
+    let mut shutdown = Box::pin(shutdown_signal());
+    let (state, report) = loop {
+        let opened = ServerBuilder::new(keys.clone(), clock.clone())
+            .storage(resilient.clone())
+            .shared(shared.clone())
+            .config(cfg.clone())
+            .engine(engine_cfg.clone())
+            .seed(engine.seed)
+            .redis_tls_disabled(storage.redis_tls_disabled())
+            .open()
+            .await;
+        match opened {
+            Ok(opened) => break opened,
+            Err(e) if resilient.status().journal_len > 0 => {
+                tracing::warn!(error = %e, "waiting for storage to replay the degraded journal");
+                tokio::select! {
+                    () = &mut shutdown => return Ok(()),
+                    () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
+            }
+            Err(e) => return Err(e).context("starting the engine (rebuild-stats)"),
+        }
+    };
     tracing::info!(
         storage = %storage.describe(),
         scanned = report.scanned,
@@ -246,7 +262,7 @@ async fn serve(serve: ServeArgs, storage: StorageArgs, engine: EngineArgs) -> an
         ws: ws.tap_io(nodelay),
         stream: stream.tap_io(nodelay),
     };
-    api::serve(listeners, state, shutdown_signal()).await?;
+    api::serve(listeners, state, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }

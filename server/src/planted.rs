@@ -42,10 +42,13 @@ pub enum Bug {
     /// WebSocket: binary frames are answered without taking a token from the message bucket, as
     /// before binary frames were rate-limited.
     BinaryUnlimited,
+    /// Degraded journal: kept in process memory only, as before it was durable — a restart or a
+    /// crash in degraded mode loses every write it acknowledged.
+    JournalVolatile,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 14] = [
+    pub const ALL: [Bug; 15] = [
         Bug::CountRace,
         Bug::DoubleCollect,
         Bug::AckBeforePersist,
@@ -60,6 +63,7 @@ impl Bug {
         Bug::CancelUnsafe,
         Bug::CollectDuringGc,
         Bug::BinaryUnlimited,
+        Bug::JournalVolatile,
     ];
 
     pub fn name(self) -> &'static str {
@@ -78,6 +82,7 @@ impl Bug {
             Bug::CancelUnsafe => "cancel-unsafe",
             Bug::CollectDuringGc => "collect-during-gc",
             Bug::BinaryUnlimited => "binary-unlimited",
+            Bug::JournalVolatile => "journal-volatile",
         }
     }
 

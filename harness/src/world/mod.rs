@@ -57,11 +57,13 @@ struct Model {
     acked: BTreeMap<String, (String, u32)>,
 }
 
-/// One server's slot: its current state (None while crashed) and its clock skew.
+/// One server's slot: its current state (None while crashed), its clock skew and its local disk
+/// (the degraded journal), which outlive a crash of the host.
 #[derive(Default)]
 pub(crate) struct ServerSlot {
     pub state: Mutex<Option<AppState>>,
     pub skew_ms: Arc<AtomicI64>,
+    pub journal: spiral_server::resilience::MemLog,
 }
 
 /// Everything the hosts of one run share.

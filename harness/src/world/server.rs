@@ -160,7 +160,14 @@ pub(crate) async fn main(ctx: Arc<Ctx>, s: u32) -> Result<(), Box<dyn std::error
         timeout_ms: 500,
         journal_max: 10_000,
     };
-    let resilient = Arc::new(ResilientStorage::new(storage, resilience, clock.clone()));
+    // The journal survives the crash on the host's disk; a restarted server replays it.
+    let disk = Arc::new(ctx.servers[s as usize].journal.clone());
+    let resilient = Arc::new(ResilientStorage::with_log(
+        storage,
+        resilience,
+        clock.clone(),
+        disk,
+    )?);
     let shared = Arc::new(shared);
     // Opening reads storage; while it is unreachable, keep trying (a real supervisor would).
     let state = loop {

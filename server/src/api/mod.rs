@@ -35,7 +35,7 @@ pub use error::ApiError;
 use crate::auth::{Keys, Principal, Reject, Shared};
 use crate::clock::SharedClock;
 use crate::engine::{Engine, EngineConfig, RebuildReport};
-use crate::error::EngineError;
+use crate::error::{EngineError, StorageError};
 use crate::metrics::{Metrics, Snapshot};
 use crate::protocol::CloseCode;
 use crate::resilience::ResilientStorage;
@@ -163,7 +163,17 @@ impl AppState {
     /// Open the engine over the storage (timed into the metrics) and assemble the state. The
     /// rebuild report of the open is returned for the caller to log. [`ServerBuilder`] is the
     /// usual way to call it.
+    ///
+    /// Writes a degraded journal kept from an earlier run are replayed first: the rebuild must see
+    /// them. While storage cannot take them the open fails with `Unavailable` (callers retry).
     pub async fn open(p: Parts) -> Result<(AppState, RebuildReport), EngineError> {
+        p.storage.recover().await;
+        let waiting = p.storage.status().journal_len;
+        if waiting > 0 {
+            return Err(EngineError::Storage(StorageError::Unavailable(format!(
+                "{waiting} journaled writes wait for storage; the engine opens once they are replayed"
+            ))));
+        }
         let metrics = Arc::new(Metrics::new());
         let timed = Arc::new(Instrumented::new(
             p.storage.clone(),

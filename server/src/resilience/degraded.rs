@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use super::breaker::{Breaker, BreakerConfig, Outcome, Permit, StateKind, Transition};
 use super::journal::{Journal, JournalOp};
+use super::journal_log::{JournalLog, MemLog};
 use crate::clock::Instant;
 use crate::error::StorageError;
 use crate::sync::{AtomicBool, Mutex, Ordering, lock};
@@ -40,6 +41,9 @@ pub struct ResilienceStatus {
 struct State {
     breaker: Breaker,
     journal: Journal,
+    /// The journal's durable copy: every append is in it before the write is acknowledged, every
+    /// ack before the entry leaves `journal`.
+    log: std::sync::Arc<dyn JournalLog>,
     /// Every value this process has read from or written to storage, as storage will hold it once
     /// the journal is replayed. Degraded reads are served from here.
     view: BTreeMap<String, Value>,
@@ -139,12 +143,39 @@ fn prefixed<'a>(
 }
 
 impl ResilienceCore {
+    /// A core whose journal lives in memory only (nothing of it survives the process).
     pub fn new(breaker: BreakerConfig, journal_max: usize) -> Self {
+        Self::with_log(
+            breaker,
+            journal_max,
+            std::sync::Arc::new(MemLog::new()),
+            Vec::new(),
+        )
+    }
+
+    /// A core over a durable journal `log`, holding `loaded` — what the log held at boot, as
+    /// [`JournalLog::load`] returned it — first in line for replay. Until they are replayed,
+    /// reads come from the view, which holds only them, so an engine cannot open on storage that
+    /// lacks them.
+    pub fn with_log(
+        breaker: BreakerConfig,
+        journal_max: usize,
+        log: std::sync::Arc<dyn JournalLog>,
+        loaded: Vec<JournalOp>,
+    ) -> Self {
+        let mut journal = Journal::new(journal_max.max(loaded.len()));
+        let mut view = BTreeMap::new();
+        for op in loaded {
+            // Cannot fail: the journal was sized for them. Numbered 0.., as `load` renumbered.
+            let _ = journal.append(op.clone());
+            apply(&mut view, op);
+        }
         Self {
             state: Mutex::new(State {
                 breaker: Breaker::new(breaker),
-                journal: Journal::new(journal_max),
-                view: BTreeMap::new(),
+                journal,
+                log,
+                view,
                 complete: Vec::new(),
                 write_gen: 0,
             }),
@@ -293,9 +324,18 @@ impl ResilienceCore {
     }
 
     fn enqueue(st: &mut State, ops: Vec<JournalOp>) -> Result<(), StorageError> {
-        st.journal
+        let (first, _) = st
+            .journal
             .append_all(ops.clone())
             .map_err(|full| StorageError::JournalFull(full.max))?;
+        if let Err(e) = st.log.append(first, &ops) {
+            // Not durable, so not acknowledged: take it back.
+            st.journal.truncate(first);
+            return Err(StorageError::Unavailable(format!(
+                "degraded journal {}: {e}",
+                st.log.describe()
+            )));
+        }
         st.write_gen += 1;
         for op in ops {
             apply(&mut st.view, op);
@@ -460,6 +500,13 @@ impl Replay<'_> {
         st.breaker.record(permit, outcome(&result), now);
         match result {
             Ok(()) => {
+                // The ack is durable before the entry leaves the journal: until then every write
+                // queues behind it, so no write-through can land before a crash would replay it.
+                let drained = st.journal.len() == 1;
+                if let Err(e) = st.log.ack(seq, drained) {
+                    tracing::error!(seq, error = %e, "degraded journal: ack not durable, entry kept");
+                    return false;
+                }
                 let acked = st.journal.ack(seq);
                 debug_assert!(acked, "only the replayer pops the journal");
                 true

@@ -13,7 +13,8 @@ use serde_json::Value;
 
 /// One journaled write. Re-applying one is harmless (set and del are idempotent), which is what
 /// makes retrying a partially failed replay safe.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum JournalOp {
     Set { key: String, value: Value },
     Del { key: String },
@@ -95,15 +96,31 @@ impl Journal {
         if self.entries.front().map(|(s, _)| *s) != Some(seq) {
             return false;
         }
-        if let Some((_, op)) = self.entries.pop_front()
-            && let Some(n) = self.pending.get_mut(op.key())
-        {
-            *n -= 1;
-            if *n == 0 {
-                self.pending.remove(op.key());
-            }
+        if let Some((_, op)) = self.entries.pop_front() {
+            self.forget(op.key());
         }
         true
+    }
+
+    /// Take back the entries numbered `from` and after (their append could not be made
+    /// durable, so they were never acknowledged). Numbers are not reused.
+    pub fn truncate(&mut self, from: u64) {
+        while let Some((seq, _)) = self.entries.back()
+            && *seq >= from
+        {
+            if let Some((_, op)) = self.entries.pop_back() {
+                self.forget(op.key());
+            }
+        }
+    }
+
+    fn forget(&mut self, key: &str) {
+        if let Some(n) = self.pending.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                self.pending.remove(key);
+            }
+        }
     }
 
     /// Is a journaled write to `key` still waiting for replay?
@@ -171,6 +188,19 @@ mod tests {
             "a stale ack of an old number can never pop a new entry"
         );
         assert!(!j.ack(a));
+    }
+
+    #[test]
+    fn truncate_takes_back_the_tail_and_its_pending_keys() {
+        let mut j = Journal::new(10);
+        let a = j.append(set("a", 1)).unwrap();
+        let (b, _) = j.append_all(vec![set("b", 1), set("a", 2)]).unwrap();
+        j.truncate(b);
+        assert_eq!(j.len(), 1);
+        assert!(!j.has_pending("b"));
+        assert!(j.has_pending("a"), "the first write to a is still queued");
+        assert_eq!(j.front(), Some((a, set("a", 1))));
+        assert!(j.append(set("c", 1)).unwrap() > b, "numbers are not reused");
     }
 
     #[test]

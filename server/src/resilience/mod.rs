@@ -10,6 +10,7 @@
 //! # Layout
 //! - [`breaker`] — the breaker as a pure state machine on the injected clock.
 //! - [`journal`] — the bounded, numbered write journal.
+//! - [`journal_log`] — its durable copy on local disk, replayed at boot (SPEC §1.9).
 //! - [`degraded`] — [`ResilienceCore`]: breaker, journal and view behind one `sync` lock, every
 //!   decision one short critical section; loom models (`tests/loom_resilience.rs`) race it.
 //! - this module — the async wrapper: timeouts, storage I/O between the core's sections, replay.
@@ -17,6 +18,7 @@
 pub mod breaker;
 pub mod degraded;
 pub mod journal;
+pub mod journal_log;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,6 +32,7 @@ pub use breaker::{
 };
 pub use degraded::{ResilienceCore, ResilienceStatus};
 pub use journal::{Journal, JournalFull, JournalOp};
+pub use journal_log::{FileLog, JournalLog, MemLog};
 
 use crate::clock::{Instant, SharedClock};
 use crate::error::StorageError;
@@ -121,11 +124,56 @@ impl Drop for Call<'_> {
 }
 
 impl ResilientStorage {
+    /// Storage whose degraded journal lives in memory only: what it holds when the process ends
+    /// is lost. For storage that does not outlive the process either (memory) and for tests;
+    /// anything else uses [`with_log`](Self::with_log).
     pub fn new(inner: SharedStorage, cfg: ResilienceConfig, clock: SharedClock) -> Self {
+        Self::from_core(
+            inner,
+            ResilienceCore::new(cfg.breaker(), cfg.journal_max),
+            cfg,
+            clock,
+        )
+    }
+
+    /// Storage whose degraded journal is kept in `log`. What the log holds from an earlier run
+    /// (writes acknowledged while storage was unreachable, never replayed) is loaded first in
+    /// line: reads come from the degraded view until it is replayed, so an engine opens only
+    /// once storage has it ([`AppState::open`](crate::api::AppState::open) replays first).
+    pub fn with_log(
+        inner: SharedStorage,
+        cfg: ResilienceConfig,
+        clock: SharedClock,
+        log: Arc<dyn JournalLog>,
+    ) -> std::io::Result<Self> {
+        let (log, loaded): (Arc<dyn JournalLog>, _) = if crate::planted!(JournalVolatile) {
+            // Planted: the journal is kept in process memory, as before it was durable.
+            (Arc::new(MemLog::new()), Vec::new())
+        } else {
+            let loaded = log.load()?;
+            if !loaded.is_empty() {
+                tracing::warn!(
+                    entries = loaded.len(),
+                    journal = %log.describe(),
+                    "degraded journal from an earlier run: replaying before opening"
+                );
+            }
+            (log, loaded)
+        };
+        let core = ResilienceCore::with_log(cfg.breaker(), cfg.journal_max, log, loaded);
+        Ok(Self::from_core(inner, core, cfg, clock))
+    }
+
+    fn from_core(
+        inner: SharedStorage,
+        core: ResilienceCore,
+        cfg: ResilienceConfig,
+        clock: SharedClock,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 inner,
-                core: ResilienceCore::new(cfg.breaker(), cfg.journal_max),
+                core,
                 clock,
                 timeout_ms: cfg.timeout_ms,
                 kicked: AtomicBool::new(false),

@@ -506,3 +506,99 @@ async fn an_idle_server_recovers_through_the_recovery_task() {
     assert_eq!(w.faulty.mem.get("a").await, Ok(Some(json!(1))));
     assert!(!w.store.status().degraded);
 }
+
+/// A journal log whose disk has failed: nothing can be made durable.
+#[derive(Debug)]
+struct BrokenDisk;
+
+impl JournalLog for BrokenDisk {
+    fn append(&self, _: u64, _: &[JournalOp]) -> std::io::Result<()> {
+        Err(std::io::Error::other("injected: disk full"))
+    }
+    fn ack(&self, _: u64, _: bool) -> std::io::Result<()> {
+        Err(std::io::Error::other("injected: disk full"))
+    }
+    fn load(&self) -> std::io::Result<Vec<JournalOp>> {
+        Ok(Vec::new())
+    }
+    fn describe(&self) -> String {
+        "broken".into()
+    }
+}
+
+#[tokio::test]
+async fn writes_journaled_before_a_crash_are_replayed_by_the_next_process_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.jsonl");
+    let faulty = Arc::new(Faulty::default());
+    let clock = ManualClock::new(1_700_000_000_000);
+    {
+        // The first process: storage down, three writes acknowledged, then it dies.
+        let log = Arc::new(FileLog::open(&path).unwrap());
+        let w = World {
+            faulty: faulty.clone(),
+            store: ResilientStorage::with_log(
+                faulty.clone(),
+                ResilienceConfig::default(),
+                Arc::new(clock.clone()),
+                log,
+            )
+            .unwrap(),
+            clock: clock.clone(),
+        };
+        w.open().await;
+        w.store.set("a", &json!(1)).await.unwrap();
+        w.store.set("b", &json!(2)).await.unwrap();
+        w.store.del("a").await.unwrap();
+        assert_eq!(w.store.status().journal_len, 3);
+    }
+    assert!(faulty.writes().is_empty(), "storage never saw them");
+    // The next process, storage back: the journal is waiting before anything else.
+    let store = ResilientStorage::with_log(
+        faulty.clone(),
+        ResilienceConfig::default(),
+        Arc::new(clock.clone()),
+        Arc::new(FileLog::open(&path).unwrap()),
+    )
+    .unwrap();
+    assert_eq!(store.status().journal_len, 3);
+    assert!(
+        store.scan_prefix("").await.is_err(),
+        "storage lacks the journal, so nothing may be listed from it yet"
+    );
+    assert_eq!(store.recover().await, 3);
+    assert_eq!(faulty.writes(), ["set a=1", "set b=2", "del a"]);
+    assert_eq!(store.get("b").await, Ok(Some(json!(2))));
+    assert_eq!(store.get("a").await, Ok(None));
+    drop(store);
+    // A replay task kicked by the reads may still hold the storage (and its journal) for a turn.
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+    // Replayed entries are acknowledged on disk: a third process finds nothing to replay.
+    let again = FileLog::open(&path).unwrap();
+    assert!(again.load().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_write_the_disk_cannot_keep_is_refused_not_acknowledged() {
+    let faulty = Arc::new(Faulty::default());
+    let clock = ManualClock::new(1_700_000_000_000);
+    let w = World {
+        faulty: faulty.clone(),
+        store: ResilientStorage::with_log(
+            faulty.clone(),
+            ResilienceConfig::default(),
+            Arc::new(clock.clone()),
+            Arc::new(BrokenDisk),
+        )
+        .unwrap(),
+        clock,
+    };
+    assert!(w.store.scan_prefix("").await.unwrap().is_empty());
+    w.open().await;
+    let err = w.store.set("a", &json!(1)).await.unwrap_err();
+    assert!(err.to_string().contains("disk full"), "{err}");
+    assert_eq!(w.store.status().journal_len, 0, "taken back");
+    assert_eq!(w.store.get("a").await, Ok(None), "and not in the view");
+}
