@@ -134,6 +134,8 @@ sim_demo cancel-unsafe       gc-pressure
 sim_demo collect-during-gc   gc-pressure
 sim_demo binary-unlimited    bad-clients
 sim_demo journal-volatile    redis-outage
+sim_demo jti-repeats         server-crash-restart
+sim_demo refresh-forever     server-crash-restart
 
 # The workflow's determinism step, extracted from the workflow and run as Actions runs it
 # (`bash -e`, no pipefail), must fail on a planted nondeterminism: an unseeded value in a trace line.

@@ -3,6 +3,8 @@
 //! A [`Record`] is an [`Event`] at a time (milliseconds since the run started, on the world's
 //! clock) and is one JSON line of the trace: `{"t_ms":…,"ev":"op",…}`.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use spiral_server::protocol::{BreakerState, ErrorCode, Reply};
@@ -180,6 +182,8 @@ pub enum Phase {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "ev", rename_all = "snake_case")]
 pub enum Event {
+    /// The server settings this run drew (`[server]`), before anything else happened.
+    Settings { values: BTreeMap<String, u64> },
     /// A phase of the run began at `at_ms`.
     Phase { phase: Phase, at_ms: u64 },
     /// A well-behaved client's operation and its answer.
@@ -251,6 +255,18 @@ pub enum Event {
         sent: u32,
         admitted: u32,
         span_ms: u64,
+    },
+    /// `POST /auth/refresh` by a client whose token chain began at `chain_start_s` (the `iat` of
+    /// the token the harness minted for it): the new token's `jti` and `exp` when it got one,
+    /// else the status (none: no answer).
+    Refresh {
+        client: u32,
+        server: u32,
+        user: String,
+        chain_start_s: u64,
+        jti: Option<String>,
+        exp: Option<u64>,
+        status: Option<u16>,
     },
     /// A connection flood: how many connections were accepted before the first 503.
     Flood {

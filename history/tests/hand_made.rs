@@ -25,6 +25,19 @@ fn settings() -> Settings {
             max_error_ratio: Some(0.5),
         },
         disabled: BTreeSet::new(),
+        refresh_max_lifetime_s: 3_600,
+    }
+}
+
+fn refresh(client: u32, jti: &str, exp: u64) -> Event {
+    Event::Refresh {
+        client,
+        server: 0,
+        user: format!("user-{client}"),
+        chain_start_s: 1_000,
+        jti: Some(jti.into()),
+        exp: Some(exp),
+        status: Some(200),
     }
 }
 
@@ -109,6 +122,7 @@ fn clean() -> Vec<Record> {
         ),
         at(9500, op(collect("a"), Answer::Collected, 9500)),
         at(9600, op(get("a"), error(ErrorCode::NotFound), 9600)),
+        at(9700, refresh(0, "r1", 4_000)),
         at(
             30_000,
             Event::Phase {
@@ -160,6 +174,11 @@ fn each_broken_variant_fails_with_its_checker_and_exit_code() {
                 ));
                 h.insert(3, at(25, op(store(json!(3)), stored("a2"), 25)));
             }),
+        ),
+        (
+            "tokens",
+            EXIT_CORRECTNESS,
+            Box::new(|h| h.push(at(30_300, refresh(1, "r1", 4_000)))),
         ),
         (
             "reads",

@@ -228,6 +228,7 @@ async fn serve(serve: ServeArgs, storage: StorageArgs, engine: EngineArgs) -> an
             .config(cfg.clone())
             .engine(engine_cfg.clone())
             .seed(engine.seed)
+            .instance(serve.http_addr.to_string())
             .redis_tls_disabled(storage.redis_tls_disabled())
             .open()
             .await;

@@ -45,10 +45,16 @@ pub enum Bug {
     /// Degraded journal: kept in process memory only, as before it was durable — a restart or a
     /// crash in degraded mode loses every write it acknowledged.
     JournalVolatile,
+    /// Auth: `/auth/refresh` mints token ids from the seeded RNG alone, so every restart (and
+    /// every instance with the same seed) mints the same ids again.
+    JtiRepeats,
+    /// Auth: every `/auth/refresh` restarts the token's lifetime, so a refresh loop keeps a
+    /// token alive for ever.
+    RefreshForever,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 15] = [
+    pub const ALL: [Bug; 17] = [
         Bug::CountRace,
         Bug::DoubleCollect,
         Bug::AckBeforePersist,
@@ -64,6 +70,8 @@ impl Bug {
         Bug::CollectDuringGc,
         Bug::BinaryUnlimited,
         Bug::JournalVolatile,
+        Bug::JtiRepeats,
+        Bug::RefreshForever,
     ];
 
     pub fn name(self) -> &'static str {
@@ -83,6 +91,8 @@ impl Bug {
             Bug::CollectDuringGc => "collect-during-gc",
             Bug::BinaryUnlimited => "binary-unlimited",
             Bug::JournalVolatile => "journal-volatile",
+            Bug::JtiRepeats => "jti-repeats",
+            Bug::RefreshForever => "refresh-forever",
         }
     }
 

@@ -108,6 +108,12 @@ fn sim_scenario(
             return ExitCode::from(EXIT_ERROR);
         }
     }
+    if !l.scenario.server.0.is_empty() {
+        say!(
+            "server {}",
+            world::server_settings(&l.scenario, seed).describe()
+        );
+    }
     say!("ops {}", counts(&r.ops));
     say!("faults fired {}", counts(&r.faults_fired));
     say!("checks {}", r.checks.join(" "));

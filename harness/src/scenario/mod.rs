@@ -33,6 +33,7 @@
 
 mod checks;
 mod fault;
+mod server;
 mod workload;
 mod world;
 
@@ -45,6 +46,7 @@ pub use spiral_history::checkers::Slo;
 
 pub use checks::Checks;
 pub use fault::{Fault, FaultAt, OutageMode, Swarm};
+pub use server::{KNOBS, Knob, ServerSettings, ServerSpec};
 pub use workload::{Mix, Workload};
 pub use world::{StorageKind, WorldSpec};
 
@@ -56,6 +58,9 @@ pub struct Scenario {
     #[serde(default)]
     pub description: String,
     pub world: WorldSpec,
+    /// The server's settings, drawn per seed.
+    #[serde(default, skip_serializing_if = "server_spec_is_empty")]
+    pub server: ServerSpec,
     #[serde(default)]
     pub workload: Workload,
     #[serde(default)]
@@ -94,14 +99,14 @@ impl Scenario {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 
-    /// What the checkers need to know of a run of this scenario.
-    pub fn check_settings(&self) -> Settings {
-        // The world's servers run the default WebSocket limit.
+    /// What the checkers need to know of a run of this scenario whose servers drew `server`.
+    pub fn check_settings(&self, server: &ServerSettings) -> Settings {
         let ws_rate = spiral_server::api::ServerConfig::default().ws_rate;
         Settings {
             clients: self.world.clients - self.workload.bad_clients,
-            ws_rate_capacity: ws_rate.capacity,
+            ws_rate_capacity: server.get("ws_rate_limit"),
             ws_rate_window_ms: ws_rate.window_ms,
+            refresh_max_lifetime_s: server.get("refresh_max_lifetime_s"),
             gc_grace_ms: self.checks.gc_grace_ms,
             liveness_within_ms: (self.checks.liveness_within_s * 1000.0) as u64,
             end_ms: self.world.duration_s * 1000,
@@ -120,6 +125,7 @@ impl Scenario {
         self.world.validate()?;
         self.workload.validate(&self.world)?;
         self.checks.validate()?;
+        self.server.validate()?;
         let hosts = self.host_names();
         for (i, f) in self.faults.iter().enumerate() {
             f.validate(&self.world, &hosts)
@@ -132,6 +138,10 @@ impl Scenario {
     pub fn host_names(&self) -> Vec<String> {
         self.world.host_names()
     }
+}
+
+fn server_spec_is_empty(s: &ServerSpec) -> bool {
+    s.0.is_empty()
 }
 
 /// Where fault `i` of the file starts: `line N: [[faults]]` (the `[[faults]]` headers in order),

@@ -22,6 +22,10 @@ pub struct Mix {
     /// Reads of another tenant's ids: must be `not_found`.
     #[serde(default)]
     pub foreign_get: u32,
+    /// `POST /auth/refresh` with the client's token; the new token is used for the next
+    /// handshake (the `tokens` checker judges every one minted).
+    #[serde(default)]
+    pub refresh: u32,
 }
 
 impl Default for Mix {
@@ -33,12 +37,13 @@ impl Default for Mix {
             list: 5,
             stats: 5,
             foreign_get: 5,
+            refresh: 0,
         }
     }
 }
 
 impl Mix {
-    pub fn weights(&self) -> [(&'static str, u32); 6] {
+    pub fn weights(&self) -> [(&'static str, u32); 7] {
         [
             ("store", self.store),
             ("get", self.get),
@@ -46,6 +51,7 @@ impl Mix {
             ("list", self.list),
             ("stats", self.stats),
             ("foreign_get", self.foreign_get),
+            ("refresh", self.refresh),
         ]
     }
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
+use spiral_history::Event;
 use spiral_history::checkers::{self, Panel};
 use spiral_server::rng::SplitMix64;
 use spiral_server::storage::SharedStorage;
@@ -15,7 +16,7 @@ use spiral_server::storage::memory::MemoryStorage;
 
 use super::run::final_checks;
 use super::{Ctx, EPOCH_MS, Model, ServerSlot, bad, client, server};
-use crate::scenario::{Scenario, StorageKind};
+use crate::scenario::{Scenario, ServerSettings, StorageKind};
 use crate::sim_redis::{Faults as RedisFaults, SimRedis};
 
 /// Simulated time the run may take beyond the workload: settling, final checks.
@@ -25,6 +26,7 @@ const SETTLE: Duration = Duration::from_secs(90);
 /// host, the simulated Redis if the scenario uses one.
 pub(super) fn context(
     scenario: &Scenario,
+    settings: ServerSettings,
     server_seed: u64,
     redis_seed: u64,
 ) -> Result<Arc<Ctx>, String> {
@@ -35,11 +37,11 @@ pub(super) fn context(
         ) as SharedStorage),
         StorageKind::Redis => None,
     };
-    Ok(Arc::new(Ctx {
+    let ctx = Arc::new(Ctx {
         sc: scenario.clone(),
         model: Mutex::new(Model {
             trace: Vec::new(),
-            panel: Panel::new(checkers::all(&scenario.check_settings())),
+            panel: Panel::new(checkers::all(&scenario.check_settings(&settings))),
             ops: BTreeMap::new(),
             faults: BTreeMap::new(),
             acked: BTreeMap::new(),
@@ -52,7 +54,15 @@ pub(super) fn context(
         server_seed,
         clients_done: AtomicU32::new(0),
         failed: Mutex::new(None),
-    }))
+        settings,
+    });
+    ctx.record_at(
+        Event::Settings {
+            values: ctx.settings.values(),
+        },
+        0,
+    );
+    Ok(ctx)
 }
 
 /// The simulation: the Redis host (if any), one host per server, the client hosts (each running

@@ -29,20 +29,34 @@ pub(crate) async fn main(ctx: &Ctx, c: u32, mut rng: SplitMix64) {
     let mut conn = 0u64;
     let mut seq = 0u64;
     let mut mine: Vec<String> = Vec::new();
+    // The token of the open connection, and a refreshed one waiting for the next handshake.
+    // Every token the harness mints is issued at the epoch: that is where its chain starts.
+    let chain_start_s = EPOCH_MS / 1000;
+    let mut token = String::new();
+    let mut refreshed: Option<(String, String)> = None;
     while now_ms() < end_ms && seq < max_ops {
         let gap = (mean_gap_ms * (0.5 + rng.next_f64())) as u64;
         tokio::time::sleep(Duration::from_millis(gap.max(1))).await;
         if ws.is_none() {
             conn += 1;
-            let jti = format!("c{c}-{conn}");
-            let token = net::sign(&net::claims(
-                &user,
-                &tenant,
-                &["user"],
-                jti.clone(),
-                exp_s,
-                EPOCH_MS / 1000,
-            ));
+            let jti = match refreshed.take() {
+                Some((t, jti)) => {
+                    token = t;
+                    jti
+                }
+                None => {
+                    let jti = format!("c{c}-{conn}");
+                    token = net::sign(&net::claims(
+                        &user,
+                        &tenant,
+                        &["user"],
+                        jti.clone(),
+                        exp_s,
+                        chain_start_s,
+                    ));
+                    jti
+                }
+            };
             let h = net::connect(server, Some(&token)).await;
             ctx.record(Event::Connect {
                 client: c,
@@ -105,6 +119,16 @@ pub(crate) async fn main(ctx: &Ctx, c: u32, mut rng: SplitMix64) {
                 (Command::MemoryGet { id: id.clone() }, Op::ForeignGet { id })
             }
             "list" => (Command::MemoryList { limit: Some(20) }, Op::List),
+            "refresh" => {
+                refreshed = refresh(ctx, c, server, &user, &token, chain_start_s).await;
+                // The new token serves the next handshake: hang up to use it.
+                if refreshed.is_some()
+                    && let Some(mut s) = ws.take()
+                {
+                    let _ = s.close(None).await;
+                }
+                continue;
+            }
             // "get"/"collect" with nothing of its own yet fall through to stats.
             _ => (Command::SpiralStats, Op::Stats),
         };
@@ -138,4 +162,34 @@ pub(crate) async fn main(ctx: &Ctx, c: u32, mut rng: SplitMix64) {
     if let Some(mut s) = ws {
         let _ = s.close(None).await;
     }
+}
+
+/// `POST /auth/refresh` with `token`; the new token and its `jti`, recorded for the `tokens`
+/// checker.
+async fn refresh(
+    ctx: &Ctx,
+    c: u32,
+    server: u32,
+    user: &str,
+    token: &str,
+    chain_start_s: u64,
+) -> Option<(String, String)> {
+    let reply = net::http_reply(server, "POST", "/auth/refresh", Some(token), None).await;
+    let minted = reply.as_ref().ok().filter(|r| r.status == 200).and_then(|r| {
+        let body: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+        let token = body["token"].as_str()?.to_owned();
+        let claims = net::peek_claims(&token)?;
+        Some((token, claims))
+    });
+    ctx.record(Event::Refresh {
+        client: c,
+        server,
+        user: user.to_owned(),
+        chain_start_s,
+        jti: minted.as_ref().and_then(|(_, cl)| cl.jti.clone()),
+        exp: minted.as_ref().map(|(_, cl)| cl.exp),
+        status: reply.as_ref().ok().map(|r| r.status),
+    });
+    let (token, claims) = minted?;
+    Some((token, claims.jti?))
 }

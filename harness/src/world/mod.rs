@@ -39,7 +39,7 @@ use spiral_server::storage::SharedStorage;
 use crate::scenario::Scenario;
 use crate::sim_redis::SimRedis;
 
-pub use self::run::{RunResult, checks, run, sweep};
+pub use self::run::{RunResult, checks, run, server_settings, sweep};
 pub use self::schedule::schedule;
 
 /// The fixed epoch of every run (2027-01-15T08:00:00Z).
@@ -79,6 +79,8 @@ pub(crate) struct Ctx {
     pub clients_done: AtomicU32,
     /// The harness itself failed (the run is reported as a crash).
     failed: Mutex<Option<String>>,
+    /// The server settings this run drew from `[server]`.
+    pub settings: crate::scenario::ServerSettings,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -49,6 +49,12 @@ pub fn forge(c: &Claims) -> String {
         .unwrap_or_default()
 }
 
+/// The claims of a token, read without verifying it (the client's view of what it was given).
+pub fn peek_claims(token: &str) -> Option<Claims> {
+    let body = token.split('.').nth(1)?;
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).ok()?).ok()
+}
+
 /// `alg: none`, no signature.
 pub fn alg_none(c: &Claims) -> String {
     let header = URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT"}).to_string());
@@ -203,6 +209,17 @@ pub async fn http(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> Result<u16, String> {
+    Ok(http_reply(server, method, path, token, body).await?.status)
+}
+
+/// [`http`], with the response body.
+pub async fn http_reply(
+    server: u32,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> Result<client::Reply, String> {
     let host = format!("server-{server}");
     let method = Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
     let exchange = async {
@@ -212,8 +229,7 @@ pub async fn http(
         let body = body.map(|b| b.to_string().into_bytes());
         client::request(stream, method, &host, path, token, body).await
     };
-    let reply = tokio::time::timeout(ANSWER_TIMEOUT, exchange)
+    tokio::time::timeout(ANSWER_TIMEOUT, exchange)
         .await
-        .map_err(|_| "no response in 5 s".to_owned())??;
-    Ok(reply.status)
+        .map_err(|_| "no response in 5 s".to_owned())?
 }

@@ -88,10 +88,17 @@ impl RunResult {
 
 /// The checkers a run of `scenario` has, by name.
 pub fn checks(scenario: &Scenario) -> Vec<&'static str> {
-    spiral_history::checkers::all(&scenario.check_settings())
+    spiral_history::checkers::all(&scenario.check_settings(&scenario.server.defaults()))
         .iter()
         .map(|c| c.name())
         .collect()
+}
+
+/// The server settings a run of `scenario` with `seed` draws (`[server]`).
+pub fn server_settings(scenario: &Scenario, seed: u64) -> crate::scenario::ServerSettings {
+    scenario
+        .server
+        .draw(&mut SplitMix64::new(seed).fork("server-settings"))
 }
 
 /// Run `scenario` with `seed`.
@@ -100,8 +107,9 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunResult {
     let net_seed = root.fork("turmoil").next_u64();
     let server_seed = root.fork("server").next_u64();
     let redis_seed = root.fork("redis").next_u64();
+    let settings = server_settings(scenario, seed);
     let checks = checks(scenario);
-    let ctx = match build::context(scenario, server_seed, redis_seed) {
+    let ctx = match build::context(scenario, settings, server_seed, redis_seed) {
         Ok(ctx) => ctx,
         Err(e) => return crashed(seed, e, checks),
     };

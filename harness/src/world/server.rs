@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 use spiral_server::api::{AppState, ServerBuilder, ServerConfig};
+use spiral_server::ratelimit::Limit;
 use spiral_server::auth::{Keys, Shared};
 use spiral_server::clock::{Clock, EpochClock, Instant, SharedClock};
 use spiral_server::engine::{EngineConfig, EngineEvent};
@@ -120,13 +121,21 @@ fn redis_adapter() -> RedisStorage {
 
 fn server_config(ctx: &Ctx) -> ServerConfig {
     let w = &ctx.sc.world;
+    let knob = |name| ctx.settings.get(name);
+    let defaults = ServerConfig::default();
     ServerConfig {
         ws_ping_interval_ms: w.ws_ping_interval_ms,
         ws_idle_timeout_ms: w.ws_idle_timeout_ms,
         max_connections: w.max_connections,
         max_message_size: w.max_message_size,
         recovery_period_ms: 500,
-        ..ServerConfig::default()
+        ws_rate: Limit {
+            capacity: knob("ws_rate_limit"),
+            ..defaults.ws_rate
+        },
+        ws_send_queue: knob("ws_send_queue") as usize,
+        refresh_max_lifetime_s: knob("refresh_max_lifetime_s"),
+        ..defaults
     }
 }
 
@@ -155,10 +164,10 @@ pub(crate) async fn main(ctx: Arc<Ctx>, s: u32) -> Result<(), Box<dyn std::error
         }
     };
     let resilience = ResilienceConfig {
-        failures: 3,
-        window_ms: 2_000,
-        timeout_ms: 500,
-        journal_max: 10_000,
+        failures: ctx.settings.get("cb_failures") as u32,
+        window_ms: ctx.settings.get("cb_window_ms"),
+        timeout_ms: ctx.settings.get("cb_timeout_ms"),
+        journal_max: ctx.settings.get("journal_max") as usize,
     };
     // The journal survives the crash on the host's disk; a restarted server replays it.
     let disk = Arc::new(ctx.servers[s as usize].journal.clone());
@@ -183,6 +192,7 @@ pub(crate) async fn main(ctx: Arc<Ctx>, s: u32) -> Result<(), Box<dyn std::error
                 ctx.server_seed,
                 &format!("server-{s}"),
             ))
+            .instance(format!("server-{s}"))
             .open()
             .await;
         match opened {

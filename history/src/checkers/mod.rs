@@ -16,6 +16,7 @@
 //! | `gc_keeps_up` | at quiescence a GC pass can start and brings every server back within capacity | correctness |
 //! | `close_codes` | a silent peer is closed with 4001, an idle one with 4000, an oversized frame with 1009, a revoked subject with 4003 | correctness |
 //! | `bad_input` | malformed frames get an error envelope and the connection stays up | correctness |
+//! | `tokens` | every `jti` `/auth/refresh` mints is new, and no refreshed token outlives its chain's start plus `REFRESH_MAX_LIFETIME_S` | correctness |
 //! | `liveness` | after the last fault heals, every client completes work within a bound | liveness |
 //! | `slo` | store p95 and error ratio within the scenario's SLOs | liveness |
 
@@ -31,6 +32,7 @@ pub mod rate_limit;
 pub mod reads;
 pub mod slo;
 pub mod tenant_isolation;
+pub mod tokens;
 
 use std::collections::BTreeSet;
 
@@ -67,7 +69,7 @@ pub trait Checker {
 }
 
 /// Every checker's name, in panel order (for `checks.disable` and the summaries).
-pub const NAMES: [&str; 13] = [
+pub const NAMES: [&str; 14] = [
     "engine_invariants",
     "acked_writes",
     "reads",
@@ -79,6 +81,7 @@ pub const NAMES: [&str; 13] = [
     "gc_keeps_up",
     "close_codes",
     "bad_input",
+    "tokens",
     "liveness",
     "slo",
 ];
@@ -102,6 +105,8 @@ pub struct Settings {
     pub slo: Slo,
     /// Checkers left out, by name.
     pub disabled: BTreeSet<String>,
+    /// The servers' `REFRESH_MAX_LIFETIME_S`.
+    pub refresh_max_lifetime_s: u64,
 }
 
 /// A property judged on each event alone, with no memory of the ones before: a name and a
@@ -144,6 +149,7 @@ pub fn all(s: &Settings) -> Vec<Box<dyn Checker + Send>> {
         Box::new(EachEvent::new("gc_keeps_up", gc_keeps_up::judge)),
         Box::new(EachEvent::new("close_codes", close_codes::judge)),
         Box::new(EachEvent::new("bad_input", bad_input::judge)),
+        Box::new(tokens::Tokens::new(s.refresh_max_lifetime_s)),
         Box::new(liveness::Liveness::new(
             s.clients,
             s.liveness_within_ms,

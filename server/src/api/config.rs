@@ -39,6 +39,9 @@ pub struct ServerConfig {
     pub recovery_period_ms: u64,
     /// Lifetime of tokens minted by `/auth/refresh` when the old token had no `iat`.
     pub refresh_lifetime_s: u64,
+    /// No refreshed token lives past its original authentication (`auth_time`, else `iat`) plus
+    /// this (`REFRESH_MAX_LIFETIME_S`, s).
+    pub refresh_max_lifetime_s: u64,
     /// Conformance builds only (`SPIRAL_WS_ECHO`): the command channel echoes every data message
     /// instead of answering it, and sends no welcome.
     #[cfg(feature = "conformance")]
@@ -62,6 +65,7 @@ impl Default for ServerConfig {
             heartbeat_interval_ms: 1000,
             recovery_period_ms: 1000,
             refresh_lifetime_s: 3600,
+            refresh_max_lifetime_s: 86_400,
             #[cfg(feature = "conformance")]
             ws_echo: false,
         }
@@ -172,6 +176,10 @@ pub struct ServeArgs {
     #[arg(long = "max-message-size", env = "SPIRAL_MAX_MESSAGE_SIZE", value_name = "SPIRAL_MAX_MESSAGE_SIZE", default_value_t = 1_048_576,
           value_parser = clap::value_parser!(u64).range(1024..=67_108_864))]
     pub max_message_size: u64,
+    /// A refreshed token never lives past the original authentication plus this (s).
+    #[arg(long = "refresh-max-lifetime-s", env = "REFRESH_MAX_LIFETIME_S", value_name = "REFRESH_MAX_LIFETIME_S", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(60..=31_536_000))]
+    pub refresh_max_lifetime_s: u64,
     /// Conformance builds only: echo every data message on the command channel instead of
     /// answering it, and send no welcome (for the Autobahn|Testsuite fuzzingclient).
     #[cfg(feature = "conformance")]
@@ -254,6 +262,7 @@ impl ServeArgs {
             ws_send_queue: self.ws_send_queue as usize,
             max_connections: self.max_connections as usize,
             max_message_size: self.max_message_size as usize,
+            refresh_max_lifetime_s: self.refresh_max_lifetime_s,
             #[cfg(feature = "conformance")]
             ws_echo: self.ws_echo,
             ..ServerConfig::default()

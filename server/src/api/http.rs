@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
 use crate::auth::shared::Revoke;
-use crate::auth::{Claims, Principal, token_from};
+use crate::auth::{Claims, Principal, Reject, token_from};
 use crate::engine::StoreRequest;
 use crate::protocol::CloseCode;
 use crate::ratelimit::Decision;
@@ -300,7 +300,10 @@ async fn spirals(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     spiral_stats(&st).map(Json)
 }
 
-/// A fresh token for the caller: same subject, roles, tenant and scope; a new `jti`.
+/// A fresh token for the caller: same subject, roles, tenant and scope; a new `jti`, unique across
+/// restarts and instances. The chain keeps its original authentication time (`auth_time`, else
+/// the old token's `iat`, else now): every token of it expires by that plus
+/// `REFRESH_MAX_LIFETIME_S`, and past that the chain cannot be refreshed (401 `expired`).
 async fn refresh(
     State(st): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -316,9 +319,21 @@ async fn refresh(
         .iat
         .map_or(st.cfg.refresh_lifetime_s, |iat| old.exp.saturating_sub(iat))
         .clamp(60, 24 * 3600);
+    let (auth_time, exp) = if crate::planted!(RefreshForever) {
+        // Planted: every refresh starts the clock again, as before the chain kept its start.
+        (None, now_s + lifetime)
+    } else {
+        let auth_time = old.authenticated_at().unwrap_or(now_s);
+        let deadline = auth_time.saturating_add(st.cfg.refresh_max_lifetime_s);
+        if deadline <= now_s {
+            return Err(ApiError::Unauthorized(Reject::Expired));
+        }
+        (Some(auth_time), (now_s + lifetime).min(deadline))
+    };
     let claims = Claims {
         scope: old.scope.clone(),
-        ..Claims::new(old.sub.clone(), old.tenant.clone(), now_s + lifetime)
+        auth_time,
+        ..Claims::new(old.sub.clone(), old.tenant.clone(), exp)
             .roles(&old.roles)
             .jti(st.new_jti())
             .issued_at(now_s)

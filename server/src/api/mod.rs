@@ -64,6 +64,8 @@ pub struct Inner {
     pub hub: broadcast::Sender<Arc<stream::Frame>>,
     /// `Some(true)` when storage is Redis without TLS.
     pub redis_tls_disabled: Option<bool>,
+    /// A hash of the instance's name, the first part of every `jti` it mints.
+    pub instance_tag: u32,
 }
 
 impl std::ops::Deref for AppState {
@@ -84,6 +86,9 @@ pub struct Parts {
     pub engine: EngineConfig,
     /// Seeds the engine's RNG and the server's (token ids).
     pub seed: u64,
+    /// The instance's name (its address, a host name): tells apart the token ids of instances
+    /// that do not share a boot counter.
+    pub instance: String,
     pub redis_tls_disabled: Option<bool>,
 }
 
@@ -113,6 +118,7 @@ impl ServerBuilder {
                 cfg: ServerConfig::default(),
                 engine: EngineConfig::default(),
                 seed: 0,
+                instance: String::new(),
                 redis_tls_disabled: None,
             },
         }
@@ -143,6 +149,12 @@ impl ServerBuilder {
     /// Seeds the engine's RNG and the server's (token ids).
     pub fn seed(mut self, seed: u64) -> Self {
         self.parts.seed = seed;
+        self
+    }
+
+    /// The instance's name (default empty): its address or host name.
+    pub fn instance(mut self, instance: impl Into<String>) -> Self {
+        self.parts.instance = instance.into();
         self
     }
 
@@ -195,6 +207,7 @@ impl AppState {
                 rng: SharedRng::new(crate::rng::sub_seed(p.seed, "api")),
                 hub,
                 redis_tls_disabled: p.redis_tls_disabled,
+                instance_tag: crate::rng::sub_seed(0, &p.instance) as u32,
             }),
         };
         Ok((state, report))
@@ -212,7 +225,8 @@ impl AppState {
         if self.cfg.blocked_users.contains(&claims.sub) {
             return Err(Reject::Blocked);
         }
-        let issued_ms = claims.iat.unwrap_or(0).saturating_mul(1000);
+        // A revocation covers every token of a refresh chain that began before it.
+        let issued_ms = claims.authenticated_at().unwrap_or(0).saturating_mul(1000);
         if self
             .shared
             .is_revoked(claims.jti.as_deref(), &claims.sub, issued_ms, now_ms)
@@ -245,8 +259,21 @@ impl AppState {
     }
 
     /// A fresh token id from the seeded RNG.
+    /// A token id no other boot or instance mints: the instance's tag, the engine's boot
+    /// generation and a draw from this boot's RNG (SplitMix64 never repeats an output within a
+    /// boot).
     pub fn new_jti(&self) -> String {
-        format!("{:016x}{:016x}", self.rng.next_u64(), self.rng.next_u64())
+        if crate::planted!(JtiRepeats) {
+            // Planted: only the seeded RNG, which every restart (and every instance started
+            // with the same seed) replays from the start.
+            return format!("{:016x}{:016x}", self.rng.next_u64(), self.rng.next_u64());
+        }
+        format!(
+            "{:08x}{:08x}{:016x}",
+            self.instance_tag,
+            self.engine.generation() as u32,
+            self.rng.next_u64()
+        )
     }
 }
 

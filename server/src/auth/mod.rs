@@ -36,6 +36,11 @@ pub struct Claims {
     pub nbf: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// When the subject originally authenticated (unix seconds); `/auth/refresh` carries it over,
+    /// so a chain of refreshes is bounded by `REFRESH_MAX_LIFETIME_S` from it and a revocation
+    /// covers every token of the chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<u64>,
 }
 
 impl Claims {
@@ -52,6 +57,7 @@ impl Claims {
             jti: None,
             nbf: None,
             iat: None,
+            auth_time: None,
         }
     }
 
@@ -75,6 +81,11 @@ impl Claims {
     pub fn issued_at(mut self, iat: u64) -> Self {
         self.iat = Some(iat);
         self
+    }
+
+    /// When the chain of tokens this one belongs to began: `auth_time`, else `iat`.
+    pub fn authenticated_at(&self) -> Option<u64> {
+        self.auth_time.or(self.iat)
     }
 
     pub fn has_role(&self, role: &str) -> bool {

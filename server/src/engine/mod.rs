@@ -73,6 +73,8 @@ struct Inner {
     gc_running: crate::sync::AtomicBool,
     rebuild_gate: tokio::sync::Mutex<()>,
     gc_stats: crate::sync::Mutex<GcTotals>,
+    /// This open's boot generation (the storage counter `meta:generation`).
+    generation: i64,
 }
 
 /// The engine. Cheap to clone: clones share one state.
@@ -106,6 +108,7 @@ impl Engine {
                 gc_running: crate::sync::AtomicBool::new(false),
                 rebuild_gate: tokio::sync::Mutex::new(()),
                 gc_stats: crate::sync::Mutex::new(GcTotals::default()),
+                generation,
             }),
         };
         if let Some(meta) = engine.inner.storage.get(META_LATEST).await? {
@@ -314,6 +317,12 @@ impl Engine {
 
     pub fn total(&self) -> Result<u64, EngineError> {
         self.inner.core.with(|c| c.total())
+    }
+
+    /// The boot generation of this open: a storage counter bumped by every open, so it differs
+    /// between restarts (and between instances sharing storage).
+    pub fn generation(&self) -> i64 {
+        self.inner.generation
     }
 }
 

@@ -231,6 +231,61 @@ async fn rotation_accepts_the_previous_secret_and_refresh_issues_a_fresh_token()
     s.stop().await;
 }
 
+/// The claims of a token, unverified (the test trusts its own server).
+fn peek(token: &str) -> Value {
+    let body = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn a_refresh_chain_keeps_its_start_ends_by_the_max_lifetime_and_is_covered_by_revocation() {
+    let s = start(ServerConfig {
+        refresh_max_lifetime_s: 600,
+        ..ServerConfig::default()
+    })
+    .await;
+    let began = now_s() - 100;
+    let first = mint(&claims("ada", "t1").issued_at(began));
+    let r = s.http(Method::POST, "/auth/refresh", Some(&first), None).await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    let second = r.json()["token"].as_str().unwrap().to_owned();
+    let c = peek(&second);
+    assert_eq!(c["auth_time"], began, "the chain keeps its start");
+    assert!(c["exp"].as_u64().unwrap() <= began + 600, "{c}");
+    // Refreshing the refreshed token does not move the end.
+    let r = s.http(Method::POST, "/auth/refresh", Some(&second), None).await;
+    let third = r.json()["token"].as_str().unwrap().to_owned();
+    assert_eq!(peek(&third)["auth_time"], began);
+    assert_eq!(peek(&third)["exp"], c["exp"]);
+    let ids: std::collections::BTreeSet<_> = [&c, &peek(&third)]
+        .iter()
+        .map(|c| c["jti"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 2, "every refresh mints a new id");
+    // A chain that began longer ago than the max lifetime cannot be refreshed at all.
+    let stale = mint(&claims("ada", "t1").issued_at(now_s() - 601));
+    let r = s.http(Method::POST, "/auth/refresh", Some(&stale), None).await;
+    assert_eq!(r.status, 401, "{:?}", r.json());
+    // Revoking the subject now covers the refreshed token minted a moment ago: its chain
+    // began before the revocation.
+    let r = s
+        .http(
+            Method::POST,
+            "/admin/tokens/revoke",
+            Some(&s.admin_token()),
+            Some(json!({"sub": "ada"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    assert_eq!(
+        s.http(Method::GET, "/v1/spirals", Some(&third), None)
+            .await
+            .status,
+        401
+    );
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn revocation_closes_open_sockets_with_4003_and_refuses_new_requests() {
     let s = start(ServerConfig::default()).await;

@@ -1,0 +1,230 @@
+//! `[server]`: the server's own settings, drawn per seed (FoundationDB's knob randomisation). Each
+//! setting is a fixed value, a `{ min, max }` range (uniform, inclusive) or a list to pick from:
+//!
+//! ```toml
+//! [server]
+//! journal_max = { min = 4, max = 64 }       # the degraded journal fills in some seeds
+//! cb_failures = [1, 3, 5]
+//! refresh_max_lifetime_s = 120
+//! ```
+//!
+//! A setting left out has the simulator's default ([`KNOBS`]). The values drawn for a run come
+//! from the run's seed alone (sub-seed `server-settings`), are the first line of its trace and
+//! are printed by `sim`, so a failing seed names the settings it failed under.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use spiral_server::rng::SplitMix64;
+
+/// One setting: a value, a range or a list.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Knob {
+    Fixed(u64),
+    Range { min: u64, max: u64 },
+    List(Vec<u64>),
+}
+
+impl Knob {
+    fn draw(&self, rng: &mut SplitMix64) -> u64 {
+        match self {
+            Knob::Fixed(v) => *v,
+            Knob::Range { min, max } => min + rng.next_u64() % (max - min + 1),
+            Knob::List(v) => v[(rng.next_u64() % v.len() as u64) as usize],
+        }
+    }
+
+    fn bounds(&self) -> Option<(u64, u64)> {
+        match self {
+            Knob::Fixed(v) => Some((*v, *v)),
+            Knob::Range { min, max } => (min <= max).then_some((*min, *max)),
+            Knob::List(v) => Some((*v.iter().min()?, *v.iter().max()?)),
+        }
+    }
+}
+
+/// Every setting `[server]` may draw: its name, the simulator's default, and the range it must
+/// stay in (the server's own limits, or what a simulated minute can exercise).
+pub const KNOBS: &[(&str, u64, u64, u64, &str)] = &[
+    (
+        "journal_max",
+        10_000,
+        0,
+        1_000_000,
+        "writes the degraded journal holds (DEGRADED_JOURNAL_MAX)",
+    ),
+    (
+        "cb_failures",
+        3,
+        1,
+        100,
+        "outage failures that open the breaker (CB_FAILURES)",
+    ),
+    (
+        "cb_window_ms",
+        2_000,
+        1,
+        600_000,
+        "how long the breaker stays open (CB_WINDOW)",
+    ),
+    (
+        "cb_timeout_ms",
+        500,
+        1,
+        60_000,
+        "time limit of each storage call (CB_TIMEOUT)",
+    ),
+    (
+        "ws_rate_limit",
+        100,
+        1,
+        1_000_000,
+        "WebSocket handshakes and messages per user per 10 s (WS_RATE_LIMIT)",
+    ),
+    (
+        "ws_send_queue",
+        256,
+        1,
+        1_000_000,
+        "outbound frames queued per connection (WS_SEND_QUEUE)",
+    ),
+    (
+        "refresh_max_lifetime_s",
+        86_400,
+        60,
+        31_536_000,
+        "a refreshed token never outlives its chain's start plus this (REFRESH_MAX_LIFETIME_S)",
+    ),
+];
+
+/// The `[server]` table as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct ServerSpec(pub BTreeMap<String, Knob>);
+
+/// The settings of one run: every knob with a value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct ServerSettings(BTreeMap<&'static str, u64>);
+
+impl ServerSettings {
+    /// The value of knob `name` (one of [`KNOBS`]).
+    pub fn get(&self, name: &str) -> u64 {
+        self.0
+            .get(name)
+            .copied()
+            .unwrap_or_else(|| panic!("`{name}` is not a [server] knob"))
+    }
+
+    /// `name=value …`, in name order.
+    pub fn describe(&self) -> String {
+        self.0
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The settings as the trace records them.
+    pub fn values(&self) -> BTreeMap<String, u64> {
+        self.0.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    }
+}
+
+impl ServerSpec {
+    /// Draw every knob: the same `rng` state gives the same settings. Knobs are drawn in
+    /// [`KNOBS`] order, one draw each whether written or not, so adding a knob to a scenario
+    /// does not move the others' draws.
+    pub fn draw(&self, rng: &mut SplitMix64) -> ServerSettings {
+        ServerSettings(
+            KNOBS
+                .iter()
+                .map(|(name, default, ..)| {
+                    let mut own = rng.fork(name);
+                    let v = self.0.get(*name).map_or(*default, |k| k.draw(&mut own));
+                    (*name, v)
+                })
+                .collect(),
+        )
+    }
+
+    /// The settings every seed gets when nothing is drawn (the defaults, or fixed values).
+    pub fn defaults(&self) -> ServerSettings {
+        self.draw(&mut SplitMix64::new(0))
+    }
+
+    /// Unknown names, empty lists, inverted ranges and values outside a knob's range.
+    pub(super) fn validate(&self) -> Result<(), String> {
+        for (name, knob) in &self.0 {
+            let Some((_, _, lo, hi, _)) = KNOBS.iter().find(|(n, ..)| n == name) else {
+                let known: Vec<&str> = KNOBS.iter().map(|(n, ..)| *n).collect();
+                return Err(format!(
+                    "[server] {name}: no such setting; known: {}",
+                    known.join(", ")
+                ));
+            };
+            let Some((min, max)) = knob.bounds() else {
+                return Err(format!(
+                    "[server] {name}: an empty list or a range with min > max"
+                ));
+            };
+            if min < *lo || max > *hi {
+                return Err(format!("[server] {name}: must stay within {lo}..={hi}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(toml_text: &str) -> ServerSpec {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn values_ranges_and_lists_draw_within_themselves_and_replay_from_the_seed() {
+        let s = spec("journal_max = 7\ncb_failures = { min = 2, max = 4 }\nws_send_queue = [8, 16]");
+        s.validate().unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..64 {
+            let d = s.draw(&mut SplitMix64::new(seed));
+            assert_eq!(d, s.draw(&mut SplitMix64::new(seed)), "same seed, same draw");
+            assert_eq!(d.get("journal_max"), 7);
+            assert!((2..=4).contains(&d.get("cb_failures")));
+            assert!([8, 16].contains(&d.get("ws_send_queue")));
+            assert_eq!(d.get("cb_window_ms"), 2_000, "left out: the default");
+            seen.insert((d.get("cb_failures"), d.get("ws_send_queue")));
+        }
+        assert_eq!(seen.len(), 6, "every combination is reached: {seen:?}");
+    }
+
+    #[test]
+    fn adding_a_knob_does_not_move_the_others() {
+        let a = spec("cb_failures = { min = 1, max = 100 }");
+        let b = spec("cb_failures = { min = 1, max = 100 }\njournal_max = { min = 0, max = 9 }");
+        for seed in 0..16 {
+            let (da, db) = (
+                a.draw(&mut SplitMix64::new(seed)),
+                b.draw(&mut SplitMix64::new(seed)),
+            );
+            assert_eq!(da.get("cb_failures"), db.get("cb_failures"));
+        }
+    }
+
+    #[test]
+    fn bad_tables_are_refused_with_the_setting_named() {
+        for (text, want) in [
+            ("nonsense = 1", "[server] nonsense: no such setting"),
+            ("cb_failures = 0", "[server] cb_failures: must stay within 1..=100"),
+            ("cb_failures = { min = 5, max = 2 }", "min > max"),
+            ("ws_send_queue = []", "empty list"),
+        ] {
+            let e = spec(text).validate().unwrap_err();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+}
