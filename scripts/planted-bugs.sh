@@ -137,6 +137,20 @@ sim_demo journal-volatile    redis-outage
 sim_demo jti-repeats         server-crash-restart
 sim_demo refresh-forever     server-crash-restart
 
+# The coverage gate must fail when a required marker is out of the sweep's reach: the smoke
+# scenario alone reaches none of the fault paths the CI sweep must reach, so the same gate over it
+# exits 4 and names the markers it missed.
+coverage_demo() {
+  local log="$logs/coverage-gate.log"
+  cargo run -q --release -p spiral-harness --locked -- \
+    sweep scenarios/smoke.toml --seeds 0..5 --coverage scenarios/coverage/ci.toml >"$log" 2>&1
+  local rc=$? ok=no
+  [ $rc -eq 4 ] && grep -q '^coverage gate: FAILED, required markers never reached: .*journal.full' "$log" && ok=yes
+  verdict $ok coverage "(a marker out of reach)" "sweep smoke --coverage (exit $rc)" "$log" \
+    "$(grep -m1 '^coverage gate' "$log" | cut -c1-100)"
+}
+coverage_demo
+
 # The workflow's determinism step, extracted from the workflow and run as Actions runs it
 # (`bash -e`, no pipefail), must fail on a planted nondeterminism: an unseeded value in a trace line.
 det_demo() {

@@ -46,6 +46,7 @@
 //! - [`load`] — the open-loop WebSocket load generator for real sockets.
 
 pub mod artifacts;
+pub mod coverage;
 pub mod engine_run;
 pub mod load;
 pub mod out;
@@ -73,6 +74,7 @@ pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// `--check-determinism`: two runs of one seed gave different traces.
 pub const EXIT_NONDETERMINISM: u8 = 3;
+pub use coverage::EXIT_COVERAGE;
 
 /// The exit codes as `--help` prints them.
 pub const EXIT_CODES_HELP: &str = "Exit codes:
@@ -81,6 +83,8 @@ pub const EXIT_CODES_HELP: &str = "Exit codes:
   2    bad usage: unknown or unsupported flag, invalid scenario file, replay pinned to another
        commit or scenario digest (--commit, --scenario-sha256)
   3    nondeterminism: --check-determinism saw two different traces for one seed
+  4    coverage gap: every run passed, but a marker `sweep --coverage FILE` requires was never
+       reached (the sweep no longer exercises that failure path)
   127  crash: the server or the simulation panicked
   128  liveness: work did not complete after the faults healed, or an SLO was missed
   129  correctness: a safety property broke (acknowledged write lost, tenant leak, ...)

@@ -27,6 +27,9 @@ pub struct RunBrief {
     pub faults_fired: BTreeMap<String, u64>,
     #[serde(skip)]
     pub ops: BTreeMap<String, u64>,
+    /// Fault-path markers the run reached, with hit counts.
+    #[serde(skip)]
+    pub reached: BTreeMap<String, u64>,
 }
 
 /// One scenario of a sweep (or the engine-only model) and its runs.
@@ -117,8 +120,12 @@ pub struct Summary {
     pub passed: usize,
     pub failed: usize,
     pub artifacts: Option<String>,
-    /// The exit code of the sweep: the worst run's (SPEC §3), or 1 when a report could not be
-    /// written.
+    /// Fault-path coverage of the world's runs: runs per marker, and the required markers
+    /// missed (`--coverage`). Absent for the engine-only model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<crate::coverage::Coverage>,
+    /// The exit code of the sweep: the worst run's (SPEC §3); 4 when every run passed but a
+    /// required coverage marker was missed; 1 when a report could not be written.
     pub exit_code: u8,
 }
 
@@ -198,8 +205,28 @@ impl Summary {
             passed,
             failed: runs - passed,
             artifacts: req.artifacts.clone(),
+            coverage: None,
             exit_code: worst,
         }
+    }
+
+    /// Add the world's fault-path coverage over `rows`, gated by `file` if given: a gap turns a
+    /// passing sweep's exit code into [`EXIT_COVERAGE`](crate::EXIT_COVERAGE).
+    pub fn with_coverage(
+        mut self,
+        rows: &[Row],
+        file: Option<&crate::coverage::CoverageFile>,
+    ) -> Self {
+        let mut c =
+            crate::coverage::Coverage::of(rows.iter().flat_map(|r| r.runs.iter().map(|b| &b.reached)));
+        if let Some(f) = file {
+            c.gate(f);
+            if !c.missed.is_empty() && self.exit_code == crate::EXIT_PASS {
+                self.exit_code = crate::EXIT_COVERAGE;
+            }
+        }
+        self.coverage = Some(c);
+        self
     }
 
     /// The table printed at the end of a sweep, failures and their replay commands last.
@@ -248,6 +275,9 @@ impl Summary {
                 );
             }
         }
+        if let Some(c) = &self.coverage {
+            let _ = writeln!(out, "{}", c.table(self.runs));
+        }
         if self.failed == 0 {
             let _ = writeln!(out, "all {} runs passed", self.runs);
         } else {
@@ -285,6 +315,7 @@ mod tests {
             trace_digest: format!("{seed:016x}"),
             faults_fired: BTreeMap::from([("crash".to_owned(), 1)]),
             ops: BTreeMap::from([("store".to_owned(), 3)]),
+            reached: BTreeMap::new(),
         }
     }
 

@@ -285,6 +285,9 @@ pub enum Event {
     },
     /// A node removed by GC (a legal disappearance).
     GcRemoved { server: u32, id: String },
+    /// A server stopped (crash or bounce) while removing these nodes — GC passes or collects in
+    /// flight, whose removal events died with it: each may or may not be gone.
+    RemovalsInFlight { server: u32, ids: Vec<String> },
     /// A breaker transition of a server's storage.
     Breaker {
         server: u32,

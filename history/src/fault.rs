@@ -11,6 +11,10 @@ pub enum FaultKind {
     Partition,
     /// Restore the link between `a` and `b`.
     Repair,
+    /// Drop what `a` sends to `b` (the other direction still flows).
+    PartitionOneway,
+    /// Restore what `a` sends to `b`.
+    RepairOneway,
     /// Hold messages between `a` and `b` (delivered on release).
     Hold,
     /// Release held messages between `a` and `b`.
@@ -36,6 +40,8 @@ impl FaultKind {
         match self {
             FaultKind::Partition => "partition",
             FaultKind::Repair => "repair",
+            FaultKind::PartitionOneway => "partition-oneway",
+            FaultKind::RepairOneway => "repair-oneway",
             FaultKind::Hold => "hold",
             FaultKind::Release => "release",
             FaultKind::Crash => "crash",
@@ -52,7 +58,11 @@ impl FaultKind {
     pub fn heals(self) -> bool {
         matches!(
             self,
-            FaultKind::Repair | FaultKind::Release | FaultKind::Bounce | FaultKind::RedisRestore
+            FaultKind::Repair
+                | FaultKind::RepairOneway
+                | FaultKind::Release
+                | FaultKind::Bounce
+                | FaultKind::RedisRestore
         )
     }
 }

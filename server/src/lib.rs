@@ -27,6 +27,7 @@ pub mod api;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod coverage;
 pub mod engine;
 pub mod error;
 pub mod metrics;
@@ -43,6 +44,17 @@ pub mod sync;
 pub mod test_support;
 
 pub use error::{EngineError, StorageError};
+
+/// `reached!("journal.full")` marks a branch where the server handles a failure or a limit
+/// (see [`coverage`]): counted only in builds with the `coverage` feature (the harness), nothing
+/// otherwise.
+#[macro_export]
+macro_rules! reached {
+    ($marker:literal) => {{
+        #[cfg(feature = "coverage")]
+        $crate::coverage::hit($marker);
+    }};
+}
 
 /// `planted!(Bug)` is true only when the `planted-bugs` feature is on and `SPIRAL_PLANTED_BUG`
 /// names that bug; in normal builds it is the constant `false` and the broken branch vanishes.

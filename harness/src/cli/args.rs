@@ -102,6 +102,10 @@ pub struct SweepArgs {
     /// everything but minimal.toml).
     #[arg(long, value_name = "N")]
     pub shrink_limit: Option<usize>,
+    /// Fault-path coverage gate: print runs per server marker and exit 4 when a marker this
+    /// file requires was reached by no run (scenarios/coverage/ci.toml). Needs SCENARIO files.
+    #[arg(long, value_name = "FILE")]
+    pub coverage: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

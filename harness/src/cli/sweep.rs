@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use spiral_harness::artifacts::{self, FailedRun};
+use spiral_harness::coverage::CoverageFile;
 use spiral_harness::engine_run;
 use spiral_harness::provenance::replay_command;
 use spiral_harness::summary::{Request, Row, RunBrief, SeedRange, Shard, Summary};
@@ -30,6 +31,7 @@ pub fn main(a: SweepArgs) -> ExitCode {
         fail_fast,
         artifacts,
         shrink_limit,
+        coverage,
     } = a;
     let plan = Plan {
         seeds,
@@ -39,8 +41,12 @@ pub fn main(a: SweepArgs) -> ExitCode {
         fail_fast,
         artifacts,
         shrink_limit: shrink_limit.unwrap_or(10),
+        coverage,
     };
     if scenarios.is_empty() {
+        if plan.coverage.is_some() {
+            return usage("--coverage needs SCENARIO files: the engine-only model has no markers");
+        }
         if plan.artifacts.is_some() || shrink_limit.is_some() {
             return usage(
                 "--artifacts and --shrink-limit need SCENARIO files: the engine-only \
@@ -72,6 +78,7 @@ struct Plan {
     fail_fast: bool,
     artifacts: Option<PathBuf>,
     shrink_limit: usize,
+    coverage: Option<PathBuf>,
 }
 
 impl Plan {
@@ -146,11 +153,16 @@ fn brief(r: &RunResult) -> RunBrief {
         trace_digest: format!("{:016x}", r.digest()),
         faults_fired: r.faults_fired.clone(),
         ops: r.ops.clone(),
+        reached: r.reached.clone(),
     }
 }
 
 fn sweep_scenarios(paths: &[PathBuf], a: &Plan) -> ExitCode {
     let seeds = a.seeds();
+    let coverage = match a.coverage.as_deref().map(CoverageFile::load).transpose() {
+        Ok(c) => c,
+        Err(e) => return usage(&e),
+    };
     let mut loaded = Vec::new();
     for p in paths {
         match load_scenario(p) {
@@ -213,7 +225,8 @@ fn sweep_scenarios(paths: &[PathBuf], a: &Plan) -> ExitCode {
                 .map_or_else(String::new, |f| replay_command(f, r.seed))
         },
         |row, r| dirs.get(&(row_index(row), r.seed)).cloned(),
-    );
+    )
+    .with_coverage(&rows, coverage.as_ref());
     finish(&summary, a, io_failed)
 }
 
@@ -336,6 +349,7 @@ fn sweep_engine(steps: usize, a: &Plan) -> ExitCode {
                     .iter()
                     .map(|(k, v)| ((*k).to_owned(), *v))
                     .collect(),
+                reached: BTreeMap::new(),
             })
             .collect(),
         checks: vec!["engine_invariants"],

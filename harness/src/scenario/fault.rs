@@ -30,6 +30,10 @@ pub enum Fault {
     Partition { a: String, b: String },
     /// Restore the link between hosts `a` and `b`.
     Repair { a: String, b: String },
+    /// Drop what host `a` sends to host `b`; `b` to `a` still flows.
+    PartitionOneway { a: String, b: String },
+    /// Restore what host `a` sends to host `b`.
+    RepairOneway { a: String, b: String },
     /// Hold messages between hosts `a` and `b` (delivered on release).
     Hold { a: String, b: String },
     /// Release held messages between hosts `a` and `b`.
@@ -73,6 +77,8 @@ impl Fault {
             Fault::Repair { .. } => FaultKind::Repair,
             Fault::Hold { .. } => FaultKind::Hold,
             Fault::Release { .. } => FaultKind::Release,
+            Fault::PartitionOneway { .. } => FaultKind::PartitionOneway,
+            Fault::RepairOneway { .. } => FaultKind::RepairOneway,
             Fault::Crash { .. } => FaultKind::Crash,
             Fault::Bounce { .. } => FaultKind::Bounce,
             Fault::RedisOutage { .. } => FaultKind::RedisOutage,
@@ -88,6 +94,8 @@ impl Fault {
         match self {
             Fault::Partition { a, b }
             | Fault::Repair { a, b }
+            | Fault::PartitionOneway { a, b }
+            | Fault::RepairOneway { a, b }
             | Fault::Hold { a, b }
             | Fault::Release { a, b } => (Some(a), Some(b)),
             Fault::Crash { a } | Fault::Bounce { a } | Fault::ClockSkew { a, .. } => {
@@ -203,6 +211,31 @@ pub struct Swarm {
     /// Redis outages per minute (needs `storage = "redis"`).
     #[serde(default)]
     pub redis_outages_per_min: f64,
+    /// One-way partitions per minute: a client host's packets to a server (or the server's to
+    /// it) are dropped while the other direction flows.
+    #[serde(default)]
+    pub oneway_partitions_per_min: f64,
+    /// Clock jumps per minute on a random server, by up to `skew_max_ms` either way, jumping
+    /// back when healed.
+    #[serde(default)]
+    pub skews_per_min: f64,
+    /// Largest clock jump (ms). Default 90000.
+    #[serde(default)]
+    pub skew_max_ms: Option<u64>,
+    /// Redis slowdowns per minute (every command delayed by up to `redis_slow_ms`), healed by a
+    /// restore (needs Redis).
+    #[serde(default)]
+    pub redis_slow_per_min: f64,
+    /// Largest Redis delay (ms). Default 400.
+    #[serde(default)]
+    pub redis_slow_ms: Option<u64>,
+    /// Spells of Redis error replies per minute (a share up to `redis_error_rate`), healed by a
+    /// restore (needs Redis).
+    #[serde(default)]
+    pub redis_errors_per_min: f64,
+    /// Largest share of Redis commands answered with an error. Default 0.5.
+    #[serde(default)]
+    pub redis_error_rate: Option<f64>,
     /// How long a swarm fault lasts (s). Default 5.
     #[serde(default)]
     pub heal_after_s: Option<f64>,
@@ -215,8 +248,15 @@ pub struct Swarm {
 impl Swarm {
     /// Redis outages need a Redis host.
     pub(super) fn validate(&self, world: &WorldSpec) -> Result<(), String> {
-        if world.storage != StorageKind::Redis && self.redis_outages_per_min > 0.0 {
-            return Err("[swarm] redis_outages_per_min: needs storage = \"redis\"".into());
+        let redis = self.redis_outages_per_min + self.redis_slow_per_min + self.redis_errors_per_min;
+        if world.storage != StorageKind::Redis && redis > 0.0 {
+            return Err(
+                "[swarm] redis_outages_per_min, redis_slow_per_min, redis_errors_per_min: need storage = \"redis\""
+                    .into(),
+            );
+        }
+        if self.redis_error_rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+            return Err("[swarm] redis_error_rate: must be in [0, 1]".into());
         }
         Ok(())
     }

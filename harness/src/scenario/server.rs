@@ -90,6 +90,20 @@ pub const KNOBS: &[(&str, u64, u64, u64, &str)] = &[
         "outbound frames queued per connection (WS_SEND_QUEUE)",
     ),
     (
+        "store_rate_limit",
+        100,
+        1,
+        1_000_000,
+        "stores per user per 10 s (SPIRAL_RATE_LIMIT)",
+    ),
+    (
+        "gc_time_budget_ms",
+        25,
+        1,
+        10_000,
+        "time budget of one GC pass (GC_TIME_BUDGET_MS)",
+    ),
+    (
         "refresh_max_lifetime_s",
         86_400,
         60,

@@ -19,6 +19,8 @@ pub(super) fn apply(ctx: &Ctx, sim: &mut turmoil::Sim<'_>, f: &FaultAt) {
     match &f.fault {
         Fault::Partition { a, b } => sim.partition(a.as_str(), b.as_str()),
         Fault::Repair { a, b } => sim.repair(a.as_str(), b.as_str()),
+        Fault::PartitionOneway { a, b } => sim.partition_oneway(a.as_str(), b.as_str()),
+        Fault::RepairOneway { a, b } => sim.repair_oneway(a.as_str(), b.as_str()),
         Fault::Hold { a, b } => sim.hold(a.as_str(), b.as_str()),
         Fault::Release { a, b } => sim.release(a.as_str(), b.as_str()),
         Fault::Crash { a } => {
@@ -84,7 +86,13 @@ pub(super) fn apply(ctx: &Ctx, sim: &mut turmoil::Sim<'_>, f: &FaultAt) {
     );
 }
 
+/// What a server that is about to stop leaves undecided: its breaker history, and the nodes it
+/// was removing (their removal events die with it).
 pub(super) fn record_breaker(ctx: &Ctx, server: u32, st: &AppState, t_ms: u64) {
+    let ids = st.engine.removals_in_flight();
+    if !ids.is_empty() {
+        ctx.record_at(Event::RemovalsInFlight { server, ids }, t_ms);
+    }
     for t in st.storage.transitions() {
         ctx.record_at(
             Event::Breaker {

@@ -30,8 +30,10 @@ pub(crate) async fn main(ctx: &Ctx, c: u32, mut rng: SplitMix64) {
     let mut seq = 0u64;
     let mut mine: Vec<String> = Vec::new();
     // The token of the open connection, and a refreshed one waiting for the next handshake.
-    // Every token the harness mints is issued at the epoch: that is where its chain starts.
-    let chain_start_s = EPOCH_MS / 1000;
+    // Every token the harness mints for this client is issued at one time, up to 15 minutes
+    // before the epoch (a session that began earlier): that is where its refresh chain starts,
+    // so short REFRESH_MAX_LIFETIME_S settings exhaust some chains within the run.
+    let chain_start_s = EPOCH_MS / 1000 - rng.fork("chain-start").next_u64() % 900;
     let mut token = String::new();
     let mut refreshed: Option<(String, String)> = None;
     while now_ms() < end_ms && seq < max_ops {

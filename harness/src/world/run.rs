@@ -43,6 +43,8 @@ pub struct RunResult {
     pub faults_fired: BTreeMap<String, u64>,
     /// Checkers that ran.
     pub checks: Vec<&'static str>,
+    /// Fault-path coverage markers this run reached, with their hit counts.
+    pub reached: BTreeMap<String, u64>,
 }
 
 impl RunResult {
@@ -114,9 +116,15 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunResult {
         Err(e) => return crashed(seed, e, checks),
     };
     let schedule = schedule(scenario, &mut root.fork("swarm"));
+    // This thread's marker hits from here on are this run's (every host runs on it).
+    spiral_server::coverage::take();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         simulate(&ctx, net_seed, &root, &schedule)
     }));
+    let reached = spiral_server::coverage::take()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
     let mut m = lock(&ctx.model);
     let crash = match outcome {
         Err(p) => Some(
@@ -153,6 +161,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunResult {
         ops: std::mem::take(&mut m.ops),
         faults_fired: std::mem::take(&mut m.faults),
         checks,
+        reached,
     }
 }
 
@@ -172,6 +181,7 @@ fn crashed(seed: u64, e: String, checks: Vec<&'static str>) -> RunResult {
         ops: BTreeMap::new(),
         faults_fired: BTreeMap::new(),
         checks,
+        reached: BTreeMap::new(),
     }
 }
 

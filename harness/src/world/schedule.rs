@@ -51,6 +51,44 @@ pub fn schedule(sc: &Scenario, rng: &mut SplitMix64) -> Vec<FaultAt> {
         out.push(fault(t, Fault::RedisOutage { mode: None }));
         out.push(fault(t + heal, Fault::RedisRestore {}));
     }
+    // The kinds below were added later; a scenario without them draws nothing for them, so the
+    // schedules above stay what they were.
+    for t in arrivals(sw.oneway_partitions_per_min, rng) {
+        let c = rng.next_u64() % u64::from(good.max(1));
+        let s = rng.next_u64() % u64::from(sc.world.servers);
+        let (mut a, mut b) = (sc.world.client_host(c as u32), format!("server-{s}"));
+        if rng.next_u64() % 2 == 1 {
+            std::mem::swap(&mut a, &mut b);
+        }
+        out.push(fault(
+            t,
+            Fault::PartitionOneway {
+                a: a.clone(),
+                b: b.clone(),
+            },
+        ));
+        out.push(fault(t + heal, Fault::RepairOneway { a, b }));
+    }
+    let max_skew = sw.skew_max_ms.unwrap_or(90_000).max(1);
+    for t in arrivals(sw.skews_per_min, rng) {
+        let a = format!("server-{}", rng.next_u64() % u64::from(sc.world.servers));
+        let ms = (rng.next_u64() % max_skew) as i64 + 1;
+        let ms = if rng.next_u64() % 2 == 1 { -ms } else { ms };
+        out.push(fault(t, Fault::ClockSkew { a: a.clone(), ms }));
+        out.push(fault(t + heal, Fault::ClockSkew { a, ms: -ms }));
+    }
+    let slow = sw.redis_slow_ms.unwrap_or(400).max(1);
+    for t in arrivals(sw.redis_slow_per_min, rng) {
+        let ms = 1 + rng.next_u64() % slow;
+        out.push(fault(t, Fault::RedisSlow { ms }));
+        out.push(fault(t + heal, Fault::RedisRestore {}));
+    }
+    let rate = sw.redis_error_rate.unwrap_or(0.5);
+    for t in arrivals(sw.redis_errors_per_min, rng) {
+        let r = (rng.next_f64() * rate * 100.0).round() / 100.0;
+        out.push(fault(t, Fault::RedisErrors { rate: r }));
+        out.push(fault(t + heal, Fault::RedisRestore {}));
+    }
     out.sort_by_key(FaultAt::at_ms);
     out
 }

@@ -134,6 +134,10 @@ fn server_config(ctx: &Ctx) -> ServerConfig {
             ..defaults.ws_rate
         },
         ws_send_queue: knob("ws_send_queue") as usize,
+        store_rate: Limit {
+            capacity: knob("store_rate_limit"),
+            ..defaults.store_rate
+        },
         refresh_max_lifetime_s: knob("refresh_max_lifetime_s"),
         ..defaults
     }
@@ -186,6 +190,7 @@ pub(crate) async fn main(ctx: Arc<Ctx>, s: u32) -> Result<(), Box<dyn std::error
             .config(server_config(&ctx))
             .engine(EngineConfig {
                 max_nodes: ctx.sc.world.max_nodes,
+                gc_time_budget_ms: ctx.settings.get("gc_time_budget_ms"),
                 ..EngineConfig::default()
             })
             .seed(spiral_server::rng::sub_seed(

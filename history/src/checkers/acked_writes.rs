@@ -53,6 +53,10 @@ impl Checker for AckedWrites {
             Event::GcRemoved { id, .. } => {
                 self.removed.insert(id.clone());
             }
+            // It may be gone: like a collect that got no answer.
+            Event::RemovalsInFlight { ids, .. } => {
+                self.removed.extend(ids.iter().cloned());
+            }
             Event::Durable {
                 id,
                 server,

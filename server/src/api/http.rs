@@ -115,6 +115,7 @@ async fn authenticate(State(st): State<AppState>, mut req: Request, next: Next) 
         .rate(&format!("http:{}", who.user()), &st.cfg.http_rate, now_ms)
         .await;
     if !d.allowed {
+        crate::reached!("ratelimit.http_denied");
         st.metrics.rate_limit_exceeded.inc(&["http"]);
         let mut resp = ApiError::RateLimited {
             retry_after_ms: d.retry_after_ms,
@@ -230,6 +231,7 @@ pub async fn admit_store(st: &AppState, who: &Principal) -> Result<(), ApiError>
         st.metrics.store_allowed.inc();
         Ok(())
     } else {
+        crate::reached!("ratelimit.store_denied");
         st.metrics.store_denied.inc();
         st.metrics.rate_limit_exceeded.inc(&["store"]);
         Err(ApiError::RateLimited {
@@ -326,6 +328,7 @@ async fn refresh(
         let auth_time = old.authenticated_at().unwrap_or(now_s);
         let deadline = auth_time.saturating_add(st.cfg.refresh_max_lifetime_s);
         if deadline <= now_s {
+            crate::reached!("auth.refresh_exhausted");
             return Err(ApiError::Unauthorized(Reject::Expired));
         }
         (Some(auth_time), (now_s + lifetime).min(deadline))
@@ -411,6 +414,9 @@ async fn admin_revoke(
         Revoke::Jti { jti, .. } => st.conns.close_matching(None, Some(jti), CloseCode::Revoked),
         Revoke::Sub(sub) => st.conns.close_matching(Some(sub), None, CloseCode::Revoked),
     };
+    if closed > 0 {
+        crate::reached!("ws.closed_revoked");
+    }
     if let Err(e) = recorded {
         tracing::warn!(error = %e, "revocation not shared with other instances: Redis unreachable");
         return Err(ApiError::StorageUnavailable);

@@ -182,6 +182,7 @@ impl AppState {
         p.storage.recover().await;
         let waiting = p.storage.status().journal_len;
         if waiting > 0 {
+            crate::reached!("boot.waits_for_journal");
             return Err(EngineError::Storage(StorageError::Unavailable(format!(
                 "{waiting} journaled writes wait for storage; the engine opens once they are replayed"
             ))));
@@ -221,7 +222,10 @@ impl AppState {
     /// by surface.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, Reject> {
         let now_ms = self.now_ms();
-        let claims = self.keys.verify(token, now_ms)?;
+        let claims = self.keys.verify(token, now_ms).inspect_err(|r| match r {
+            Reject::Expired | Reject::NotYetValid => crate::reached!("auth.expired"),
+            _ => crate::reached!("auth.bad_token"),
+        })?;
         if self.cfg.blocked_users.contains(&claims.sub) {
             return Err(Reject::Blocked);
         }
@@ -232,6 +236,7 @@ impl AppState {
             .is_revoked(claims.jti.as_deref(), &claims.sub, issued_ms, now_ms)
             .await
         {
+            crate::reached!("auth.revoked");
             return Err(Reject::Revoked);
         }
         Ok(Principal {

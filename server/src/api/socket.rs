@@ -45,8 +45,11 @@ pub async fn admit(
     query: Option<&str>,
     port: Port,
 ) -> Result<Admitted, ApiError> {
-    let slot = Connections::reserve(st).ok_or(ApiError::OverCapacity {
-        retry_after_ms: 1000,
+    let slot = Connections::reserve(st).ok_or_else(|| {
+        crate::reached!("conn.cap_refused");
+        ApiError::OverCapacity {
+            retry_after_ms: 1000,
+        }
     })?;
     let auth = headers
         .get(header::AUTHORIZATION)
@@ -76,6 +79,7 @@ pub async fn admit(
             .saturating_add(crate::auth::LEEWAY_S)
             .saturating_mul(1000);
         if !st.shared.claim_jti(jti, now_ms, until_ms).await {
+            crate::reached!("auth.replayed");
             return Err(fail(Reject::Replayed));
         }
     }
@@ -110,6 +114,7 @@ pub async fn take_ws_token(
     if d.allowed {
         return Ok(());
     }
+    crate::reached!("ratelimit.ws_denied");
     st.metrics.rate_limit_exceeded.inc(&[label]);
     Err(ApiError::RateLimited {
         retry_after_ms: d.retry_after_ms,
@@ -231,6 +236,7 @@ impl Outbox {
         match self.tx.try_send((msg, since)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
+                crate::reached!("ws.backpressure_drop");
                 self.st.metrics.ws_backpressure_drops.inc();
                 false
             }
@@ -294,6 +300,7 @@ pub fn read_error_ending(e: &axum::Error) -> Ending {
     use tokio_tungstenite::tungstenite::Error as E;
     use tokio_tungstenite::tungstenite::error::ProtocolError as P;
     if is_oversized(e) {
+        crate::reached!("ws.closed_oversized");
         return Ending::Close(CloseCode::TooBig);
     }
     if crate::planted!(WsSilentClose) {
@@ -352,16 +359,19 @@ impl Heartbeat {
     /// elsewhere, else send the next ping.
     pub async fn tick(&mut self, st: &AppState, who: &Principal, out: &Outbox) -> Option<Ending> {
         if self.missed >= 2 {
+            crate::reached!("ws.closed_silent");
             return Some(Ending::Close(CloseCode::PongTimeout));
         }
         if !who.anonymous {
             let c = &who.claims;
-            let issued_ms = c.iat.unwrap_or(0).saturating_mul(1000);
+            // As at the handshake: a revocation covers the whole refresh chain.
+            let issued_ms = c.authenticated_at().unwrap_or(0).saturating_mul(1000);
             if st
                 .shared
                 .is_revoked(c.jti.as_deref(), &c.sub, issued_ms, st.now_ms())
                 .await
             {
+                crate::reached!("ws.closed_revoked");
                 return Some(Ending::Close(CloseCode::Revoked));
             }
         }

@@ -127,6 +127,7 @@ async fn run(st: AppState, socket: WebSocket, who: Principal, slot: Slot) {
             () = &mut idle => {
                 let due = last_data + idle_for;
                 if st.clock.now() >= due {
+                    crate::reached!("ws.closed_idle");
                     break Ending::Close(CloseCode::IdleTimeout);
                 }
                 idle.as_mut().reset(due);
@@ -171,6 +172,7 @@ pub async fn handle_binary(st: &AppState, who: &Principal) -> Value {
     {
         return error_envelope(&Value::Null, &e);
     }
+    crate::reached!("ws.binary_frame");
     let e = ApiError::BadRequest("binary frames are not accepted; send JSON text".into());
     error_envelope(&Value::Null, &e)
 }
@@ -187,6 +189,7 @@ pub async fn handle_text(st: &AppState, who: &Principal, text: &str) -> Value {
     let env = match env {
         Ok(e) => e,
         Err(e) => {
+            crate::reached!("ws.malformed_frame");
             let e = ApiError::BadRequest(format!("malformed message: {e}"));
             return error_envelope(&Value::Null, &e);
         }

@@ -237,6 +237,9 @@ impl Keys {
         if now_s > claims.exp.saturating_add(LEEWAY_S) {
             return Err(Reject::Expired);
         }
+        if now_s > claims.exp {
+            crate::reached!("auth.edge_leeway");
+        }
         if claims
             .nbf
             .is_some_and(|nbf| nbf > now_s.saturating_add(LEEWAY_S))

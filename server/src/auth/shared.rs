@@ -124,6 +124,7 @@ impl Shared {
     }
 
     fn fell_back(&self, what: &str, e: &StorageError) {
+        crate::reached!("auth.shared_fallback");
         self.fallbacks.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(error = %e, "shared state: {what} decided locally, Redis unreachable");
     }

@@ -124,6 +124,16 @@ impl Core {
         self.nodes.get(&self.key(id)?).map(|n| n.state)
     }
 
+    /// The nodes being removed right now (a GC pass or a collect holds them): each may or may
+    /// not be gone from storage yet.
+    pub fn removals_in_flight(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.state == NodeState::Collecting)
+            .map(|(k, _)| super::sigil::format_sigil(*k, self.cfg.sigil_hash_slice))
+            .collect()
+    }
+
     /// Step 1 of a store: choose a sigil and a spiral and hold them as Pending.
     pub fn reserve_store(
         &mut self,

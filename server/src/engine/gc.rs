@@ -79,6 +79,7 @@ impl Core {
                 continue;
             }
             if n.referenced && n.skips < force {
+                crate::reached!("gc.second_chance");
                 n.referenced = false;
                 n.skips += 1;
                 sel.skipped += 1;

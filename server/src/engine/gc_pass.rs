@@ -50,6 +50,7 @@ impl Engine {
     async fn gc_here(&self, reason: &'static str) -> Result<Option<GcReport>, EngineError> {
         use crate::sync::Ordering;
         if self.inner.gc_running.swap(true, Ordering::AcqRel) {
+            crate::reached!("gc.already_running");
             return Ok(None);
         }
         let result = self.gc_pass(reason).await;
@@ -85,6 +86,7 @@ impl Engine {
         for batch in batches.by_ref() {
             let elapsed = clock.now().saturating_duration_since(started);
             if elapsed + batch_estimate >= budget {
+                crate::reached!("gc.out_of_time");
                 out_of_time = true;
                 self.abort_all(batch)?;
                 break;
@@ -92,6 +94,7 @@ impl Engine {
             let keys: Vec<String> = batch.iter().map(|id| node_key(id)).collect();
             let t0 = clock.now();
             if self.inner.storage.del_many(&keys).await.is_err() {
+                crate::reached!("gc.batch_failed");
                 self.abort_all(batch)?;
                 break;
             }
@@ -121,6 +124,9 @@ impl Engine {
             self.abort_all(batch)?;
         }
         let pause = clock.now().saturating_duration_since(started);
+        if collected > 0 {
+            crate::reached!("gc.pass");
+        }
         Ok(GcReport {
             reason,
             excess: sel.excess,

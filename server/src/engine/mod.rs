@@ -150,9 +150,14 @@ impl Engine {
             // Planted: the operation runs in its caller's task and dies with it.
             return op.await;
         }
-        tokio::spawn(op)
-            .await
-            .map_err(|e| EngineError::Internal(format!("engine task ended: {e}")))?
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            if tx.send(op.await).is_err() {
+                crate::reached!("engine.caller_gone");
+            }
+        });
+        rx.await
+            .map_err(|_| EngineError::Internal("engine task ended without an answer".into()))?
     }
 
     /// Store a node for `tenant`. Acknowledged (Ok) only once the node is durable. Safe to
@@ -216,6 +221,7 @@ impl Engine {
                     self.inner.core.commit_store_async(&r.id).await?;
                 }
                 Err(e) => {
+                    crate::reached!("store.rolled_back");
                     self.inner.core.abort_store(&r.id)?;
                     // A timed-out write may still have landed; take it back so storage and the
                     // index agree (best effort: a rebuild settles anything left).
@@ -283,6 +289,7 @@ impl Engine {
             if self.inner.clock.now() >= deadline {
                 return Err(EngineError::LockTimeout(self.inner.cfg.lock_timeout_ms));
             }
+            crate::reached!("collect.waits_for_gc");
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         match self.inner.storage.del(&node_key(id)).await {
@@ -317,6 +324,15 @@ impl Engine {
 
     pub fn total(&self) -> Result<u64, EngineError> {
         self.inner.core.with(|c| c.total())
+    }
+
+    /// The nodes a GC pass or a collect is removing right now; empty if the engine lock cannot
+    /// be had.
+    pub fn removals_in_flight(&self) -> Vec<String> {
+        self.inner
+            .core
+            .with(|c| c.removals_in_flight())
+            .unwrap_or_default()
     }
 
     /// The boot generation of this open: a storage counter bumped by every open, so it differs

@@ -167,7 +167,10 @@ impl Core {
             .into_iter()
             .zip(after)
             .filter(|(b, a)| b != a)
-            .map(|(before, after)| Correction { before, after })
+            .map(|(before, after)| {
+                crate::reached!("rebuild.corrected");
+                Correction { before, after }
+            })
             .collect()
     }
 }

@@ -257,13 +257,17 @@ impl Breaker {
                 }
             }
             (BreakerState::Closed { .. }, Outcome::Abandoned) => {}
-            (BreakerState::HalfOpen, Outcome::Answered) if permit.probe => self.go(
-                BreakerState::Closed {
-                    consecutive_failures: 0,
-                },
-                now,
-            ),
+            (BreakerState::HalfOpen, Outcome::Answered) if permit.probe => {
+                crate::reached!("breaker.closed_by_probe");
+                self.go(
+                    BreakerState::Closed {
+                        consecutive_failures: 0,
+                    },
+                    now,
+                );
+            }
             (BreakerState::HalfOpen, Outcome::Outage | Outcome::Abandoned) if permit.probe => {
+                crate::reached!("breaker.probe_failed");
                 self.open(now)
             }
             // Open, or a non-probe permit in half-open: cannot happen with a current epoch.
@@ -280,6 +284,7 @@ impl Breaker {
 
     fn open(&mut self, now: Instant) {
         let until = deadline(now, self.cfg.window_ms);
+        crate::reached!("breaker.opened");
         self.opens_total += 1;
         self.go(BreakerState::Open { until }, now);
     }

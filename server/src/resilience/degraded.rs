@@ -69,6 +69,7 @@ impl State {
         f: impl Fn((&String, &Value)) -> T,
     ) -> Result<Vec<T>, StorageError> {
         if !self.covers(prefix) {
+            crate::reached!("view.list_refused");
             return Err(StorageError::Unavailable(format!(
                 "storage unreachable and `{prefix}` was never loaded: the degraded view cannot list it"
             )));
@@ -250,12 +251,17 @@ impl ResilienceCore {
     /// while degraded they are refused.
     pub fn begin_incr(&self, now: Instant) -> Result<Permit, StorageError> {
         let mut st = lock(&self.state);
-        if !st.journal.is_empty() {
-            return Err(StorageError::Unavailable(
-                "degraded mode: counters cannot be journaled".into(),
-            ));
-        }
-        st.breaker.admit(now).ok_or_else(breaker_open)
+        let permit = (st.journal.is_empty())
+            .then(|| st.breaker.admit(now))
+            .flatten();
+        permit.ok_or_else(|| {
+            crate::reached!("counter.refused_degraded");
+            if st.journal.is_empty() {
+                breaker_open()
+            } else {
+                StorageError::Unavailable("degraded mode: counters cannot be journaled".into())
+            }
+        })
     }
 
     pub fn finish_incr(
@@ -327,8 +333,12 @@ impl ResilienceCore {
         let (first, _) = st
             .journal
             .append_all(ops.clone())
-            .map_err(|full| StorageError::JournalFull(full.max))?;
+            .map_err(|full| {
+                crate::reached!("journal.full");
+                StorageError::JournalFull(full.max)
+            })?;
         if let Err(e) = st.log.append(first, &ops) {
+            crate::reached!("journal.disk_error");
             // Not durable, so not acknowledged: take it back.
             st.journal.truncate(first);
             return Err(StorageError::Unavailable(format!(
@@ -337,6 +347,7 @@ impl ResilienceCore {
             )));
         }
         st.write_gen += 1;
+        crate::reached!("journal.appended");
         for op in ops {
             apply(&mut st.view, op);
         }
@@ -363,6 +374,7 @@ impl ResilienceCore {
 
     /// The view's value for `key`: what a degraded read answers.
     pub fn view_value(&self, key: &str) -> Option<Value> {
+        crate::reached!("view.read");
         lock(&self.state).view.get(key).cloned()
     }
 
@@ -509,9 +521,11 @@ impl Replay<'_> {
                 }
                 let acked = st.journal.ack(seq);
                 debug_assert!(acked, "only the replayer pops the journal");
+                crate::reached!("journal.replayed");
                 true
             }
             Err(e) => {
+                crate::reached!("journal.replay_failed");
                 if crate::planted!(JournalDrop) {
                     // Planted: the write storage refused is dropped — acknowledged, then lost.
                     st.journal.ack(seq);

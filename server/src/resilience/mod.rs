@@ -152,6 +152,7 @@ impl ResilientStorage {
         } else {
             let loaded = log.load()?;
             if !loaded.is_empty() {
+                crate::reached!("journal.loaded_at_boot");
                 tracing::warn!(
                     entries = loaded.len(),
                     journal = %log.describe(),
@@ -232,7 +233,10 @@ impl Shared {
     async fn bounded<T>(&self, fut: impl Future<Output = StorageResult<T>>) -> StorageResult<T> {
         match tokio::time::timeout(Duration::from_millis(self.timeout_ms), fut).await {
             Ok(r) => r,
-            Err(_) => Err(StorageError::Timeout(self.timeout_ms)),
+            Err(_) => {
+                crate::reached!("storage.timeout");
+                Err(StorageError::Timeout(self.timeout_ms))
+            }
         }
     }
 
