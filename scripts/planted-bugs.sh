@@ -75,12 +75,13 @@ ok=no
 verdict $ok harness rebuild-skip "sweep --seeds 0..20 (exit $rc)" "$log" "$(grep -m1 '^FAIL' "$log" | cut -c1-120)"
 
 # The simulated world: for each bug, a sweep of the scenario that targets it must fail within 200
-# seeds with exit 129 (correctness); the replay command it prints must reproduce the failing
+# seeds with exit 129 (correctness; a third argument names another class's code, e.g. 128 for
+# liveness); the replay command it prints must reproduce the failing
 # run's trace byte for byte (same digest) — twice, with --check-determinism; and the artifacts
 # it leaves (--artifacts) must hold a replay.sh that reproduces the identical trace file and a
 # shrunk minimal.toml that still fails.
 sim_demo() {
-  local bug=$1 scenario=$2
+  local bug=$1 scenario=$2 want=${3:-129}
   local log="$logs/sim-$bug.log" art="$logs/art-$bug"
   SPIRAL_PLANTED_BUG=$bug cargo run -q --release -p spiral-harness --locked --features planted-bugs -- \
     sweep "scenarios/$scenario.toml" --seeds 0..200 --fail-fast --artifacts "$art" >"$log" 2>&1
@@ -90,7 +91,7 @@ sim_demo() {
   digest=$(grep -m1 '^  trace ' "$log" | awk '{print $2}')
   replay=$(grep -m1 '^  trace ' "$log" | sed 's/.*replay: //')
   dir=$(grep -m1 '^  artifacts: ' "$log" | awk '{print $2}')
-  if [ $rc -ne 129 ] || [ -z "$replay" ] || [ -z "$dir" ]; then
+  if [ $rc -ne "$want" ] || [ -z "$replay" ] || [ -z "$dir" ]; then
     missed=$((missed + 1))
     printf 'MISSED  %-10s %-20s %-55s (exit %s)\n' sim "$bug" "sweep $scenario 0..200" "$rc"
     tail -20 "$log"
@@ -99,7 +100,7 @@ sim_demo() {
   local rlog="$logs/sim-$bug-replay.log"
   eval "$replay --check-determinism" >"$rlog" 2>&1
   local rrc=$?
-  if ! { [ $rrc -eq 129 ] && grep -q "^trace $digest " "$rlog" && grep -q "^determinism: two runs, identical traces" "$rlog"; }; then
+  if ! { [ $rrc -eq "$want" ] && grep -q "^trace $digest " "$rlog" && grep -q "^determinism: two runs, identical traces" "$rlog"; }; then
     missed=$((missed + 1))
     printf 'MISSED  %-10s %-20s %-55s (replay exit %s, wanted trace %s)\n' sim "$bug" "$replay" "$rrc" "$digest"
     tail -20 "$rlog"
@@ -116,14 +117,14 @@ sim_demo() {
   SPIRAL_PLANTED_BUG=$bug cargo run -q --release -p spiral-harness --locked --features planted-bugs -- \
     sim "$dir/minimal.toml" --seed "$seed" >>"$alog" 2>&1
   local mrc=$?
-  if [ $mrc -ne 129 ]; then
+  if [ $mrc -ne "$want" ]; then
     missed=$((missed + 1))
-    printf 'MISSED  %-10s %-20s %-55s (exit %s, wanted 129)\n' sim "$bug" "$dir/minimal.toml --seed $seed" "$mrc"
+    printf 'MISSED  %-10s %-20s %-55s (exit %s, wanted %s)\n' sim "$bug" "$dir/minimal.toml --seed $seed" "$mrc" "$want"
     tail -20 "$alog"
     return
   fi
   caught=$((caught + 1))
-  printf 'caught  %-10s %-20s %-55s %s\n' sim "$bug" "sweep $scenario (exit 129, replay trace $digest, replay.sh, minimal.toml)" "$(echo "$fail" | cut -c1-150)"
+  printf 'caught  %-10s %-20s %-55s %s\n' sim "$bug" "sweep $scenario (exit $want, replay trace $digest, replay.sh, minimal.toml)" "$(echo "$fail" | cut -c1-150)"
 }
 
 sim_demo count-race          gc-pressure
@@ -136,6 +137,7 @@ sim_demo binary-unlimited    bad-clients
 sim_demo journal-volatile    redis-outage
 sim_demo jti-repeats         server-crash-restart
 sim_demo refresh-forever     server-crash-restart
+sim_demo bucket-wall-clock   chaos 128
 
 # The coverage gate must fail when a required marker is out of the sweep's reach: the smoke
 # scenario alone reaches none of the fault paths the CI sweep must reach, so the same gate over it

@@ -61,6 +61,8 @@ pub fn shrink(scenario: &Scenario, seed: u64, mut progress: impl FnMut(&str)) ->
     while best.world.clients > best.workload.bad_clients + 1 {
         let mut c = best.clone();
         c.world.clients -= 1;
+        // The world already runs at most one host per client; say so, or the file is invalid.
+        c.world.client_hosts = c.world.client_hosts.map(|h| h.min(c.world.clients));
         match still_fails(&c, &mut runs) {
             Some(r) if c.faults.iter().all(|f| mentions_known_hosts(&c, f)) => {
                 progress(&format!("{} clients", c.world.clients));

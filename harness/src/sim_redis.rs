@@ -423,9 +423,14 @@ fn run_script(d: &mut Data, script: Script, keys: &[Vec<u8>], argv: &[Vec<u8>]) 
             err => err,
         },
         Script::Rate if data_keys.is_empty() && argv.len() == 4 => {
+            // `redis` for the time: the script's own clock (`TIME`), the Redis host's — here
+            // simulated time.
             let args: Option<Vec<u64>> = argv
                 .iter()
-                .map(|b| std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()))
+                .map(|b| match std::str::from_utf8(b).ok()? {
+                    "redis" => Some(now_ms()),
+                    s => s.parse().ok(),
+                })
                 .collect();
             let Some([now, capacity, window_ms, block_ms]) = args
                 .as_deref()

@@ -51,10 +51,14 @@ pub enum Bug {
     /// Auth: every `/auth/refresh` restarts the token's lifetime, so a refresh loop keeps a
     /// token alive for ever.
     RefreshForever,
+    /// Rate limits: buckets run on each instance's wall clock, so a clock that jumps ahead and
+    /// back freezes every bucket it touched (on every instance sharing it) for the size of the
+    /// jump.
+    BucketWallClock,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 17] = [
+    pub const ALL: [Bug; 18] = [
         Bug::CountRace,
         Bug::DoubleCollect,
         Bug::AckBeforePersist,
@@ -72,6 +76,7 @@ impl Bug {
         Bug::JournalVolatile,
         Bug::JtiRepeats,
         Bug::RefreshForever,
+        Bug::BucketWallClock,
     ];
 
     pub fn name(self) -> &'static str {
@@ -93,6 +98,7 @@ impl Bug {
             Bug::JournalVolatile => "journal-volatile",
             Bug::JtiRepeats => "jti-repeats",
             Bug::RefreshForever => "refresh-forever",
+            Bug::BucketWallClock => "bucket-wall-clock",
         }
     }
 

@@ -129,9 +129,16 @@ pub fn decide(bucket: Option<Bucket>, now_ms: u64, limit: &Limit) -> (Decision, 
 }
 
 /// [`decide`] as a Redis script over one hash (`u`, `t`, `b` fields). `KEYS[1]` = the bucket;
-/// ARGV = now_ms, capacity, window_ms, block_ms. Returns {allowed, remaining, retry_after_ms,
-/// reset_after_ms}. The bucket expires once it would be full and unblocked anyway.
+/// ARGV = now_ms, capacity, window_ms, block_ms; now_ms `redis` means Redis's own clock (`TIME`), the
+/// one time base every instance sharing the bucket agrees on — an instance whose clock jumps
+/// can then neither freeze a bucket's refills for everyone nor refill it early. Returns
+/// {allowed, remaining, retry_after_ms, reset_after_ms}. The bucket expires once it would be
+/// full and unblocked anyway.
 pub const REDIS_SCRIPT: &str = r"local now = tonumber(ARGV[1])
+if ARGV[1] == 'redis' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local cap = tonumber(ARGV[2])
 local win = tonumber(ARGV[3])
 local block = tonumber(ARGV[4])

@@ -112,7 +112,12 @@ async fn authenticate(State(st): State<AppState>, mut req: Request, next: Next) 
     let now_ms = st.now_ms();
     let d = st
         .shared
-        .rate(&format!("http:{}", who.user()), &st.cfg.http_rate, now_ms)
+        .rate(
+            &format!("http:{}", who.user()),
+            &st.cfg.http_rate,
+            st.local_ms(),
+            now_ms,
+        )
         .await;
     if !d.allowed {
         crate::reached!("ratelimit.http_denied");
@@ -224,6 +229,7 @@ pub async fn admit_store(st: &AppState, who: &Principal) -> Result<(), ApiError>
         .rate(
             &format!("store:{}", who.user()),
             &st.cfg.store_rate,
+            st.local_ms(),
             st.now_ms(),
         )
         .await;

@@ -66,6 +66,8 @@ pub struct Inner {
     pub redis_tls_disabled: Option<bool>,
     /// A hash of the instance's name, the first part of every `jti` it mints.
     pub instance_tag: u32,
+    /// When this state was opened: the origin of [`AppState::local_ms`].
+    pub started: crate::clock::Instant,
 }
 
 impl std::ops::Deref for AppState {
@@ -195,6 +197,7 @@ impl AppState {
         ));
         let (engine, report) = Engine::open(timed, p.engine, p.clock.clone(), p.seed).await?;
         let (hub, _) = broadcast::channel(1024);
+        let started = p.clock.now();
         let state = AppState {
             inner: Arc::new(Inner {
                 engine,
@@ -209,6 +212,7 @@ impl AppState {
                 hub,
                 redis_tls_disabled: p.redis_tls_disabled,
                 instance_tag: crate::rng::sub_seed(0, &p.instance) as u32,
+                started,
             }),
         };
         Ok((state, report))
@@ -216,6 +220,15 @@ impl AppState {
 
     pub fn now_ms(&self) -> u64 {
         self.clock.unix_ms()
+    }
+
+    /// Milliseconds since this state was opened, on the monotonic clock: for in-process rate
+    /// buckets, which a wall-clock jump must not disturb.
+    pub fn local_ms(&self) -> u64 {
+        self.clock
+            .now()
+            .saturating_duration_since(self.started)
+            .as_millis() as u64
     }
 
     /// Verify a token and apply the block list and revocations. Counts nothing; callers count

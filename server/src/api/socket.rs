@@ -109,7 +109,12 @@ pub async fn take_ws_token(
 ) -> Result<(), ApiError> {
     let d = st
         .shared
-        .rate(&format!("ws:{}", who.user()), &st.cfg.ws_rate, now_ms)
+        .rate(
+            &format!("ws:{}", who.user()),
+            &st.cfg.ws_rate,
+            st.local_ms(),
+            now_ms,
+        )
         .await;
     if d.allowed {
         return Ok(());

@@ -129,11 +129,36 @@ impl Shared {
         tracing::warn!(error = %e, "shared state: {what} decided locally, Redis unreachable");
     }
 
-    /// One rate-limit decision for `key` (e.g. `ws:ada`).
-    pub async fn rate(&self, key: &str, limit: &Limit, now_ms: u64) -> Decision {
+    /// One rate-limit decision for `key` (e.g. `ws:ada`). A shared bucket runs on Redis's clock;
+    /// the in-process one on `local_ms`, a monotonic time of this process — never a wall clock,
+    /// which can jump (SPEC §2: the wall clock is for tokens and timestamps). `wall_ms` only
+    /// serves the planted bug that keeps the old, wall-clock buckets.
+    pub async fn rate(&self, key: &str, limit: &Limit, local_ms: u64, wall_ms: u64) -> Decision {
+        if crate::planted!(BucketWallClock) {
+            // Planted: both buckets on this instance's wall clock, as before.
+            return self.rate_on(key, limit, Some(wall_ms), wall_ms).await;
+        }
+        self.rate_on(key, limit, None, local_ms).await
+    }
+
+    /// [`rate`](Self::rate) at given times: the shared bucket at `shared_ms` (`None`: Redis's own
+    /// clock), the in-process one at `local_ms`. Tests replay rate-limit vectors with it.
+    pub async fn rate_on(
+        &self,
+        key: &str,
+        limit: &Limit,
+        shared_ms: Option<u64>,
+        local_ms: u64,
+    ) -> Decision {
         if let Some(r) = &self.redis {
-            let args =
-                [now_ms, limit.capacity, limit.window_ms, limit.block_ms].map(|n| n.to_string());
+            // `redis`: the script reads Redis's own clock.
+            let now = shared_ms.map_or_else(|| "redis".to_owned(), |n| n.to_string());
+            let args = [
+                now,
+                limit.capacity.to_string(),
+                limit.window_ms.to_string(),
+                limit.block_ms.to_string(),
+            ];
             let keys = [r.namespaced(&format!("rl:{key}"))];
             match r
                 .invoke::<(u64, u64, u64, u64)>("rate limit", &RATE_SCRIPT, &keys, &args)
@@ -151,7 +176,7 @@ impl Shared {
                 Err(e) => self.fell_back("rate limit", &e),
             }
         }
-        self.local.limiter.check(key, now_ms, limit)
+        self.local.limiter.check(key, local_ms, limit)
     }
 
     /// Mark a handshake `jti` used until `until_ms`; false if it already was (a replay).
