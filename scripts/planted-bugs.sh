@@ -136,6 +136,7 @@ sim_demo binary-unlimited    bad-clients
 sim_demo journal-volatile    redis-outage
 sim_demo jti-repeats         server-crash-restart
 sim_demo refresh-forever     server-crash-restart
+sim_demo no-user-cap         bad-clients
 
 # The workflow's determinism step, extracted from the workflow and run as Actions runs it
 # (`bash -e`, no pipefail), must fail on a planted nondeterminism: an unseeded value in a trace line.

@@ -51,10 +51,13 @@ pub enum Bug {
     /// Auth: every `/auth/refresh` restarts the token's lifetime, so a refresh loop keeps a
     /// token alive for ever.
     RefreshForever,
+    /// WebSocket: no per-user cap on open connections, as before `SPIRAL_MAX_CONNECTIONS_PER_USER`
+    /// — one user can take every slot up to `SPIRAL_MAX_CONNECTIONS`.
+    NoUserCap,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 17] = [
+    pub const ALL: [Bug; 18] = [
         Bug::CountRace,
         Bug::DoubleCollect,
         Bug::AckBeforePersist,
@@ -72,6 +75,7 @@ impl Bug {
         Bug::JournalVolatile,
         Bug::JtiRepeats,
         Bug::RefreshForever,
+        Bug::NoUserCap,
     ];
 
     pub fn name(self) -> &'static str {
@@ -93,6 +97,7 @@ impl Bug {
             Bug::JournalVolatile => "journal-volatile",
             Bug::JtiRepeats => "jti-repeats",
             Bug::RefreshForever => "refresh-forever",
+            Bug::NoUserCap => "no-user-cap",
         }
     }
 

@@ -135,6 +135,7 @@ fn server_config(ctx: &Ctx) -> ServerConfig {
         },
         ws_send_queue: knob("ws_send_queue") as usize,
         refresh_max_lifetime_s: knob("refresh_max_lifetime_s"),
+        max_connections_per_user: knob("max_connections_per_user") as usize,
         ..defaults
     }
 }
