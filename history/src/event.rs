@@ -276,6 +276,25 @@ pub enum Event {
         refused_503: bool,
         cap: usize,
     },
+    /// One user's connections past its cap (`SPIRAL_MAX_CONNECTIONS_PER_USER`): `opened`
+    /// handshakes at once (on both WebSocket ports), of which `accepted` got in, `refused_429`
+    /// were refused with 429 and `refused_other` with another status (the rest got no HTTP
+    /// answer); `retry_after_ms` is the smallest a 429 carried (none: a 429 came without one, or
+    /// none came). Once every connection was closed, the user tries again until it gets in, within
+    /// the time a server takes to drop a peer that vanished: `rejoined` is whether it got in (none:
+    /// the last try had no HTTP answer, or the user's handshake bucket could not afford the tries —
+    /// the world never lets a rejoin run the bucket dry, so a refusal there is the cap's).
+    Hog {
+        client: u32,
+        server: u32,
+        user: String,
+        opened: u32,
+        accepted: u32,
+        refused_429: u32,
+        retry_after_ms: Option<u64>,
+        refused_other: Vec<u16>,
+        rejoined: Option<bool>,
+    },
     /// A GC pass of a server's engine.
     Gc {
         server: u32,

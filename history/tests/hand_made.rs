@@ -26,6 +26,7 @@ fn settings() -> Settings {
         },
         disabled: BTreeSet::new(),
         refresh_max_lifetime_s: 3_600,
+        max_connections_per_user: 4,
     }
 }
 
@@ -38,6 +39,21 @@ fn refresh(client: u32, jti: &str, exp: u64) -> Event {
         jti: Some(jti.into()),
         exp: Some(exp),
         status: Some(200),
+    }
+}
+
+/// A bad client's user opening 8 WebSockets at once against a per-user cap of 4.
+fn hog(accepted: u32) -> Event {
+    Event::Hog {
+        client: 1,
+        server: 0,
+        user: "hog-1".into(),
+        opened: 8,
+        accepted,
+        refused_429: 8 - accepted,
+        retry_after_ms: Some(1000),
+        refused_other: Vec::new(),
+        rejoined: Some(true),
     }
 }
 
@@ -123,6 +139,7 @@ fn clean() -> Vec<Record> {
         at(9500, op(collect("a"), Answer::Collected, 9500)),
         at(9600, op(get("a"), error(ErrorCode::NotFound), 9600)),
         at(9700, refresh(0, "r1", 4_000)),
+        at(9800, hog(4)),
         at(
             30_000,
             Event::Phase {
@@ -179,6 +196,11 @@ fn each_broken_variant_fails_with_its_checker_and_exit_code() {
             "tokens",
             EXIT_CORRECTNESS,
             Box::new(|h| h.push(at(30_300, refresh(1, "r1", 4_000)))),
+        ),
+        (
+            "connection_fairness",
+            EXIT_CORRECTNESS,
+            Box::new(|h| h.push(at(30_400, hog(8)))),
         ),
         (
             "reads",

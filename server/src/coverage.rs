@@ -51,6 +51,7 @@ pub const CATALOG: &[(&str, &str)] = &[
     ("ratelimit.http_denied", "an HTTP request was over the user's bucket (or in its block)"),
     // surfaces
     ("conn.cap_refused", "a handshake was refused at SPIRAL_MAX_CONNECTIONS"),
+    ("conn.user_cap_refused", "a handshake was refused at SPIRAL_MAX_CONNECTIONS_PER_USER (429)"),
     ("ws.malformed_frame", "a malformed command frame got an error envelope"),
     ("ws.binary_frame", "a binary frame got an error envelope"),
     ("ws.closed_oversized", "a frame over SPIRAL_MAX_MESSAGE_SIZE closed the connection (1009)"),

@@ -55,10 +55,13 @@ pub enum Bug {
     /// back freezes every bucket it touched (on every instance sharing it) for the size of the
     /// jump.
     BucketWallClock,
+    /// WebSocket: no per-user cap on open connections, as before `SPIRAL_MAX_CONNECTIONS_PER_USER`
+    /// — one user can take every slot up to `SPIRAL_MAX_CONNECTIONS`.
+    NoUserCap,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 18] = [
+    pub const ALL: [Bug; 19] = [
         Bug::CountRace,
         Bug::DoubleCollect,
         Bug::AckBeforePersist,
@@ -77,6 +80,7 @@ impl Bug {
         Bug::JtiRepeats,
         Bug::RefreshForever,
         Bug::BucketWallClock,
+        Bug::NoUserCap,
     ];
 
     pub fn name(self) -> &'static str {
@@ -99,6 +103,7 @@ impl Bug {
             Bug::JtiRepeats => "jti-repeats",
             Bug::RefreshForever => "refresh-forever",
             Bug::BucketWallClock => "bucket-wall-clock",
+            Bug::NoUserCap => "no-user-cap",
         }
     }
 

@@ -110,6 +110,13 @@ pub const KNOBS: &[(&str, u64, u64, u64, &str)] = &[
         31_536_000,
         "a refreshed token never outlives its chain's start plus this (REFRESH_MAX_LIFETIME_S)",
     ),
+    (
+        "max_connections_per_user",
+        4,
+        1,
+        100_000,
+        "open WebSockets per user, both ports together (SPIRAL_MAX_CONNECTIONS_PER_USER)",
+    ),
 ];
 
 /// The `[server]` table as written.

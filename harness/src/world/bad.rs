@@ -1,8 +1,8 @@
 //! A bad client: between pauses it picks a seeded attack — a forged, `alg: none`, garbage,
 //! expired, replayed or revoked token; a token at the expiry edge (judged by the target server's
 //! own, possibly skewed, clock); a malformed or oversized frame; HTTP without a valid token; a
-//! connection flood; a peer that goes silent or idle; a request abandoned before its answer —
-//! and records what the server did.
+//! connection flood; one user over its connection cap ([`hog`](super::attacks::hog)); a peer that
+//! goes silent or idle; a request abandoned before its answer — and records what the server did.
 
 use std::time::Duration;
 
@@ -54,10 +54,12 @@ enum Attack {
     /// More binary frames than the message bucket holds, back to back: the surplus must be
     /// refused as `rate_limited` like any other message.
     BinaryBurst,
+    /// One user opens more connections than its cap: refused past the cap with 429.
+    Hog,
 }
 
 /// Every attack, in the order the seeded draw indexes.
-const ATTACKS: [Attack; 15] = [
+const ATTACKS: [Attack; 16] = [
     Attack::Forged,
     Attack::AlgNone,
     Attack::Garbage,
@@ -73,6 +75,7 @@ const ATTACKS: [Attack; 15] = [
     Attack::Flood,
     Attack::Abandon,
     Attack::BinaryBurst,
+    Attack::Hog,
 ];
 
 struct Bad<'a> {
@@ -369,6 +372,10 @@ impl Bad<'_> {
             Attack::Flood => self.flood(s).await,
             Attack::Abandon => self.abandon(s).await,
             Attack::BinaryBurst => self.binary_burst(s).await,
+            Attack::Hog => {
+                let user = format!("hog-{}", self.jti());
+                super::attacks::hog::run(self.ctx, self.c, s, &mut self.rng, user).await;
+            }
         }
     }
 
@@ -515,6 +522,7 @@ impl Bad<'_> {
     /// before it holds more than `max_connections`.
     async fn flood(&mut self, s: u32) {
         let cap = self.ctx.sc.world.max_connections;
+        let _crowd = self.ctx.crowd.lock().await;
         let mut held = Vec::new();
         let mut refused = false;
         let mut i = 0;

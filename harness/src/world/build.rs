@@ -55,6 +55,7 @@ pub(super) fn context(
         clients_done: AtomicU32::new(0),
         failed: Mutex::new(None),
         settings,
+        crowd: tokio::sync::Mutex::new(()),
     });
     ctx.record_at(
         Event::Settings {

@@ -16,9 +16,11 @@
 //! - [`run`](mod@run) — one run, phase by phase, and a sweep of many;
 //! - [`schedule`](mod@schedule) — the timed faults plus the seeded swarm;
 //! - `apply` — what each fault does to the simulation;
-//! - `server`, `client`, `bad`, `net` — the hosts and their simulated network.
+//! - `server`, `client`, `bad`, `net` — the hosts and their simulated network;
+//! - `attacks` — the bad clients' larger attacks, one module each.
 
 mod apply;
+mod attacks;
 mod bad;
 mod build;
 mod client;
@@ -81,6 +83,9 @@ pub(crate) struct Ctx {
     failed: Mutex<Option<String>>,
     /// The server settings this run drew from `[server]`.
     pub settings: crate::scenario::ServerSettings,
+    /// Held by a bad client's flood or hog: one crowd of connections at a time, so that neither
+    /// is refused for what the other holds.
+    pub crowd: tokio::sync::Mutex<()>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

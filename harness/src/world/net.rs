@@ -70,24 +70,37 @@ fn client_config() -> WebSocketConfig {
     WebSocketConfig::default().read_buffer_size(8 * 1024)
 }
 
+/// The command channel's port.
+pub const COMMANDS: u16 = 3001;
+/// The event stream's port.
+pub const STREAM: u16 = 3002;
+
 /// How a handshake went.
 pub struct Handshake {
     pub ws: Option<SimWs>,
     /// HTTP status of a refused upgrade.
     pub status: Option<u16>,
+    /// The `retry_after_ms` of a refused upgrade's error body.
+    pub retry_after_ms: Option<u64>,
     pub error: Option<String>,
 }
 
 /// Open a WebSocket to `server`'s command channel with `token` (as a bearer header) and read the
 /// welcome.
 pub async fn connect(server: u32, token: Option<&str>) -> Handshake {
+    connect_to(server, COMMANDS, token).await
+}
+
+/// [`connect`] to `port`: [`COMMANDS`] or [`STREAM`] (whose token needs the stream scope).
+pub async fn connect_to(server: u32, port: u16, token: Option<&str>) -> Handshake {
     let host = format!("server-{server}");
     let fail = |status, e: String| Handshake {
         ws: None,
         status,
+        retry_after_ms: None,
         error: Some(e),
     };
-    let mut req = match format!("ws://{host}:3001/").into_client_request() {
+    let mut req = match format!("ws://{host}:{port}/").into_client_request() {
         Ok(r) => r,
         Err(e) => return fail(None, e.to_string()),
     };
@@ -96,7 +109,7 @@ pub async fn connect(server: u32, token: Option<&str>) -> Handshake {
     {
         req.headers_mut().insert("authorization", v);
     }
-    let stream = match turmoil::net::TcpStream::connect((host.as_str(), 3001)).await {
+    let stream = match turmoil::net::TcpStream::connect((host.as_str(), port)).await {
         Ok(s) => s,
         Err(e) => return fail(None, e.to_string()),
     };
@@ -108,10 +121,18 @@ pub async fn connect(server: u32, token: Option<&str>) -> Handshake {
     {
         Err(_) => return fail(None, "handshake timed out".into()),
         Ok(Err(WsError::Http(resp))) => {
-            return fail(
-                Some(resp.status().as_u16()),
-                format!("refused: {}", resp.status()),
-            );
+            let retry_after_ms = resp
+                .body()
+                .as_deref()
+                .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+                .and_then(|v| v["error"]["retry_after_ms"].as_u64());
+            return Handshake {
+                retry_after_ms,
+                ..fail(
+                    Some(resp.status().as_u16()),
+                    format!("refused: {}", resp.status()),
+                )
+            };
         }
         Ok(Err(e)) => return fail(None, e.to_string()),
         Ok(Ok((ws, _))) => ws,
@@ -120,6 +141,7 @@ pub async fn connect(server: u32, token: Option<&str>) -> Handshake {
         Ok(_) => Handshake {
             ws: Some(ws),
             status: None,
+            retry_after_ms: None,
             error: None,
         },
         Err(e) => fail(None, format!("no welcome: {e}")),

@@ -139,6 +139,7 @@ fn server_config(ctx: &Ctx) -> ServerConfig {
             ..defaults.store_rate
         },
         refresh_max_lifetime_s: knob("refresh_max_lifetime_s"),
+        max_connections_per_user: knob("max_connections_per_user") as usize,
         ..defaults
     }
 }

@@ -17,6 +17,7 @@
 //! | `close_codes` | a silent peer is closed with 4001, an idle one with 4000, an oversized frame with 1009, a revoked subject with 4003 | correctness |
 //! | `bad_input` | malformed frames get an error envelope and the connection stays up | correctness |
 //! | `tokens` | every `jti` `/auth/refresh` mints is new, and no refreshed token outlives its chain's start plus `REFRESH_MAX_LIFETIME_S` | correctness |
+//! | `connection_fairness` | one user gets no more than `SPIRAL_MAX_CONNECTIONS_PER_USER` WebSockets; the handshakes past that get 429 with `retry_after_ms`, and closed connections give their slots back | correctness |
 //! | `liveness` | after the last fault heals, every client completes work within a bound | liveness |
 //! | `slo` | store p95 and error ratio within the scenario's SLOs | liveness |
 
@@ -25,6 +26,7 @@ pub mod auth;
 pub mod bad_input;
 pub mod breaker;
 pub mod close_codes;
+pub mod connection_fairness;
 pub mod gc_budget;
 pub mod gc_keeps_up;
 pub mod liveness;
@@ -69,7 +71,7 @@ pub trait Checker {
 }
 
 /// Every checker's name, in panel order (for `checks.disable` and the summaries).
-pub const NAMES: [&str; 14] = [
+pub const NAMES: [&str; 15] = [
     "engine_invariants",
     "acked_writes",
     "reads",
@@ -82,6 +84,7 @@ pub const NAMES: [&str; 14] = [
     "close_codes",
     "bad_input",
     "tokens",
+    "connection_fairness",
     "liveness",
     "slo",
 ];
@@ -107,6 +110,8 @@ pub struct Settings {
     pub disabled: BTreeSet<String>,
     /// The servers' `REFRESH_MAX_LIFETIME_S`.
     pub refresh_max_lifetime_s: u64,
+    /// The servers' `SPIRAL_MAX_CONNECTIONS_PER_USER`.
+    pub max_connections_per_user: u64,
 }
 
 /// A property judged on each event alone, with no memory of the ones before: a name and a
@@ -150,6 +155,9 @@ pub fn all(s: &Settings) -> Vec<Box<dyn Checker + Send>> {
         Box::new(EachEvent::new("close_codes", close_codes::judge)),
         Box::new(EachEvent::new("bad_input", bad_input::judge)),
         Box::new(tokens::Tokens::new(s.refresh_max_lifetime_s)),
+        Box::new(connection_fairness::ConnectionFairness::new(
+            s.max_connections_per_user,
+        )),
         Box::new(liveness::Liveness::new(
             s.clients,
             s.liveness_within_ms,

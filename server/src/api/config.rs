@@ -31,6 +31,9 @@ pub struct ServerConfig {
     pub ws_send_queue: usize,
     /// Open WebSocket connections, both ports together (`SPIRAL_MAX_CONNECTIONS`).
     pub max_connections: usize,
+    /// Open WebSocket connections of one user, both ports together, on this instance
+    /// (`SPIRAL_MAX_CONNECTIONS_PER_USER`); more handshakes of the user get 429.
+    pub max_connections_per_user: usize,
     /// Largest WebSocket message and HTTP body (`SPIRAL_MAX_MESSAGE_SIZE`, bytes).
     pub max_message_size: usize,
     /// Event-stream heartbeat period.
@@ -61,6 +64,7 @@ impl Default for ServerConfig {
             ws_idle_timeout_ms: 300_000,
             ws_send_queue: 256,
             max_connections: 1000,
+            max_connections_per_user: 16,
             max_message_size: 1024 * 1024,
             heartbeat_interval_ms: 1000,
             recovery_period_ms: 1000,
@@ -172,6 +176,10 @@ pub struct ServeArgs {
     #[arg(long = "max-connections", env = "SPIRAL_MAX_CONNECTIONS", value_name = "SPIRAL_MAX_CONNECTIONS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
+    /// Open WebSocket connections of one user (both ports); more of its handshakes get 429.
+    #[arg(long = "max-connections-per-user", env = "SPIRAL_MAX_CONNECTIONS_PER_USER", value_name = "SPIRAL_MAX_CONNECTIONS_PER_USER", default_value_t = 16,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections_per_user: u64,
     /// Largest WebSocket message or HTTP body (bytes); larger frames close with 1009.
     #[arg(long = "max-message-size", env = "SPIRAL_MAX_MESSAGE_SIZE", value_name = "SPIRAL_MAX_MESSAGE_SIZE", default_value_t = 1_048_576,
           value_parser = clap::value_parser!(u64).range(1024..=67_108_864))]
@@ -261,6 +269,7 @@ impl ServeArgs {
             ws_idle_timeout_ms: self.ws_idle_timeout_ms,
             ws_send_queue: self.ws_send_queue as usize,
             max_connections: self.max_connections as usize,
+            max_connections_per_user: self.max_connections_per_user as usize,
             max_message_size: self.max_message_size as usize,
             refresh_max_lifetime_s: self.refresh_max_lifetime_s,
             #[cfg(feature = "conformance")]
@@ -300,6 +309,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("SPIRAL_MAX_CONNECTIONS"), "{e}");
+        let e = Cli::try_parse_from(["spiral", "--max-connections-per-user", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("SPIRAL_MAX_CONNECTIONS_PER_USER"), "{e}");
+        let cli = Cli::try_parse_from(["spiral", "--max-connections-per-user", "3"]).unwrap();
+        assert_eq!(
+            cli.serve.server_config().unwrap().max_connections_per_user,
+            3
+        );
         let cli = Cli::try_parse_from(["spiral", "--store-rate-limit", "ten"]).unwrap();
         assert!(
             cli.serve

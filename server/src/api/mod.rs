@@ -205,7 +205,7 @@ impl AppState {
                 shared: p.shared,
                 keys: p.keys,
                 clock: p.clock,
-                conns: Connections::new(p.cfg.max_connections),
+                conns: Connections::new(p.cfg.max_connections, p.cfg.max_connections_per_user),
                 cfg: p.cfg,
                 metrics,
                 rng: SharedRng::new(crate::rng::sub_seed(p.seed, "api")),
@@ -300,11 +300,12 @@ pub fn breaker_name(state: u8) -> &'static str {
     crate::resilience::StateKind::from_gauge(state).map_or("unknown", |k| k.name())
 }
 
-/// Open WebSocket connections: the cap, the per-user count, and a way to close them by subject
-/// (revocation) or all at once (shutdown).
+/// Open WebSocket connections: the cap, each user's own cap, the per-user count, and a way to
+/// close them by subject (revocation) or all at once (shutdown).
 #[derive(Debug)]
 pub struct Connections {
     max: usize,
+    max_per_user: usize,
     open: AtomicUsize,
     next_id: AtomicU64,
     table: Mutex<Table>,
@@ -313,7 +314,10 @@ pub struct Connections {
 #[derive(Debug, Default)]
 struct Table {
     by_id: BTreeMap<u64, Entry>,
+    /// Registered connections per subject (the active-users gauge).
     users: BTreeMap<String, usize>,
+    /// Places held per subject under its own cap: admitted handshakes and open connections.
+    held: BTreeMap<String, usize>,
 }
 
 #[derive(Debug)]
@@ -323,15 +327,48 @@ struct Entry {
     close: watch::Sender<Option<CloseCode>>,
 }
 
-/// A reserved place under the connection cap, given back on drop.
+/// A reserved place under the connection cap and, once [`Slot::hold_for`] took it, under its
+/// user's own cap; both are given back on drop — whichever way the handshake or the connection
+/// ends (refused, closed, failed, timed out, revoked, cancelled), since every path drops it.
 #[derive(Debug)]
 pub struct Slot {
     conns: Arc<Inner>,
+    /// The subject this place is also held for.
+    user: Option<String>,
+}
+
+impl Slot {
+    /// Hold this place for `user` too: `false` when the user already holds
+    /// `max_connections_per_user` places on this instance (a second call holds nothing more).
+    pub fn hold_for(&mut self, user: &str) -> bool {
+        if self.user.is_some() {
+            return true;
+        }
+        let c = &self.conns.conns;
+        let mut t = sync::lock(&c.table);
+        let n = t.held.get(user).copied().unwrap_or(0);
+        if n >= c.max_per_user {
+            return false;
+        }
+        t.held.insert(user.to_owned(), n + 1);
+        self.user = Some(user.to_owned());
+        true
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.conns.conns.open.fetch_sub(1, Ordering::AcqRel);
+        let c = &self.conns.conns;
+        if let Some(user) = self.user.take() {
+            let mut t = sync::lock(&c.table);
+            if let Some(n) = t.held.get_mut(&user) {
+                *n -= 1;
+                if *n == 0 {
+                    t.held.remove(&user);
+                }
+            }
+        }
+        c.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -366,9 +403,10 @@ impl Drop for Registered {
 }
 
 impl Connections {
-    fn new(max: usize) -> Self {
+    fn new(max: usize, max_per_user: usize) -> Self {
         Self {
             max,
+            max_per_user,
             open: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             table: Mutex::new(Table::default()),
@@ -383,6 +421,11 @@ impl Connections {
         sync::lock(&self.table).users.len()
     }
 
+    /// The places `user` holds under its own cap (admitted handshakes and open connections).
+    pub fn held_by(&self, user: &str) -> usize {
+        sync::lock(&self.table).held.get(user).copied().unwrap_or(0)
+    }
+
     /// Take a place under the cap, or `None` when full.
     pub fn reserve(state: &AppState) -> Option<Slot> {
         let c = &state.conns;
@@ -393,6 +436,7 @@ impl Connections {
             .ok()
             .map(|_| Slot {
                 conns: state.inner.clone(),
+                user: None,
             })
     }
 

@@ -1,8 +1,9 @@
 //! What both WebSocket ports (the command channel and the event stream) share: the handshake
 //! checks, answered with an HTTP status before any upgrade (503 at the cap, 401 with a reason,
-//! 403 without the stream scope, 429 over the handshake limit); the [`Outbox`] that writes a
-//! connection's frames from a bounded queue; the heartbeat (4001 after two unanswered pings);
-//! how a connection ends ([`Ending`]) and its closing handshake; the welcome frame.
+//! 403 without the stream scope, 429 at the user's own cap or over the handshake limit); the
+//! [`Outbox`] that writes a connection's frames from a bounded queue; the heartbeat (4001 after
+//! two unanswered pings); how a connection ends ([`Ending`]) and its closing handshake; the
+//! welcome frame.
 
 use std::time::Duration;
 
@@ -37,18 +38,23 @@ pub struct Admitted {
     pub protocol: Option<String>,
 }
 
-/// Every check a handshake must pass, in order: the cap, the token, the scope, the handshake
-/// bucket, and last the single use of its `jti` (so a refused handshake does not burn it).
+/// How long a handshake refused at a cap is told to wait: places come back as connections end.
+const CAP_RETRY_MS: u64 = 1000;
+
+/// Every check a handshake must pass, in order: the cap, the token, the scope, the user's own
+/// cap (`max_connections_per_user`, both ports together; anonymous clients are the one user
+/// `anonymous`), the handshake bucket, and last the single use of its `jti` (so a refused
+/// handshake does not burn it).
 pub async fn admit(
     st: &AppState,
     headers: &HeaderMap,
     query: Option<&str>,
     port: Port,
 ) -> Result<Admitted, ApiError> {
-    let slot = Connections::reserve(st).ok_or_else(|| {
+    let mut slot = Connections::reserve(st).ok_or_else(|| {
         crate::reached!("conn.cap_refused");
         ApiError::OverCapacity {
-            retry_after_ms: 1000,
+            retry_after_ms: CAP_RETRY_MS,
         }
     })?;
     let auth = headers
@@ -69,6 +75,14 @@ pub async fn admit(
     if port == Port::Stream && !who.claims.has_scope(STREAM_SCOPE) {
         st.metrics.ws_scope_reject.inc();
         return Err(ApiError::Forbidden("scope `metacog.stream` required"));
+    }
+    // Before the bucket: a user hammering at its cap costs no shared-state round trip.
+    if !crate::planted!(NoUserCap) && !slot.hold_for(who.user()) {
+        crate::reached!("conn.user_cap_refused");
+        st.metrics.rate_limit_exceeded.inc(&["ws_user_connections"]);
+        return Err(ApiError::RateLimited {
+            retry_after_ms: CAP_RETRY_MS,
+        });
     }
     let now_ms = st.now_ms();
     take_ws_token(st, &who, now_ms, "ws_handshake").await?;

@@ -255,6 +255,126 @@ async fn handshakes_over_the_connection_cap_get_503() {
 }
 
 #[tokio::test]
+async fn one_user_gets_429_past_its_own_cap_and_its_place_back_when_a_socket_closes() {
+    let s = start(ServerConfig {
+        max_connections_per_user: 3,
+        ..ServerConfig::default()
+    })
+    .await;
+    // The cap counts both ports together.
+    let mut first = ws_ready(s.ws, &s.user_token("ada", "t1")).await;
+    let _second = ws_ready(s.ws, &s.user_token("ada", "t1")).await;
+    let _third = ws_ready(s.stream, &s.stream_token("ada", "t1")).await;
+    assert_eq!(s.state.conns.held_by("ada"), 3);
+    let refused = s.user_token("ada", "t1");
+    let (code, body) = ws_connect(s.ws, Some(&refused)).await.err().unwrap();
+    assert_eq!(code, 429, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    assert!(
+        body["error"]["retry_after_ms"]
+            .as_u64()
+            .is_some_and(|ms| ms > 0),
+        "{body}"
+    );
+    let (code, body) = ws_connect(s.stream, Some(&s.stream_token("ada", "t1")))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(code, 429, "{body}");
+    assert_eq!(
+        s.metric("spiral_ws_rate_limit_exceeded_total{endpoint=\"ws_user_connections\"}"),
+        2.0
+    );
+    // Another user is not held back by the first one's cap.
+    let mut bob = ws_ready(s.ws, &s.user_token("bob", "t1")).await;
+    assert!(answers_ping(&mut bob, 1).await);
+    // One of ada's sockets closes: ada gets in again, with the very token refused before (a
+    // refusal at the cap does not use up its `jti`).
+    first.close(None).await.unwrap();
+    let mut admitted = None;
+    for _ in 0..50 {
+        match ws_connect(s.ws, Some(&refused)).await {
+            Ok(ws) => {
+                admitted = Some(ws);
+                break;
+            }
+            Err((code, body)) => assert_eq!(code, 429, "{body}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        admitted.is_some(),
+        "ada was kept out after closing a socket"
+    );
+    assert_eq!(s.state.conns.held_by("ada"), 3);
+    s.stop().await;
+}
+
+/// Wait up to 5 s for `user` to hold `n` places under its own cap.
+async fn held_comes_to(s: &TestServer, user: &str, n: usize) -> bool {
+    for _ in 0..250 {
+        if s.state.conns.held_by(user) == n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn every_way_a_handshake_or_connection_ends_gives_the_users_place_back() {
+    let s = start(ServerConfig {
+        max_connections_per_user: 1,
+        ws_idle_timeout_ms: 300,
+        allow_anonymous_ws: true,
+        ws_rate: spiral_server::ratelimit::Limit::new(2, 60_000, 0),
+        ..ServerConfig::default()
+    })
+    .await;
+    // Closed by the server (idle, 4000).
+    let mut ws = ws_ready(s.ws, &s.user_token("ada", "t1")).await;
+    assert_eq!(
+        close_code(&mut ws, Duration::from_secs(5)).await,
+        Some(4000)
+    );
+    assert!(
+        held_comes_to(&s, "ada", 0).await,
+        "idle close kept the place"
+    );
+    // Closed by the client.
+    let mut ws = ws_ready(s.ws, &s.user_token("ada", "t1")).await;
+    ws.close(None).await.unwrap();
+    assert!(
+        held_comes_to(&s, "ada", 0).await,
+        "client close kept the place"
+    );
+    // Refused by the handshake bucket after the place was taken: given back with the refusal.
+    let (code, body) = ws_connect(s.ws, Some(&s.user_token("ada", "t1")))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(code, 429, "{body}");
+    assert_eq!(
+        s.metric("spiral_ws_rate_limit_exceeded_total{endpoint=\"ws_handshake\"}"),
+        1.0
+    );
+    assert_eq!(s.state.conns.held_by("ada"), 0);
+    // Refused for a bad token: no place taken at all.
+    let (code, _) = ws_connect(s.ws, Some("not-a-token")).await.err().unwrap();
+    assert_eq!(code, 401);
+    // Anonymous clients are all the one user `anonymous`.
+    let _anonymous = ws_connect(s.ws, None).await.expect("admitted");
+    assert!(held_comes_to(&s, "anonymous", 1).await);
+    let (code, body) = ws_connect(s.ws, None).await.err().unwrap();
+    assert_eq!(code, 429, "{body}");
+    assert_eq!(
+        s.metric("spiral_ws_rate_limit_exceeded_total{endpoint=\"ws_user_connections\"}"),
+        1.0
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn a_client_that_does_not_read_loses_frames_counted_as_backpressure() {
     let s = start(ServerConfig {
         ws_send_queue: 2,

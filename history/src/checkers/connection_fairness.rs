@@ -1,0 +1,136 @@
+//! Connection fairness (SPEC §1.9, "one user cannot take every slot"): a user that opens more
+//! WebSockets at once than `SPIRAL_MAX_CONNECTIONS_PER_USER` gets no more than that many in. The
+//! handshakes past the cap are refused with 429 and a `retry_after_ms` — not 503, as if the whole
+//! server were full, nor 401, as if the token were bad — and once the user has closed its
+//! connections it gets in again: every slot is given back.
+
+use super::Checker;
+use crate::event::Event;
+
+/// The property, for servers whose per-user cap is `max_per_user`.
+#[derive(Debug)]
+pub struct ConnectionFairness {
+    max_per_user: u64,
+}
+
+impl ConnectionFairness {
+    /// `max_per_user`: the servers' `SPIRAL_MAX_CONNECTIONS_PER_USER`.
+    pub fn new(max_per_user: u64) -> Self {
+        Self { max_per_user }
+    }
+}
+
+impl Checker for ConnectionFairness {
+    fn name(&self) -> &'static str {
+        "connection_fairness"
+    }
+
+    fn observe(&mut self, event: &Event) -> Result<(), String> {
+        let Event::Hog {
+            client,
+            server,
+            user,
+            opened,
+            accepted,
+            refused_429,
+            retry_after_ms,
+            refused_other,
+            rejoined,
+        } = event
+        else {
+            return Ok(());
+        };
+        let who = format!("client-{client}: server-{server}");
+        let cap = self.max_per_user;
+        if u64::from(*accepted) > cap {
+            return Err(format!(
+                "{who} let {user} open {accepted} of {opened} WebSockets at once; SPIRAL_MAX_CONNECTIONS_PER_USER is {cap}"
+            ));
+        }
+        if !refused_other.is_empty() {
+            return Err(format!(
+                "{who} refused {user}'s handshakes past its cap of {cap} with {refused_other:?}, not 429"
+            ));
+        }
+        if *refused_429 > 0 && retry_after_ms.is_none() {
+            return Err(format!(
+                "{who} refused {user}'s handshakes past its cap with 429 but no retry_after_ms"
+            ));
+        }
+        if *rejoined == Some(false) {
+            return Err(format!(
+                "{who} kept refusing {user} after it had closed every connection: a slot was not given back"
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hand::run;
+
+    fn hog(accepted: u32, refused_429: u32, refused_other: Vec<u16>) -> Event {
+        Event::Hog {
+            client: 3,
+            server: 0,
+            user: "hog-3".into(),
+            opened: 8,
+            accepted,
+            refused_429,
+            retry_after_ms: (refused_429 > 0).then_some(1000),
+            refused_other,
+            rejoined: Some(true),
+        }
+    }
+
+    #[test]
+    fn a_hog_held_to_its_cap_with_429s_passes() {
+        run(&mut ConnectionFairness::new(4), &[hog(4, 4, vec![])]).unwrap();
+        // Handshakes lost to the network are not the server's refusals.
+        run(&mut ConnectionFairness::new(4), &[hog(3, 4, vec![])]).unwrap();
+        // Under the cap, nothing needs refusing.
+        run(&mut ConnectionFairness::new(16), &[hog(8, 0, vec![])]).unwrap();
+    }
+
+    #[test]
+    fn a_hog_past_its_cap_fails() {
+        let e = run(&mut ConnectionFairness::new(4), &[hog(8, 0, vec![])]).unwrap_err();
+        assert!(e.contains("let hog-3 open 8 of 8"), "{e}");
+        assert!(e.contains("SPIRAL_MAX_CONNECTIONS_PER_USER is 4"), "{e}");
+    }
+
+    #[test]
+    fn refusals_past_the_cap_must_be_429_with_a_retry_after() {
+        let e = run(
+            &mut ConnectionFairness::new(4),
+            &[hog(4, 2, vec![503, 503])],
+        )
+        .unwrap_err();
+        assert!(e.contains("[503, 503], not 429"), "{e}");
+        let e = run(&mut ConnectionFairness::new(4), &[hog(4, 0, vec![401; 4])]).unwrap_err();
+        assert!(e.contains("not 429"), "{e}");
+        let mut bare = hog(4, 4, vec![]);
+        if let Event::Hog { retry_after_ms, .. } = &mut bare {
+            *retry_after_ms = None;
+        }
+        let e = run(&mut ConnectionFairness::new(4), &[bare]).unwrap_err();
+        assert!(e.contains("no retry_after_ms"), "{e}");
+    }
+
+    #[test]
+    fn a_user_kept_out_after_closing_everything_fails() {
+        let mut stuck = hog(4, 4, vec![]);
+        if let Event::Hog { rejoined, .. } = &mut stuck {
+            *rejoined = Some(false);
+        }
+        let e = run(&mut ConnectionFairness::new(4), &[stuck]).unwrap_err();
+        assert!(e.contains("a slot was not given back"), "{e}");
+        let mut unknown = hog(4, 4, vec![]);
+        if let Event::Hog { rejoined, .. } = &mut unknown {
+            *rejoined = None;
+        }
+        run(&mut ConnectionFairness::new(4), &[unknown]).unwrap();
+    }
+}
