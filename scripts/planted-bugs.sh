@@ -139,6 +139,7 @@ sim_demo jti-repeats         server-crash-restart
 sim_demo refresh-forever     server-crash-restart
 sim_demo bucket-wall-clock   chaos 128
 sim_demo no-user-cap         bad-clients
+sim_demo noise-keeps-alive   bad-clients
 
 # The coverage gate must fail when a required marker is out of the sweep's reach: the smoke
 # scenario alone reaches none of the fault paths the CI sweep must reach, so the same gate over it

@@ -58,10 +58,13 @@ pub enum Bug {
     /// WebSocket: no per-user cap on open connections, as before `SPIRAL_MAX_CONNECTIONS_PER_USER`
     /// — one user can take every slot up to `SPIRAL_MAX_CONNECTIONS`.
     NoUserCap,
+    /// WebSocket: binary frames and malformed text reset the idle timer, as before only commands
+    /// counted as activity — a peer sending noise is never closed as idle.
+    NoiseKeepsAlive,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 19] = [
+    pub const ALL: [Bug; 20] = [
         Bug::CountRace,
         Bug::DoubleCollect,
         Bug::AckBeforePersist,
@@ -81,6 +84,7 @@ impl Bug {
         Bug::RefreshForever,
         Bug::BucketWallClock,
         Bug::NoUserCap,
+        Bug::NoiseKeepsAlive,
     ];
 
     pub fn name(self) -> &'static str {
@@ -104,6 +108,7 @@ impl Bug {
             Bug::RefreshForever => "refresh-forever",
             Bug::BucketWallClock => "bucket-wall-clock",
             Bug::NoUserCap => "no-user-cap",
+            Bug::NoiseKeepsAlive => "noise-keeps-alive",
         }
     }
 

@@ -56,10 +56,12 @@ enum Attack {
     BinaryBurst,
     /// One user opens more connections than its cap: refused past the cap with 429.
     Hog,
+    /// Send only noise (binary frames, malformed text) and answer pings: still idle, 4000.
+    Noise,
 }
 
 /// Every attack, in the order the seeded draw indexes.
-const ATTACKS: [Attack; 16] = [
+const ATTACKS: [Attack; 17] = [
     Attack::Forged,
     Attack::AlgNone,
     Attack::Garbage,
@@ -76,6 +78,7 @@ const ATTACKS: [Attack; 16] = [
     Attack::Abandon,
     Attack::BinaryBurst,
     Attack::Hog,
+    Attack::Noise,
 ];
 
 struct Bad<'a> {
@@ -375,6 +378,15 @@ impl Bad<'_> {
             Attack::Hog => {
                 let user = format!("hog-{}", self.jti());
                 super::attacks::hog::run(self.ctx, self.c, s, &mut self.rng, user).await;
+            }
+            Attack::Noise => {
+                let Some(mut ws) = self.open(s).await else {
+                    return;
+                };
+                let t0 = now_ms();
+                let got = super::attacks::noise::run(&mut ws, &self.ctx.sc.world).await;
+                let expected = vec![CloseCode::IdleTimeout.code()];
+                self.closed(s, "noisy idle peer", expected, got, t0);
             }
         }
     }

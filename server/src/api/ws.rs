@@ -107,14 +107,20 @@ async fn run(st: AppState, socket: WebSocket, who: Principal, slot: Slot) {
                     st.metrics.ws_messages_in.inc();
                     out.send(m, None);
                 }
+                // Only a command is activity for the idle timer; noise — binary frames, text
+                // that is not a command — is answered and counted, but keeps no one alive.
                 Some(Ok(Message::Text(text))) => {
-                    last_data = st.clock.now();
                     st.metrics.ws_messages_in.inc();
-                    let reply = handle_text(&st, &who, text.as_str()).await;
+                    let (reply, command) = handle_text(&st, &who, text.as_str()).await;
+                    if command || crate::planted!(NoiseKeepsAlive) {
+                        last_data = st.clock.now();
+                    }
                     out.send_json(&reply);
                 }
                 Some(Ok(Message::Binary(_))) => {
-                    last_data = st.clock.now();
+                    if crate::planted!(NoiseKeepsAlive) {
+                        last_data = st.clock.now();
+                    }
                     st.metrics.ws_messages_in.inc();
                     out.send_json(&handle_binary(&st, &who).await);
                 }
@@ -177,30 +183,35 @@ pub async fn handle_binary(st: &AppState, who: &Principal) -> Value {
     error_envelope(&Value::Null, &e)
 }
 
-/// One text message in, one envelope out. Never fails: every problem is an error envelope.
-pub async fn handle_text(st: &AppState, who: &Principal, text: &str) -> Value {
+/// One text message in, one envelope out, and whether it was a command (an envelope with a
+/// `command`, run or refused by the limiter) rather than noise. Never fails: every problem is an
+/// error envelope.
+pub async fn handle_text(st: &AppState, who: &Principal, text: &str) -> (Value, bool) {
     let admitted = take_ws_token(st, who, st.now_ms(), "ws_message").await;
     // The id, if the message has one, even when it is over the limit.
     let env: Result<Envelope, _> = serde_json::from_str(text);
     let id = env.as_ref().map(|e| e.id.clone()).unwrap_or(Value::Null);
+    let command = env.as_ref().is_ok_and(|e| e.command.is_some());
     if let Err(e) = admitted {
-        return error_envelope(&id, &e);
+        return (error_envelope(&id, &e), command);
     }
     let env = match env {
         Ok(e) => e,
         Err(e) => {
             crate::reached!("ws.malformed_frame");
             let e = ApiError::BadRequest(format!("malformed message: {e}"));
-            return error_envelope(&Value::Null, &e);
+            return (error_envelope(&Value::Null, &e), false);
         }
     };
-    let Some(command) = env.command.as_deref() else {
-        return error_envelope(&id, &ApiError::BadRequest("missing `command`".into()));
+    let Some(name) = env.command.as_deref() else {
+        let e = ApiError::BadRequest("missing `command`".into());
+        return (error_envelope(&id, &e), false);
     };
-    match execute(st, who, command, env.args).await {
+    let reply = match execute(st, who, name, env.args).await {
         Ok(data) => Reply::Result { id, data }.to_value(),
         Err(e) => error_envelope(&id, &e),
-    }
+    };
+    (reply, true)
 }
 
 /// Run one command for `who`; the same arguments and answers as the REST routes.

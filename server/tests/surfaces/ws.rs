@@ -105,6 +105,38 @@ async fn another_tenant_gets_not_found_never_the_data() {
     s.stop().await;
 }
 
+/// Noise is not activity: binary frames and malformed text are answered, but a client that sends
+/// nothing else is idle and closed with 4000 like one that sends nothing.
+#[tokio::test]
+async fn a_client_that_sends_only_noise_is_closed_with_4000() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let s = start(ServerConfig {
+        ws_idle_timeout_ms: 300,
+        ws_ping_interval_ms: 100,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut ws = ws_ready(s.ws, &s.user_token("ada", "t1")).await;
+    let mut got = None;
+    for n in 0u32..40 {
+        let noise = if n.is_multiple_of(2) {
+            Message::Binary(vec![1, 2, 3].into())
+        } else {
+            Message::Text("{\"id\": 1, \"command\": ".into())
+        };
+        if ws.send(noise).await.is_err() {
+            break;
+        }
+        got = close_code(&mut ws, Duration::from_millis(100)).await;
+        if got.is_some() {
+            break;
+        }
+    }
+    assert_eq!(got, Some(4000), "a peer sending only noise is idle");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_client_that_sends_no_data_is_closed_with_4000() {
     let s = start(ServerConfig {

@@ -2,5 +2,7 @@
 //! here.
 //!
 //! - [`hog`] — one user opens more WebSockets than its cap.
+//! - [`noise`] — a peer that sends only binary frames and malformed text: still idle.
 
 pub(crate) mod hog;
+pub(crate) mod noise;
