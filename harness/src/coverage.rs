@@ -33,7 +33,8 @@ impl CoverageFile {
             .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
         let f: CoverageFile =
             toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        f.validate().map_err(|e| format!("{}: {e}", path.display()))?;
+        f.validate()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(f)
     }
 
@@ -44,7 +45,11 @@ impl CoverageFile {
             .required
             .iter()
             .map(|m| (m.as_str(), "required"))
-            .chain(self.not_required.keys().map(|m| (m.as_str(), "not_required")));
+            .chain(
+                self.not_required
+                    .keys()
+                    .map(|m| (m.as_str(), "not_required")),
+            );
         for (m, list) in listed {
             if !CATALOG.iter().any(|(c, _)| *c == m) {
                 return Err(format!("{list}: `{m}` is not a marker of the server"));
@@ -117,10 +122,7 @@ impl Coverage {
         if self.gated {
             out.push('\n');
             for (m, n) in &self.runs {
-                let what = CATALOG
-                    .iter()
-                    .find(|(c, _)| c == m)
-                    .map_or("", |(_, d)| *d);
+                let what = CATALOG.iter().find(|(c, _)| c == m).map_or("", |(_, d)| *d);
                 let flag = if self.missed.contains(m) {
                     "MISSED"
                 } else {
@@ -177,10 +179,20 @@ mod tests {
         assert!(e.contains(first), "{e}");
         let mut twice = rest.clone();
         twice.push(rest[0]);
-        assert!(file(&twice, &[first]).validate().unwrap_err().contains("twice"));
+        assert!(
+            file(&twice, &[first])
+                .validate()
+                .unwrap_err()
+                .contains("twice")
+        );
         let mut bogus = rest.clone();
         bogus.push("no.such.marker");
-        assert!(file(&bogus, &[first]).validate().unwrap_err().contains("not a marker"));
+        assert!(
+            file(&bogus, &[first])
+                .validate()
+                .unwrap_err()
+                .contains("not a marker")
+        );
     }
 
     #[test]

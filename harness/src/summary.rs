@@ -217,8 +217,9 @@ impl Summary {
         rows: &[Row],
         file: Option<&crate::coverage::CoverageFile>,
     ) -> Self {
-        let mut c =
-            crate::coverage::Coverage::of(rows.iter().flat_map(|r| r.runs.iter().map(|b| &b.reached)));
+        let mut c = crate::coverage::Coverage::of(
+            rows.iter().flat_map(|r| r.runs.iter().map(|b| &b.reached)),
+        );
         if let Some(f) = file {
             c.gate(f);
             if !c.missed.is_empty() && self.exit_code == crate::EXIT_PASS {

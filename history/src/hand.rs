@@ -21,6 +21,20 @@ pub fn op(op: Op, answer: Answer, t: u64) -> Event {
     }
 }
 
+/// A refresh by `client` (user-`client`, server 0) whose chain began at 1000 s: a new token
+/// `jti` expiring at `exp`.
+pub fn refresh(client: u32, jti: &str, exp: u64) -> Event {
+    Event::Refresh {
+        client,
+        server: 0,
+        user: format!("user-{client}"),
+        chain_start_s: 1_000,
+        jti: Some(jti.into()),
+        exp: Some(exp),
+        status: Some(200),
+    }
+}
+
 pub fn store(content: Value) -> Op {
     Op::Store { content }
 }

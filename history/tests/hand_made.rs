@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use serde_json::json;
 use spiral_history::checkers::{self, NAMES, Panel, Settings, Slo};
 use spiral_history::failure::{EXIT_CORRECTNESS, EXIT_LIVENESS, exit_code};
-use spiral_history::hand::{collect, error, get, op, read, store, stored};
+use spiral_history::hand::{collect, error, get, op, read, refresh, store, stored};
 use spiral_history::{Answer, Event, FaultKind, Phase, Record, TokenKind};
 use spiral_server::protocol::{BreakerState, ErrorCode};
 
@@ -27,18 +27,6 @@ fn settings() -> Settings {
         disabled: BTreeSet::new(),
         refresh_max_lifetime_s: 3_600,
         max_connections_per_user: 4,
-    }
-}
-
-fn refresh(client: u32, jti: &str, exp: u64) -> Event {
-    Event::Refresh {
-        client,
-        server: 0,
-        user: format!("user-{client}"),
-        chain_start_s: 1_000,
-        jti: Some(jti.into()),
-        exp: Some(exp),
-        status: Some(200),
     }
 }
 

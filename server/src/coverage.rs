@@ -13,52 +13,160 @@
 /// Every marker: its name and the failure or limit it stands for.
 pub const CATALOG: &[(&str, &str)] = &[
     // resilience
-    ("breaker.opened", "consecutive storage outages opened the circuit breaker"),
-    ("breaker.probe_failed", "the half-open probe failed; the breaker opened again"),
-    ("breaker.closed_by_probe", "a half-open probe succeeded; the breaker closed"),
+    (
+        "breaker.opened",
+        "consecutive storage outages opened the circuit breaker",
+    ),
+    (
+        "breaker.probe_failed",
+        "the half-open probe failed; the breaker opened again",
+    ),
+    (
+        "breaker.closed_by_probe",
+        "a half-open probe succeeded; the breaker closed",
+    ),
     ("storage.timeout", "a storage call ran past CB_TIMEOUT"),
-    ("journal.appended", "a write was acknowledged from the degraded journal"),
-    ("journal.full", "a degraded write was refused: the journal is full"),
-    ("journal.disk_error", "a degraded write was refused: its journal entry could not be made durable"),
-    ("journal.replayed", "a journal entry reached storage on replay"),
-    ("journal.replay_failed", "a replay write failed; the entry stays"),
-    ("journal.loaded_at_boot", "a server started with a journal left by an earlier run"),
-    ("boot.waits_for_journal", "the engine did not open: journaled writes wait for storage"),
+    (
+        "journal.appended",
+        "a write was acknowledged from the degraded journal",
+    ),
+    (
+        "journal.full",
+        "a degraded write was refused: the journal is full",
+    ),
+    (
+        "journal.disk_error",
+        "a degraded write was refused: its journal entry could not be made durable",
+    ),
+    (
+        "journal.replayed",
+        "a journal entry reached storage on replay",
+    ),
+    (
+        "journal.replay_failed",
+        "a replay write failed; the entry stays",
+    ),
+    (
+        "journal.loaded_at_boot",
+        "a server started with a journal left by an earlier run",
+    ),
+    (
+        "boot.waits_for_journal",
+        "the engine did not open: journaled writes wait for storage",
+    ),
     ("view.read", "a read was served from the degraded view"),
-    ("view.list_refused", "a listing was refused: the view never loaded that prefix"),
-    ("counter.refused_degraded", "a counter update was refused in degraded mode"),
+    (
+        "view.list_refused",
+        "a listing was refused: the view never loaded that prefix",
+    ),
+    (
+        "counter.refused_degraded",
+        "a counter update was refused in degraded mode",
+    ),
     // engine
     ("gc.pass", "a GC pass deleted nodes"),
-    ("gc.already_running", "a GC pass was asked for while one ran"),
-    ("gc.out_of_time", "a GC pass stopped at its time budget and gave nodes back"),
-    ("gc.batch_failed", "a GC delete batch failed; its nodes were given back"),
-    ("gc.second_chance", "GC skipped a recently read node (gc_force_skip)"),
-    ("engine.caller_gone", "an engine operation finished after its caller went away"),
-    ("collect.waits_for_gc", "a collect of a node GC was deleting waited for the pass's decision"),
-    ("store.rolled_back", "a store's durable write failed; its reservation was rolled back"),
-    ("rebuild.corrected", "rebuild-stats corrected a spiral's statistics"),
+    (
+        "gc.already_running",
+        "a GC pass was asked for while one ran",
+    ),
+    (
+        "gc.out_of_time",
+        "a GC pass stopped at its time budget and gave nodes back",
+    ),
+    (
+        "gc.batch_failed",
+        "a GC delete batch failed; its nodes were given back",
+    ),
+    (
+        "gc.second_chance",
+        "GC skipped a recently read node (gc_force_skip)",
+    ),
+    (
+        "engine.caller_gone",
+        "an engine operation finished after its caller went away",
+    ),
+    (
+        "collect.waits_for_gc",
+        "a collect of a node GC was deleting waited for the pass's decision",
+    ),
+    (
+        "store.rolled_back",
+        "a store's durable write failed; its reservation was rolled back",
+    ),
+    (
+        "rebuild.corrected",
+        "rebuild-stats corrected a spiral's statistics",
+    ),
     // auth
-    ("auth.bad_token", "a token was refused: malformed, bad signature or algorithm, missing claims"),
-    ("auth.expired", "a token was refused as expired or not yet valid"),
-    ("auth.edge_leeway", "a token past its exp but within the leeway was accepted"),
-    ("auth.replayed", "a handshake jti was refused as already used"),
+    (
+        "auth.bad_token",
+        "a token was refused: malformed, bad signature or algorithm, missing claims",
+    ),
+    (
+        "auth.expired",
+        "a token was refused as expired or not yet valid",
+    ),
+    (
+        "auth.edge_leeway",
+        "a token past its exp but within the leeway was accepted",
+    ),
+    (
+        "auth.replayed",
+        "a handshake jti was refused as already used",
+    ),
     ("auth.revoked", "a revoked token was refused"),
-    ("auth.shared_fallback", "a shared-state decision fell back to the instance's memory"),
-    ("auth.refresh_exhausted", "a refresh was refused: the chain reached REFRESH_MAX_LIFETIME_S"),
+    (
+        "auth.shared_fallback",
+        "a shared-state decision fell back to the instance's memory",
+    ),
+    (
+        "auth.refresh_exhausted",
+        "a refresh was refused: the chain reached REFRESH_MAX_LIFETIME_S",
+    ),
     // rate limits
-    ("ratelimit.ws_denied", "a WebSocket handshake or message was over the user's bucket"),
-    ("ratelimit.store_denied", "a store was over the user's store bucket"),
-    ("ratelimit.http_denied", "an HTTP request was over the user's bucket (or in its block)"),
+    (
+        "ratelimit.ws_denied",
+        "a WebSocket handshake or message was over the user's bucket",
+    ),
+    (
+        "ratelimit.store_denied",
+        "a store was over the user's store bucket",
+    ),
+    (
+        "ratelimit.http_denied",
+        "an HTTP request was over the user's bucket (or in its block)",
+    ),
     // surfaces
-    ("conn.cap_refused", "a handshake was refused at SPIRAL_MAX_CONNECTIONS"),
-    ("conn.user_cap_refused", "a handshake was refused at SPIRAL_MAX_CONNECTIONS_PER_USER (429)"),
-    ("ws.malformed_frame", "a malformed command frame got an error envelope"),
+    (
+        "conn.cap_refused",
+        "a handshake was refused at SPIRAL_MAX_CONNECTIONS",
+    ),
+    (
+        "conn.user_cap_refused",
+        "a handshake was refused at SPIRAL_MAX_CONNECTIONS_PER_USER (429)",
+    ),
+    (
+        "ws.malformed_frame",
+        "a malformed command frame got an error envelope",
+    ),
     ("ws.binary_frame", "a binary frame got an error envelope"),
-    ("ws.closed_oversized", "a frame over SPIRAL_MAX_MESSAGE_SIZE closed the connection (1009)"),
+    (
+        "ws.closed_oversized",
+        "a frame over SPIRAL_MAX_MESSAGE_SIZE closed the connection (1009)",
+    ),
     ("ws.closed_idle", "an idle connection was closed (4000)"),
-    ("ws.closed_silent", "a peer that stopped answering pings was closed (4001)"),
-    ("ws.closed_revoked", "a revoked subject's connection was closed (4003)"),
-    ("ws.backpressure_drop", "an outbound frame was dropped: the connection's queue was full"),
+    (
+        "ws.closed_silent",
+        "a peer that stopped answering pings was closed (4001)",
+    ),
+    (
+        "ws.closed_revoked",
+        "a revoked subject's connection was closed (4003)",
+    ),
+    (
+        "ws.backpressure_drop",
+        "an outbound frame was dropped: the connection's queue was full",
+    ),
 ];
 
 #[cfg(feature = "coverage")]
@@ -122,7 +230,10 @@ mod tests {
         let sites = sites();
         let missing: Vec<_> = catalog.difference(&sites).collect();
         let unknown: Vec<_> = sites.difference(&catalog).collect();
-        assert!(missing.is_empty(), "catalogued but never marked: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "catalogued but never marked: {missing:?}"
+        );
         assert!(unknown.is_empty(), "marked but not catalogued: {unknown:?}");
     }
 }

@@ -248,14 +248,18 @@ pub struct Swarm {
 impl Swarm {
     /// Redis outages need a Redis host.
     pub(super) fn validate(&self, world: &WorldSpec) -> Result<(), String> {
-        let redis = self.redis_outages_per_min + self.redis_slow_per_min + self.redis_errors_per_min;
+        let redis =
+            self.redis_outages_per_min + self.redis_slow_per_min + self.redis_errors_per_min;
         if world.storage != StorageKind::Redis && redis > 0.0 {
             return Err(
                 "[swarm] redis_outages_per_min, redis_slow_per_min, redis_errors_per_min: need storage = \"redis\""
                     .into(),
             );
         }
-        if self.redis_error_rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+        if self
+            .redis_error_rate
+            .is_some_and(|r| !(0.0..=1.0).contains(&r))
+        {
             return Err("[swarm] redis_error_rate: must be in [0, 1]".into());
         }
         Ok(())

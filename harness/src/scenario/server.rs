@@ -208,12 +208,17 @@ mod tests {
 
     #[test]
     fn values_ranges_and_lists_draw_within_themselves_and_replay_from_the_seed() {
-        let s = spec("journal_max = 7\ncb_failures = { min = 2, max = 4 }\nws_send_queue = [8, 16]");
+        let s =
+            spec("journal_max = 7\ncb_failures = { min = 2, max = 4 }\nws_send_queue = [8, 16]");
         s.validate().unwrap();
         let mut seen = std::collections::BTreeSet::new();
         for seed in 0..64 {
             let d = s.draw(&mut SplitMix64::new(seed));
-            assert_eq!(d, s.draw(&mut SplitMix64::new(seed)), "same seed, same draw");
+            assert_eq!(
+                d,
+                s.draw(&mut SplitMix64::new(seed)),
+                "same seed, same draw"
+            );
             assert_eq!(d.get("journal_max"), 7);
             assert!((2..=4).contains(&d.get("cb_failures")));
             assert!([8, 16].contains(&d.get("ws_send_queue")));
@@ -240,7 +245,10 @@ mod tests {
     fn bad_tables_are_refused_with_the_setting_named() {
         for (text, want) in [
             ("nonsense = 1", "[server] nonsense: no such setting"),
-            ("cb_failures = 0", "[server] cb_failures: must stay within 1..=100"),
+            (
+                "cb_failures = 0",
+                "[server] cb_failures: must stay within 1..=100",
+            ),
             ("cb_failures = { min = 5, max = 2 }", "min > max"),
             ("ws_send_queue = []", "empty list"),
         ] {

@@ -177,12 +177,16 @@ async fn refresh(
     chain_start_s: u64,
 ) -> Option<(String, String)> {
     let reply = net::http_reply(server, "POST", "/auth/refresh", Some(token), None).await;
-    let minted = reply.as_ref().ok().filter(|r| r.status == 200).and_then(|r| {
-        let body: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
-        let token = body["token"].as_str()?.to_owned();
-        let claims = net::peek_claims(&token)?;
-        Some((token, claims))
-    });
+    let minted = reply
+        .as_ref()
+        .ok()
+        .filter(|r| r.status == 200)
+        .and_then(|r| {
+            let body: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+            let token = body["token"].as_str()?.to_owned();
+            let claims = net::peek_claims(&token)?;
+            Some((token, claims))
+        });
     ctx.record(Event::Refresh {
         client: c,
         server,

@@ -63,18 +63,7 @@ impl super::Checker for Tokens {
 mod tests {
     use super::*;
     use crate::checkers::Checker;
-
-    fn refresh(client: u32, jti: &str, exp: u64) -> Event {
-        Event::Refresh {
-            client,
-            server: 0,
-            user: format!("user-{client}"),
-            chain_start_s: 1_000,
-            jti: Some(jti.into()),
-            exp: Some(exp),
-            status: Some(200),
-        }
-    }
+    use crate::hand::refresh;
 
     #[test]
     fn fresh_ids_within_the_lifetime_pass() {

@@ -330,13 +330,10 @@ impl ResilienceCore {
     }
 
     fn enqueue(st: &mut State, ops: Vec<JournalOp>) -> Result<(), StorageError> {
-        let (first, _) = st
-            .journal
-            .append_all(ops.clone())
-            .map_err(|full| {
-                crate::reached!("journal.full");
-                StorageError::JournalFull(full.max)
-            })?;
+        let (first, _) = st.journal.append_all(ops.clone()).map_err(|full| {
+            crate::reached!("journal.full");
+            StorageError::JournalFull(full.max)
+        })?;
         if let Err(e) = st.log.append(first, &ops) {
             crate::reached!("journal.disk_error");
             // Not durable, so not acknowledged: take it back.

@@ -158,7 +158,13 @@ impl JournalLog for FileLog {
         if ops.is_empty() {
             file.sync_data()?;
         } else {
-            Self::write_lines(&mut file, &[Line::Append { seq: 0, ops: ops.clone() }])?;
+            Self::write_lines(
+                &mut file,
+                &[Line::Append {
+                    seq: 0,
+                    ops: ops.clone(),
+                }],
+            )?;
         }
         Ok(ops)
     }

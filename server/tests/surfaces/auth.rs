@@ -246,14 +246,18 @@ async fn a_refresh_chain_keeps_its_start_ends_by_the_max_lifetime_and_is_covered
     .await;
     let began = now_s() - 100;
     let first = mint(&claims("ada", "t1").issued_at(began));
-    let r = s.http(Method::POST, "/auth/refresh", Some(&first), None).await;
+    let r = s
+        .http(Method::POST, "/auth/refresh", Some(&first), None)
+        .await;
     assert_eq!(r.status, 200, "{:?}", r.json());
     let second = r.json()["token"].as_str().unwrap().to_owned();
     let c = peek(&second);
     assert_eq!(c["auth_time"], began, "the chain keeps its start");
     assert!(c["exp"].as_u64().unwrap() <= began + 600, "{c}");
     // Refreshing the refreshed token does not move the end.
-    let r = s.http(Method::POST, "/auth/refresh", Some(&second), None).await;
+    let r = s
+        .http(Method::POST, "/auth/refresh", Some(&second), None)
+        .await;
     let third = r.json()["token"].as_str().unwrap().to_owned();
     assert_eq!(peek(&third)["auth_time"], began);
     assert_eq!(peek(&third)["exp"], c["exp"]);
@@ -264,7 +268,9 @@ async fn a_refresh_chain_keeps_its_start_ends_by_the_max_lifetime_and_is_covered
     assert_eq!(ids.len(), 2, "every refresh mints a new id");
     // A chain that began longer ago than the max lifetime cannot be refreshed at all.
     let stale = mint(&claims("ada", "t1").issued_at(now_s() - 601));
-    let r = s.http(Method::POST, "/auth/refresh", Some(&stale), None).await;
+    let r = s
+        .http(Method::POST, "/auth/refresh", Some(&stale), None)
+        .await;
     assert_eq!(r.status, 401, "{:?}", r.json());
     // Revoking the subject now covers the refreshed token minted a moment ago: its chain
     // began before the revocation.

@@ -30,7 +30,9 @@ async fn read_for(ws: &mut SimWs, span: Duration) -> Window {
             }
         }
     };
-    tokio::time::timeout(span, read).await.unwrap_or(Window::Open)
+    tokio::time::timeout(span, read)
+        .await
+        .unwrap_or(Window::Open)
 }
 
 /// Send noise every quarter of the idle timeout until the server closes the connection or the
