@@ -110,15 +110,7 @@ async fn authenticate(State(st): State<AppState>, mut req: Request, next: Next) 
         }
     };
     let now_ms = st.now_ms();
-    let d = st
-        .shared
-        .rate(
-            &format!("http:{}", who.user()),
-            &st.cfg.http_rate,
-            st.local_ms(),
-            now_ms,
-        )
-        .await;
+    let d = st.rate("http", who.user(), &st.cfg.http_rate).await;
     if !d.allowed {
         crate::reached!("ratelimit.http_denied");
         st.metrics.rate_limit_exceeded.inc(&["http"]);
@@ -224,15 +216,7 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(
 
 /// The store bucket, shared by `POST /v1/memories` and `memory.store`.
 pub async fn admit_store(st: &AppState, who: &Principal) -> Result<(), ApiError> {
-    let d = st
-        .shared
-        .rate(
-            &format!("store:{}", who.user()),
-            &st.cfg.store_rate,
-            st.local_ms(),
-            st.now_ms(),
-        )
-        .await;
+    let d = st.rate("store", who.user(), &st.cfg.store_rate).await;
     if d.allowed {
         st.metrics.store_allowed.inc();
         Ok(())

@@ -38,6 +38,7 @@ use crate::engine::{Engine, EngineConfig, RebuildReport};
 use crate::error::{EngineError, StorageError};
 use crate::metrics::{Metrics, Snapshot};
 use crate::protocol::CloseCode;
+use crate::ratelimit::{Decision, Limit};
 use crate::resilience::ResilientStorage;
 use crate::rng::SharedRng;
 use crate::storage::instrumented::Instrumented;
@@ -229,6 +230,19 @@ impl AppState {
             .now()
             .saturating_duration_since(self.started)
             .as_millis() as u64
+    }
+
+    /// One decision of `user`'s `kind` bucket (`ws`, `http`, `store`) under `limit`, on the
+    /// right clocks: a shared bucket on Redis's, an in-process one on [`local_ms`](Self::local_ms).
+    pub async fn rate(&self, kind: &str, user: &str, limit: &Limit) -> Decision {
+        self.shared
+            .rate(
+                &format!("{kind}:{user}"),
+                limit,
+                self.local_ms(),
+                self.now_ms(),
+            )
+            .await
     }
 
     /// Verify a token and apply the block list and revocations. Counts nothing; callers count

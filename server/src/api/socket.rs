@@ -85,7 +85,7 @@ pub async fn admit(
         });
     }
     let now_ms = st.now_ms();
-    take_ws_token(st, &who, now_ms, "ws_handshake").await?;
+    take_ws_token(st, &who, "ws_handshake").await?;
     if let Some(jti) = who.claims.jti.as_deref().filter(|_| !who.anonymous) {
         let until_ms = who
             .claims
@@ -118,18 +118,9 @@ pub async fn admit(
 pub async fn take_ws_token(
     st: &AppState,
     who: &Principal,
-    now_ms: u64,
     label: &'static str,
 ) -> Result<(), ApiError> {
-    let d = st
-        .shared
-        .rate(
-            &format!("ws:{}", who.user()),
-            &st.cfg.ws_rate,
-            st.local_ms(),
-            now_ms,
-        )
-        .await;
+    let d = st.rate("ws", who.user(), &st.cfg.ws_rate).await;
     if d.allowed {
         return Ok(());
     }

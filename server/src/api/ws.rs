@@ -174,7 +174,7 @@ pub fn error_envelope(id: &Value, e: &ApiError) -> Value {
 /// any other message (`rate_limited` once the bucket is empty).
 pub async fn handle_binary(st: &AppState, who: &Principal) -> Value {
     if !crate::planted!(BinaryUnlimited)
-        && let Err(e) = take_ws_token(st, who, st.now_ms(), "ws_message").await
+        && let Err(e) = take_ws_token(st, who, "ws_message").await
     {
         return error_envelope(&Value::Null, &e);
     }
@@ -187,7 +187,7 @@ pub async fn handle_binary(st: &AppState, who: &Principal) -> Value {
 /// `command`, run or refused by the limiter) rather than noise. Never fails: every problem is an
 /// error envelope.
 pub async fn handle_text(st: &AppState, who: &Principal, text: &str) -> (Value, bool) {
-    let admitted = take_ws_token(st, who, st.now_ms(), "ws_message").await;
+    let admitted = take_ws_token(st, who, "ws_message").await;
     // The id, if the message has one, even when it is over the limit.
     let env: Result<Envelope, _> = serde_json::from_str(text);
     let id = env.as_ref().map(|e| e.id.clone()).unwrap_or(Value::Null);

@@ -556,12 +556,7 @@ mod tests {
     use crate::clock::{Clock, ManualClock};
     use serde_json::json;
 
-    fn set(k: &str, v: i64) -> JournalOp {
-        JournalOp::Set {
-            key: k.into(),
-            value: json!(v),
-        }
-    }
+    use crate::resilience::journal::set_op as set;
 
     fn core() -> (ResilienceCore, ManualClock) {
         (

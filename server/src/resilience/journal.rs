@@ -134,16 +134,20 @@ impl Journal {
     }
 }
 
+/// `Set key = v`: the journal entry the resilience tests write most.
+#[cfg(all(test, not(spiral_loom)))]
+pub(crate) fn set_op(key: &str, v: i64) -> JournalOp {
+    JournalOp::Set {
+        key: key.into(),
+        value: Value::from(v),
+    }
+}
+
 #[cfg(all(test, not(spiral_loom)))]
 mod tests {
     use super::*;
 
-    fn set(k: &str, v: i64) -> JournalOp {
-        JournalOp::Set {
-            key: k.into(),
-            value: Value::from(v),
-        }
-    }
+    use super::set_op as set;
 
     #[test]
     fn entries_replay_in_append_order_and_leave_only_when_acked() {

@@ -225,14 +225,8 @@ impl JournalLog for MemLog {
 #[cfg(all(test, not(spiral_loom)))]
 mod tests {
     use super::*;
-    use serde_json::json;
 
-    fn set(k: &str, v: i64) -> JournalOp {
-        JournalOp::Set {
-            key: k.into(),
-            value: json!(v),
-        }
-    }
+    use crate::resilience::journal::set_op as set;
 
     fn del(k: &str) -> JournalOp {
         JournalOp::Del { key: k.into() }

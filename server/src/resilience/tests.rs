@@ -106,6 +106,21 @@ fn world(cfg: ResilienceConfig) -> World {
     }
 }
 
+/// A world whose journal is kept in `log`, over `faulty` (shared across "processes") at `clock`.
+fn world_on(faulty: &Arc<Faulty>, clock: &ManualClock, log: Arc<dyn JournalLog>) -> World {
+    World {
+        faulty: faulty.clone(),
+        store: ResilientStorage::with_log(
+            faulty.clone(),
+            ResilienceConfig::default(),
+            Arc::new(clock.clone()),
+            log,
+        )
+        .unwrap(),
+        clock: clock.clone(),
+    }
+}
+
 fn default_world() -> World {
     world(ResilienceConfig::default())
 }
@@ -534,18 +549,7 @@ async fn writes_journaled_before_a_crash_are_replayed_by_the_next_process_in_ord
     let clock = ManualClock::new(1_700_000_000_000);
     {
         // The first process: storage down, three writes acknowledged, then it dies.
-        let log = Arc::new(FileLog::open(&path).unwrap());
-        let w = World {
-            faulty: faulty.clone(),
-            store: ResilientStorage::with_log(
-                faulty.clone(),
-                ResilienceConfig::default(),
-                Arc::new(clock.clone()),
-                log,
-            )
-            .unwrap(),
-            clock: clock.clone(),
-        };
+        let w = world_on(&faulty, &clock, Arc::new(FileLog::open(&path).unwrap()));
         w.open().await;
         w.store.set("a", &json!(1)).await.unwrap();
         w.store.set("b", &json!(2)).await.unwrap();
@@ -554,13 +558,7 @@ async fn writes_journaled_before_a_crash_are_replayed_by_the_next_process_in_ord
     }
     assert!(faulty.writes().is_empty(), "storage never saw them");
     // The next process, storage back: the journal is waiting before anything else.
-    let store = ResilientStorage::with_log(
-        faulty.clone(),
-        ResilienceConfig::default(),
-        Arc::new(clock.clone()),
-        Arc::new(FileLog::open(&path).unwrap()),
-    )
-    .unwrap();
+    let store = world_on(&faulty, &clock, Arc::new(FileLog::open(&path).unwrap())).store;
     assert_eq!(store.status().journal_len, 3);
     assert!(
         store.scan_prefix("").await.is_err(),
@@ -584,17 +582,7 @@ async fn writes_journaled_before_a_crash_are_replayed_by_the_next_process_in_ord
 async fn a_write_the_disk_cannot_keep_is_refused_not_acknowledged() {
     let faulty = Arc::new(Faulty::default());
     let clock = ManualClock::new(1_700_000_000_000);
-    let w = World {
-        faulty: faulty.clone(),
-        store: ResilientStorage::with_log(
-            faulty.clone(),
-            ResilienceConfig::default(),
-            Arc::new(clock.clone()),
-            Arc::new(BrokenDisk),
-        )
-        .unwrap(),
-        clock,
-    };
+    let w = world_on(&faulty, &clock, Arc::new(BrokenDisk));
     assert!(w.store.scan_prefix("").await.unwrap().is_empty());
     w.open().await;
     let err = w.store.set("a", &json!(1)).await.unwrap_err();
