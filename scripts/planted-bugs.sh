@@ -50,6 +50,16 @@ demo redis    replay-window       concurrent_handshakes_with_one_jti_across_inst
 demo outage   journal-drop        redis_outage_loses_no_acknowledged_write -- chaos --test redis_outage redis_outage_loses_no_acknowledged_write
 demo turmoil  journal-drop        a_partition_mid_workload_loses_no_acknowledged_write -- \
   cargo test -p spiral-harness --locked --features planted-bugs --test turmoil_redis a_partition_mid_workload_loses_no_acknowledged_write
+# What the simulator cannot model (a stalled disk, start-up settings, a probe storm against an
+# open breaker, stream payload shapes): the server's own tests on real files and sockets.
+unit() {
+  cargo test -p spiral-server --locked --features planted-bugs --lib "$@"
+}
+demo unit     embedded-inline     storage::embedded::tests::a_stalled_disk_holds_a_blocking_thread_and_the_callers_timeout_fires -- unit storage::embedded::tests::a_stalled_disk_holds_a_blocking_thread_and_the_callers_timeout_fires
+demo unit     ready-bypasses-breaker resilience::tests::the_ready_probe_reads_through_the_breaker_and_never_writes -- unit resilience::tests::the_ready_probe_reads_through_the_breaker_and_never_writes
+demo unit     sigil-space-unchecked config::tests::a_sigil_space_too_small_for_the_capacity_is_refused_naming_both -- unit config::tests::a_sigil_space_too_small_for_the_capacity_is_refused_naming_both
+demo unit     insight-array-leaks api::stream::tests::insight_content_goes_from_an_array_of_insights_too -- unit api::stream::tests::insight_content_goes_from_an_array_of_insights_too
+demo unit     auth-volatile       auth::shared::tests::used_and_revoked_tokens_survive_a_restart_on_durable_state -- unit auth::shared::tests::used_and_revoked_tokens_survive_a_restart_on_durable_state
 
 # The harness sweep: must end with exit 129 (correctness) and print a replay command.
 # verdict CAUGHT SUITE BUG WHAT LOG DETAIL: count one demonstration (CAUGHT is yes or no) and
@@ -140,6 +150,8 @@ sim_demo refresh-forever     server-crash-restart
 sim_demo bucket-wall-clock   chaos 128
 sim_demo no-user-cap         bad-clients
 sim_demo noise-keeps-alive   bad-clients
+sim_demo gc-unfair           gc-pressure
+sim_demo auth-volatile       server-crash-restart
 
 # The coverage gate must fail when a required marker is out of the sweep's reach: the smoke
 # scenario alone reaches none of the fault paths the CI sweep must reach, so the same gate over it

@@ -48,8 +48,12 @@ impl TokenKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Op {
-    /// `memory.store` of `content`.
-    Store { content: Value },
+    /// `memory.store` of `content` at `priority` (none: the server's default).
+    Store {
+        content: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        priority: Option<i64>,
+    },
     /// `memory.get` of one of the client's own ids.
     Get { id: String },
     /// `memory.get` of an id another tenant stored.
@@ -203,6 +207,9 @@ pub enum Event {
         server: u32,
         token: TokenKind,
         jti: Option<String>,
+        /// The token's `exp` (unix s), when it had a readable one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exp: Option<u64>,
         accepted: bool,
         status: Option<u16>,
         error: Option<String>,
@@ -295,6 +302,25 @@ pub enum Event {
         refused_other: Vec<u16>,
         rejoined: Option<bool>,
     },
+    /// Fair shares at a GC pass's selection (only for a pass that selected something): each
+    /// tenant's share of the capacity, and what every tenant holding nodes held and gave up.
+    GcShares {
+        server: u32,
+        share: u64,
+        tenants: Vec<TenantShare>,
+    },
+    /// A tenant crowding the engine: a bad client stored `sent` nodes at the top priority
+    /// (`stored` acknowledged), after one store at a priority past the top, whose answer was
+    /// `probe` (`stored`, an error code, or none: no answer).
+    Crowd {
+        client: u32,
+        server: u32,
+        tenant: String,
+        priority: i64,
+        probe: Option<String>,
+        sent: u32,
+        stored: u32,
+    },
     /// A GC pass of a server's engine.
     Gc {
         server: u32,
@@ -333,6 +359,16 @@ pub enum Event {
         backend: String,
         fallbacks: u64,
     },
+    /// At the end, without Redis: of the `admitted` handshake `jti`s a server admitted during the
+    /// run (restarts included), how many it no longer knows as used (`forgotten_count`; the
+    /// first few in `forgotten`) — each one it would admit again.
+    SharedDurable {
+        server: u32,
+        backend: String,
+        admitted: u64,
+        forgotten_count: u64,
+        forgotten: Vec<String>,
+    },
     /// At quiescence (the final phase), a server's engine asked for GC passes on demand:
     /// whether one could start at all (`false`: one is marked running and never ends), and how
     /// many nodes it holds afterwards against its capacity.
@@ -348,6 +384,14 @@ pub enum Event {
         server: u32,
         found: bool,
     },
+}
+
+/// One tenant's holding at a GC selection, and how many of its nodes the selection took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantShare {
+    pub tenant: String,
+    pub held: u64,
+    pub taken: u64,
 }
 
 /// An event at a time: one line of the trace.
@@ -384,6 +428,7 @@ mod tests {
     fn answers_are_read_by_the_operation_they_answer() {
         let store = Op::Store {
             content: json!("x"),
+            priority: None,
         };
         assert_eq!(
             Answer::of(&store, result(json!({"id": "ab", "spiral": 3}))),

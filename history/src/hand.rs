@@ -36,7 +36,10 @@ pub fn refresh(client: u32, jti: &str, exp: u64) -> Event {
 }
 
 pub fn store(content: Value) -> Op {
-    Op::Store { content }
+    Op::Store {
+        content,
+        priority: None,
+    }
 }
 
 pub fn get(id: &str) -> Op {

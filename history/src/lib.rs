@@ -26,6 +26,6 @@ pub mod fault;
 pub mod hand;
 
 pub use checkers::{Checker, Class, Violation};
-pub use event::{Answer, Event, Op, Phase, Record, TokenKind};
+pub use event::{Answer, Event, Op, Phase, Record, TenantShare, TokenKind};
 pub use failure::Failure;
 pub use fault::FaultKind;

@@ -78,6 +78,7 @@ fn clean() -> Vec<Record> {
                 server: 0,
                 token: TokenKind::Valid,
                 jti: Some("c0-1".into()),
+                exp: None,
                 accepted: true,
                 status: None,
                 error: None,

@@ -182,7 +182,9 @@ impl StorageArgs {
 
     /// What the server runs on: the adapter behind the circuit breaker and degraded mode, and
     /// the shared state (rate limits, token replay and revocation) — in the same Redis when
-    /// storage is Redis, so instances sharing it share those too; in process memory otherwise.
+    /// storage is Redis, so instances sharing it share those too; otherwise in process memory
+    /// with used and revoked tokens written through to the adapter (they survive a restart
+    /// wherever storage does).
     pub async fn open_for_server(
         &self,
         clock: SharedClock,
@@ -192,7 +194,10 @@ impl StorageArgs {
                 let redis = Arc::new(RedisStorage::connect(self.redis_config()?).await?);
                 (redis.clone(), crate::auth::Shared::redis(redis))
             }
-            _ => (self.open_adapter().await?, crate::auth::Shared::memory()),
+            _ => {
+                let adapter = self.open_adapter().await?;
+                (adapter.clone(), crate::auth::Shared::durable(adapter))
+            }
         };
         let storage = Arc::new(self.resilient(inner, clock)?);
         Ok((storage, shared))
@@ -545,6 +550,19 @@ mod tests {
                 .unwrap_err()
                 .contains("SIGIL_HASH_SLICE")
         );
+    }
+
+    #[test]
+    fn a_sigil_space_too_small_for_the_capacity_is_refused_naming_both() {
+        // 4 hex characters are 65536 ids: enough for 8192 nodes, not for 100000 (finding a free
+        // sigil would spin under the engine lock once they fill up).
+        let cli = parse(&["--sigil-hash-slice", "4", "--max-nodes", "100000"]);
+        let err = cli.engine.engine_config().unwrap_err();
+        assert!(err.contains("SIGIL_HASH_SLICE=4"), "{err}");
+        assert!(err.contains("SPIRAL_MAX_NODES=100000"), "{err}");
+        assert!(err.contains("at least 5 hex characters"), "{err}");
+        let fits = parse(&["--sigil-hash-slice", "4", "--max-nodes", "8192"]);
+        assert!(fits.engine.engine_config().is_ok());
     }
 
     #[test]

@@ -82,12 +82,20 @@ pub const CATALOG: &[(&str, &str)] = &[
         "GC skipped a recently read node (gc_force_skip)",
     ),
     (
+        "gc.fair_share_spared",
+        "GC passed over a node whose tenant holds no more than its fair share",
+    ),
+    (
         "engine.caller_gone",
         "an engine operation finished after its caller went away",
     ),
     (
         "collect.waits_for_gc",
         "a collect of a node GC was deleting waited for the pass's decision",
+    ),
+    (
+        "store.priority_refused",
+        "a store with a priority outside -1000..=1000 was refused",
     ),
     (
         "store.rolled_back",
@@ -118,6 +126,10 @@ pub const CATALOG: &[(&str, &str)] = &[
     (
         "auth.shared_fallback",
         "a shared-state decision fell back to the instance's memory",
+    ),
+    (
+        "auth.fail_closed",
+        "a handshake was refused: Redis could not check its token and AUTH_FAIL_CLOSED is set",
     ),
     (
         "auth.refresh_exhausted",

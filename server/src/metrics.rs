@@ -482,7 +482,7 @@ impl Metrics {
         );
         scalar(
             o,
-            "spiral_shared_state_fallback_total",
+            "spiral_auth_shared_state_fallbacks_total",
             "counter",
             "Rate-limit and token decisions taken locally because Redis was unreachable.",
             snap.shared_state_fallbacks,

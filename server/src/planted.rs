@@ -61,10 +61,29 @@ pub enum Bug {
     /// WebSocket: binary frames and malformed text reset the idle timer, as before only commands
     /// counted as activity — a peer sending noise is never closed as idle.
     NoiseKeepsAlive,
+    /// Engine: GC takes candidates in one global queue (lowest priority, oldest) whatever their
+    /// tenant holds, and `priority` takes any integer, as before fair shares — one tenant storing
+    /// at the top priority makes GC delete another tenant's nodes.
+    GcUnfair,
+    /// Auth: without Redis, used and revoked tokens live in process memory only, as before they
+    /// were written through to storage — a restart forgets them.
+    AuthVolatile,
+    /// Stream: `insight.content` is removed only when `insight` is an object, as before arrays
+    /// of insights were sanitized too.
+    InsightArrayLeaks,
+    /// Engine settings: no check that `SIGIL_HASH_SLICE` gives enough ids for
+    /// `SPIRAL_MAX_NODES`, as before — a small slice and a large capacity spin under the lock.
+    SigilSpaceUnchecked,
+    /// Embedded storage: redb runs on the async worker even for a file on disk, as before its
+    /// I/O moved to the blocking pool — a stalled disk freezes the worker, and no timeout fires.
+    EmbeddedInline,
+    /// `/ready` probes storage directly (an `init`, a write transaction on embedded storage),
+    /// around the circuit breaker, as before it read through the breaker.
+    ReadyBypassesBreaker,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 20] = [
+    pub const ALL: [Bug; 26] = [
         Bug::CountRace,
         Bug::DoubleCollect,
         Bug::AckBeforePersist,
@@ -85,6 +104,12 @@ impl Bug {
         Bug::BucketWallClock,
         Bug::NoUserCap,
         Bug::NoiseKeepsAlive,
+        Bug::GcUnfair,
+        Bug::AuthVolatile,
+        Bug::InsightArrayLeaks,
+        Bug::SigilSpaceUnchecked,
+        Bug::EmbeddedInline,
+        Bug::ReadyBypassesBreaker,
     ];
 
     pub fn name(self) -> &'static str {
@@ -109,6 +134,12 @@ impl Bug {
             Bug::BucketWallClock => "bucket-wall-clock",
             Bug::NoUserCap => "no-user-cap",
             Bug::NoiseKeepsAlive => "noise-keeps-alive",
+            Bug::GcUnfair => "gc-unfair",
+            Bug::AuthVolatile => "auth-volatile",
+            Bug::InsightArrayLeaks => "insight-array-leaks",
+            Bug::SigilSpaceUnchecked => "sigil-space-unchecked",
+            Bug::EmbeddedInline => "embedded-inline",
+            Bug::ReadyBypassesBreaker => "ready-bypasses-breaker",
         }
     }
 

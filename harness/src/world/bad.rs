@@ -2,7 +2,8 @@
 //! expired, replayed or revoked token; a token at the expiry edge (judged by the target server's
 //! own, possibly skewed, clock); a malformed or oversized frame; HTTP without a valid token; a
 //! connection flood; one user over its connection cap ([`hog`](super::attacks::hog)); a peer that
-//! goes silent or idle; a request abandoned before its answer — and records what the server did.
+//! goes silent or idle; a request abandoned before its answer; a tenant crowding the engine at
+//! the top priority ([`crowd`](super::attacks::crowd)) — and records what the server did.
 
 use std::time::Duration;
 
@@ -58,10 +59,13 @@ enum Attack {
     Hog,
     /// Send only noise (binary frames, malformed text) and answer pings: still idle, 4000.
     Noise,
+    /// Store the engine's capacity at the top priority (after one store past it): GC must take
+    /// the crowd's nodes, not another tenant's within its share.
+    Crowd,
 }
 
 /// Every attack, in the order the seeded draw indexes.
-const ATTACKS: [Attack; 17] = [
+const ATTACKS: [Attack; 18] = [
     Attack::Forged,
     Attack::AlgNone,
     Attack::Garbage,
@@ -79,6 +83,7 @@ const ATTACKS: [Attack; 17] = [
     Attack::BinaryBurst,
     Attack::Hog,
     Attack::Noise,
+    Attack::Crowd,
 ];
 
 struct Bad<'a> {
@@ -180,6 +185,7 @@ impl Bad<'_> {
             server,
             token: kind,
             jti,
+            exp: token.and_then(net::peek_claims).map(|c| c.exp),
             accepted: h.ws.is_some(),
             status: h.status,
             error: h.error,
@@ -246,6 +252,7 @@ impl Bad<'_> {
                             server,
                             token: TokenKind::Uncertain,
                             jti: Some(jti.clone()),
+                            exp: net::peek_claims(&token).map(|c| c.exp),
                             accepted: h.ws.is_some(),
                             status: h.status,
                             error: h.error,
@@ -387,6 +394,12 @@ impl Bad<'_> {
                 let got = super::attacks::noise::run(&mut ws, &self.ctx.sc.world).await;
                 let expected = vec![CloseCode::IdleTimeout.code()];
                 self.closed(s, "noisy idle peer", expected, got, t0);
+            }
+            Attack::Crowd => {
+                let Some(ws) = self.open(s).await else {
+                    return;
+                };
+                super::attacks::crowd::run(self.ctx, self.c, s, "tenant-bad", ws).await;
             }
         }
     }

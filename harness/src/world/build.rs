@@ -45,6 +45,7 @@ pub(super) fn context(
             ops: BTreeMap::new(),
             faults: BTreeMap::new(),
             acked: BTreeMap::new(),
+            admitted: BTreeMap::new(),
         }),
         servers: (0..scenario.world.servers)
             .map(|_| ServerSlot::default())

@@ -65,6 +65,7 @@ pub(crate) async fn main(ctx: &Ctx, c: u32, mut rng: SplitMix64) {
                 server,
                 token: TokenKind::Valid,
                 jti: Some(jti),
+                exp: net::peek_claims(&token).map(|c| c.exp),
                 accepted: h.ws.is_some(),
                 status: h.status,
                 error: h.error,
@@ -90,14 +91,12 @@ pub(crate) async fn main(ctx: &Ctx, c: u32, mut rng: SplitMix64) {
             .map_or("stats", |(name, _)| *name);
         let (command, op) = match op {
             "store" => {
-                let content =
-                    json!({"client": c, "seq": seq, "note": format!("n{}", rng.next_u64() % 1000)});
-                let req = StoreRequest {
-                    content: content.clone(),
-                    priority: Some((rng.next_u64() % 5) as i64),
-                    ..StoreRequest::default()
+                let req = store_request(&mut rng, c, seq, sc.world.max_message_size);
+                let op = Op::Store {
+                    content: req.content.clone(),
+                    priority: req.priority,
                 };
-                (Command::MemoryStore(req), Op::Store { content })
+                (Command::MemoryStore(req), op)
             }
             "get" | "collect" if !mine.is_empty() => {
                 let i = (rng.next_u64() % mine.len() as u64) as usize;
@@ -198,4 +197,62 @@ async fn refresh(
     });
     let (token, claims) = minted?;
     Some((token, claims.jti?))
+}
+
+/// Text a store's body draws from: empty, ASCII, several scripts, emoji, escapes.
+const TEXTS: [&str; 8] = [
+    "",
+    "plain ascii",
+    "ünïcödé ß",
+    "日本語のメモ",
+    "🦀🌀 spiral",
+    "quote \" back\\slash",
+    "line\nbreak\ttab",
+    "\u{202e}rtl\u{200d}zwj",
+];
+
+const TAGS: [&str; 5] = ["work", "home", "ideas", "日記", "🌀"];
+
+/// A well-behaved client's store: a body from empty to large (up to 192 KiB, and a few KiB below
+/// the message size limit — a frame over it is a hostile client's, not this one's; Unicode),
+/// a depth anywhere in [0, 1], a priority anywhere in its bounds — and now and then past them,
+/// which the server must refuse with `bad_request` (`tenant_fairness`) — and up to three tags.
+/// The `client` and `seq` fields keep every content unique.
+fn store_request(rng: &mut SplitMix64, c: u32, seq: u64, max_message: usize) -> StoreRequest {
+    let text = TEXTS[(rng.next_u64() % TEXTS.len() as u64) as usize];
+    let body = match rng.next_u64() % 100 {
+        // Large: a text repeated to 16–192 KiB (7 bytes a repetition).
+        0..=1 => {
+            let kib = 16 + (rng.next_u64() % 177) as usize;
+            let bytes = (kib * 1024).min(max_message.saturating_sub(4096));
+            json!("ü🌀x".repeat(bytes / 7))
+        }
+        2..=9 => json!([text, [1, 2.5, -3], {"nested": {"deeper": [null, true]}}]),
+        _ => json!(text),
+    };
+    let priority = if rng.next_u64().is_multiple_of(40) {
+        // Past the bounds: anywhere else in i64.
+        let p = rng.next_u64() as i64;
+        if spiral_server::engine::PRIORITY_RANGE.contains(&p) {
+            i64::MIN
+        } else {
+            p
+        }
+    } else {
+        (rng.next_u64() % 2001) as i64 - 1000
+    };
+    let depth = match rng.next_u64() % 10 {
+        0 => 0.0,
+        1 => 1.0,
+        _ => rng.next_f64(),
+    };
+    let tags = (0..rng.next_u64() % 4)
+        .map(|_| TAGS[(rng.next_u64() % TAGS.len() as u64) as usize].to_owned())
+        .collect();
+    StoreRequest {
+        content: json!({"client": c, "seq": seq, "body": body}),
+        depth: Some(depth),
+        priority: Some(priority),
+        tags,
+    }
 }

@@ -57,6 +57,9 @@ struct Model {
     faults: BTreeMap<String, u64>,
     /// Acknowledged stores: id → (tenant, server). Foreign reads and the durable check use it.
     acked: BTreeMap<String, (String, u32)>,
+    /// Handshake `jti`s each server admitted, with their tokens' `exp` (unix s): the durable
+    /// shared-state check asks for those still unexpired at the end.
+    admitted: BTreeMap<u32, BTreeMap<String, u64>>,
 }
 
 /// One server's slot: its current state (None while crashed), its clock skew and its local disk
@@ -128,6 +131,18 @@ impl Ctx {
             Event::GcRemoved { id, .. } => {
                 m.acked.remove(id);
             }
+            Event::Connect {
+                server,
+                jti: Some(jti),
+                exp: Some(exp),
+                accepted: true,
+                ..
+            } => {
+                m.admitted
+                    .entry(*server)
+                    .or_default()
+                    .insert(jti.clone(), *exp);
+            }
             Event::Fault { kind, .. } => *m.faults.entry(kind.name().to_owned()).or_default() += 1,
             _ => {}
         }
@@ -146,6 +161,15 @@ impl Ctx {
             .map(|(id, _)| id.clone())
             .take(n)
             .collect()
+    }
+
+    /// The handshake `jti`s `server` admitted, in order, with their tokens' `exp` (unix s).
+    fn admitted(&self, server: u32) -> Vec<(String, u64)> {
+        lock(&self.model)
+            .admitted
+            .get(&server)
+            .map(|s| s.iter().map(|(j, e)| (j.clone(), *e)).collect())
+            .unwrap_or_default()
     }
 
     /// Every acknowledged store still expected to exist, with the server that took it.

@@ -279,6 +279,32 @@ pub(super) async fn final_checks(ctx: &Arc<Ctx>) {
             backend: st.shared.backend().to_owned(),
             fallbacks: st.shared.fallbacks(),
         });
+        // Without Redis, what the server admitted must be on its own record — across restarts,
+        // because storage persists (a Redis backend's record is Redis, judged by `auth`).
+        if st.shared.backend() != "redis" {
+            // Only tokens a second or more from the end of their use (exp plus the leeway, by
+            // the server's clock): an expired one may rightly be forgotten.
+            let now = st.now_ms();
+            let live = |exp_s: u64| (exp_s + spiral_server::auth::LEEWAY_S) * 1000 > now + 1000;
+            let admitted: Vec<String> = ctx
+                .admitted(s)
+                .into_iter()
+                .filter(|(_, exp)| live(*exp))
+                .map(|(j, _)| j)
+                .collect();
+            let forgotten: Vec<String> = admitted
+                .iter()
+                .filter(|j| !st.shared.jti_known(j, now))
+                .cloned()
+                .collect();
+            ctx.record(Event::SharedDurable {
+                server: s,
+                backend: st.shared.backend().to_owned(),
+                admitted: admitted.len() as u64,
+                forgotten_count: forgotten.len() as u64,
+                forgotten: forgotten.into_iter().take(5).collect(),
+            });
+        }
     }
     for (id, server) in ctx.acked() {
         let key = node_key(&id);

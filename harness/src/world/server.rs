@@ -18,7 +18,7 @@ use spiral_server::storage::redis::{RedisConnectionInfo, RedisStorage, dial_stre
 use spiral_server::storage::{SharedStorage, Storage, StorageResult};
 
 use super::{Ctx, EPOCH_MS, SECRET, lock, now_ms};
-use spiral_history::Event;
+use spiral_history::{Event, TenantShare};
 
 /// Server `s`'s data namespace in Redis: each instance indexes its own nodes, so each engine's
 /// invariant 1 is exact; rate limits, `jti`s and revocations share the default namespace.
@@ -161,7 +161,8 @@ pub(crate) async fn main(ctx: Arc<Ctx>, s: u32) -> Result<(), Box<dyn std::error
             } else {
                 d.clone()
             };
-            (storage, Shared::memory())
+            // Used and revoked tokens persist where the nodes do (the host's disk).
+            (storage.clone(), Shared::durable(storage))
         }
         _ => {
             let data = redis_adapter().with_namespace(namespace(s))?;
@@ -225,12 +226,29 @@ fn watch_engine(ctx: &Arc<Ctx>, s: u32, state: &AppState) {
                 }) => {
                     ctx.record(Event::GcRemoved { server: s, id });
                 }
-                Ok(EngineEvent::Gc(r)) => ctx.record(Event::Gc {
-                    server: s,
-                    pause_ms: r.pause_ms,
-                    budget_ms: r.budget_ms,
-                    collected: r.collected,
-                }),
+                Ok(EngineEvent::Gc(r)) => {
+                    if r.selected > 0 {
+                        ctx.record(Event::GcShares {
+                            server: s,
+                            share: r.share,
+                            tenants: r
+                                .tenants
+                                .iter()
+                                .map(|t| TenantShare {
+                                    tenant: t.tenant.to_string(),
+                                    held: t.held,
+                                    taken: t.taken,
+                                })
+                                .collect(),
+                        });
+                    }
+                    ctx.record(Event::Gc {
+                        server: s,
+                        pause_ms: r.pause_ms,
+                        budget_ms: r.budget_ms,
+                        collected: r.collected,
+                    });
+                }
                 Ok(_) => {}
                 // Missing GC removals would turn legal disappearances into false alarms.
                 Err(RecvError::Lagged(n)) => {

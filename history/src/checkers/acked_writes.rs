@@ -32,7 +32,7 @@ impl Checker for AckedWrites {
             Event::Op { op, answer, .. } => {
                 let not_found = answer.error_code() == Some(ErrorCode::NotFound);
                 match (op, answer) {
-                    (Op::Store { content }, Answer::Stored { id }) => {
+                    (Op::Store { content, .. }, Answer::Stored { id }) => {
                         self.acked.insert(id.clone(), content.clone());
                     }
                     (Op::Collect { id }, _) if not_found && self.present(id) => {

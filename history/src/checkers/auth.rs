@@ -79,6 +79,7 @@ mod tests {
             server: 0,
             token,
             jti: Some(jti.into()),
+            exp: None,
             accepted,
             status,
             error: None,

@@ -18,6 +18,8 @@
 //! | `bad_input` | malformed frames get an error envelope and the connection stays up | correctness |
 //! | `tokens` | every `jti` `/auth/refresh` mints is new, and no refreshed token outlives its chain's start plus `REFRESH_MAX_LIFETIME_S` | correctness |
 //! | `connection_fairness` | one user gets no more than `SPIRAL_MAX_CONNECTIONS_PER_USER` WebSockets; the handshakes past that get 429 with `retry_after_ms`, and closed connections give their slots back | correctness |
+//! | `tenant_fairness` | GC takes nodes only from tenants over their fair share of the capacity, and only down to it; a priority past −1000..=1000 is a `bad_request` | correctness |
+//! | `shared_state` | without Redis, every handshake `jti` a server admitted is still known as used at the end, across its restarts (storage persists) | correctness |
 //! | `liveness` | after the last fault heals, every client completes work within a bound | liveness |
 //! | `slo` | store p95 and error ratio within the scenario's SLOs | liveness |
 
@@ -32,7 +34,9 @@ pub mod gc_keeps_up;
 pub mod liveness;
 pub mod rate_limit;
 pub mod reads;
+pub mod shared_state;
 pub mod slo;
+pub mod tenant_fairness;
 pub mod tenant_isolation;
 pub mod tokens;
 
@@ -71,7 +75,7 @@ pub trait Checker {
 }
 
 /// Every checker's name, in panel order (for `checks.disable` and the summaries).
-pub const NAMES: [&str; 15] = [
+pub const NAMES: [&str; 17] = [
     "engine_invariants",
     "acked_writes",
     "reads",
@@ -85,6 +89,8 @@ pub const NAMES: [&str; 15] = [
     "bad_input",
     "tokens",
     "connection_fairness",
+    "tenant_fairness",
+    "shared_state",
     "liveness",
     "slo",
 ];
@@ -158,6 +164,8 @@ pub fn all(s: &Settings) -> Vec<Box<dyn Checker + Send>> {
         Box::new(connection_fairness::ConnectionFairness::new(
             s.max_connections_per_user,
         )),
+        Box::new(EachEvent::new("tenant_fairness", tenant_fairness::judge)),
+        Box::new(EachEvent::new("shared_state", shared_state::judge)),
         Box::new(liveness::Liveness::new(
             s.clients,
             s.liveness_within_ms,

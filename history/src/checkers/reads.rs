@@ -23,7 +23,7 @@ impl Checker for Reads {
             return Ok(());
         };
         match (op, answer) {
-            (Op::Store { content }, Answer::Stored { id }) => {
+            (Op::Store { content, .. }, Answer::Stored { id }) => {
                 self.acked.insert(id.clone(), content.clone());
             }
             (Op::Get { id }, Answer::Read { content: got }) => match self.acked.get(id) {

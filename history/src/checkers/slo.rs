@@ -6,6 +6,8 @@ use spiral_server::protocol::ErrorCode;
 use serde::{Deserialize, Serialize};
 
 use super::{Checker, Class};
+use spiral_server::engine::PRIORITY_RANGE;
+
 use crate::event::{Event, Op};
 
 /// Service-level objectives over the world's time; a miss is a liveness failure (exit 128).
@@ -59,9 +61,13 @@ impl Checker for SloCheck {
             && answer.answered()
         {
             self.ops += 1;
+            // A store past the priority bounds is meant to be refused (`tenant_fairness`).
+            let refused_as_asked = matches!(op, Op::Store { priority: Some(p), .. } if !PRIORITY_RANGE.contains(p))
+                && answer.error_code() == Some(ErrorCode::BadRequest);
             if answer
                 .error_code()
                 .is_some_and(|c| !matches!(c, ErrorCode::NotFound | ErrorCode::RateLimited))
+                && !refused_as_asked
             {
                 self.errors += 1;
             }

@@ -188,6 +188,11 @@ pub struct ServeArgs {
     #[arg(long = "refresh-max-lifetime-s", env = "REFRESH_MAX_LIFETIME_S", value_name = "REFRESH_MAX_LIFETIME_S", default_value_t = 86_400,
           value_parser = clap::value_parser!(u64).range(60..=31_536_000))]
     pub refresh_max_lifetime_s: u64,
+    /// When Redis cannot answer a handshake's `jti` or revocation check, refuse it with 503
+    /// `storage_unavailable` instead of deciding from this instance's memory.
+    #[arg(long = "auth-fail-closed", env = "AUTH_FAIL_CLOSED", value_name = "AUTH_FAIL_CLOSED",
+          action = ArgAction::Set, value_parser = BoolishValueParser::new(), default_value = "false")]
+    pub auth_fail_closed: bool,
     /// Conformance builds only: echo every data message on the command channel instead of
     /// answering it, and send no welcome (for the Autobahn|Testsuite fuzzingclient).
     #[cfg(feature = "conformance")]

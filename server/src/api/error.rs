@@ -28,6 +28,16 @@ pub enum ApiError {
     Internal,
 }
 
+impl From<Reject> for ApiError {
+    /// A refused token is a 401; one that could not be checked (fail closed) is a 503.
+    fn from(r: Reject) -> Self {
+        match r {
+            Reject::Unavailable => ApiError::StorageUnavailable,
+            r => ApiError::Unauthorized(r),
+        }
+    }
+}
+
 impl ApiError {
     pub fn code(&self) -> ErrorCode {
         match self {

@@ -106,7 +106,7 @@ async fn authenticate(State(st): State<AppState>, mut req: Request, next: Next) 
         }
         Err(r) => {
             st.metrics.http_auth_attempts.inc(&[r.label()]);
-            return ApiError::Unauthorized(r).into_response();
+            return ApiError::from(r).into_response();
         }
     };
     let now_ms = st.now_ms();
@@ -138,8 +138,7 @@ async fn version() -> Json<Value> {
 /// Ready when storage answers, or when it does not but the degraded journal still has room
 /// (writes are still acknowledged safely). 503 only when neither holds.
 async fn ready(State(st): State<AppState>) -> Response {
-    let probe = tokio::time::timeout(Duration::from_millis(1000), st.storage.inner().init()).await;
-    let reachable = matches!(probe, Ok(Ok(())));
+    let reachable = st.storage.probe(Duration::from_millis(1000)).await;
     let s = st.storage.status();
     let room = s.journal_len < s.journal_max;
     let body = json!({

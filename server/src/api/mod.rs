@@ -197,6 +197,8 @@ impl AppState {
             p.clock.clone(),
         ));
         let (engine, report) = Engine::open(timed, p.engine, p.clock.clone(), p.seed).await?;
+        // Used and revoked tokens a previous boot persisted (durable shared state only).
+        p.shared.load(p.clock.unix_ms()).await?;
         let (hub, _) = broadcast::channel(1024);
         let started = p.clock.now();
         let state = AppState {
@@ -258,13 +260,17 @@ impl AppState {
         }
         // A revocation covers every token of a refresh chain that began before it.
         let issued_ms = claims.authenticated_at().unwrap_or(0).saturating_mul(1000);
-        if self
+        match self
             .shared
             .is_revoked(claims.jti.as_deref(), &claims.sub, issued_ms, now_ms)
             .await
         {
-            crate::reached!("auth.revoked");
-            return Err(Reject::Revoked);
+            Ok(false) => {}
+            Ok(true) => {
+                crate::reached!("auth.revoked");
+                return Err(Reject::Revoked);
+            }
+            Err(crate::auth::Unavailable) => return Err(Reject::Unavailable),
         }
         Ok(Principal {
             claims,

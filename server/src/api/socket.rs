@@ -65,7 +65,7 @@ pub async fn admit(
         .and_then(|v| v.to_str().ok());
     let fail = |r: Reject| {
         st.metrics.ws_auth_attempts.inc(&[r.label()]);
-        ApiError::Unauthorized(r)
+        ApiError::from(r)
     };
     let who = match token_from(auth, query, protocols) {
         None if st.cfg.allow_anonymous_ws => Principal::anonymous(),
@@ -92,9 +92,13 @@ pub async fn admit(
             .exp
             .saturating_add(crate::auth::LEEWAY_S)
             .saturating_mul(1000);
-        if !st.shared.claim_jti(jti, now_ms, until_ms).await {
-            crate::reached!("auth.replayed");
-            return Err(fail(Reject::Replayed));
+        match st.shared.claim_jti(jti, now_ms, until_ms).await {
+            Ok(true) => {}
+            Ok(false) => {
+                crate::reached!("auth.replayed");
+                return Err(fail(Reject::Replayed));
+            }
+            Err(crate::auth::Unavailable) => return Err(fail(Reject::Unavailable)),
         }
     }
     st.metrics.ws_auth_attempts.inc(&["ok"]);
@@ -376,10 +380,12 @@ impl Heartbeat {
             let c = &who.claims;
             // As at the handshake: a revocation covers the whole refresh chain.
             let issued_ms = c.authenticated_at().unwrap_or(0).saturating_mul(1000);
+            // Fail closed refuses new handshakes; an open connection is not cut for an outage.
             if st
                 .shared
                 .is_revoked(c.jti.as_deref(), &c.sub, issued_ms, st.now_ms())
                 .await
+                == Ok(true)
             {
                 crate::reached!("ws.closed_revoked");
                 return Some(Ending::Close(CloseCode::Revoked));

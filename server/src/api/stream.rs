@@ -48,8 +48,17 @@ pub fn sanitize(v: &mut Value) {
     match v {
         Value::Object(map) => {
             map.remove("reflection");
-            if let Some(Value::Object(insight)) = map.get_mut("insight") {
-                insight.remove("content");
+            // `insight` is an object, or an array of them: `content` goes from each.
+            match map.get_mut("insight") {
+                Some(Value::Object(insight)) => {
+                    insight.remove("content");
+                }
+                Some(Value::Array(insights)) if !crate::planted!(InsightArrayLeaks) => {
+                    for insight in insights.iter_mut().filter_map(Value::as_object_mut) {
+                        insight.remove("content");
+                    }
+                }
+                _ => {}
             }
             for child in map.values_mut() {
                 sanitize(child);
@@ -239,6 +248,22 @@ mod tests {
                 "insight": {"score": 2},
                 "nested": [{"deep": {"insight": {"id": 3}}}],
                 "content": "kept: only insight.content goes",
+            })
+        );
+    }
+
+    #[test]
+    fn insight_content_goes_from_an_array_of_insights_too() {
+        let mut v = json!({
+            "insight": [{"content": "secret", "score": 1}, {"content": "also", "id": 2}, "text"],
+            "deep": {"insight": [{"content": "x"}]},
+        });
+        sanitize(&mut v);
+        assert_eq!(
+            v,
+            json!({
+                "insight": [{"score": 1}, {"id": 2}, "text"],
+                "deep": {"insight": [{}]},
             })
         );
     }

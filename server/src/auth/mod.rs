@@ -13,7 +13,7 @@ pub mod shared;
 use serde::{Deserialize, Serialize};
 
 pub use keys::{KeyConfig, Keys};
-pub use shared::Shared;
+pub use shared::{Shared, Unavailable};
 
 /// Leeway on `exp` and `nbf` (s).
 pub const LEEWAY_S: u64 = 60;
@@ -139,10 +139,13 @@ pub enum Reject {
     Revoked,
     Blocked,
     Replayed,
+    /// Shared state could not be checked (Redis unreachable) and the server fails closed
+    /// (`AUTH_FAIL_CLOSED`): 503 `storage_unavailable`, not 401 — the token may be fine.
+    Unavailable,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 10] = [
+    pub const ALL: [Reject; 11] = [
         Reject::Missing,
         Reject::Malformed,
         Reject::BadSignature,
@@ -153,6 +156,7 @@ impl Reject {
         Reject::Revoked,
         Reject::Blocked,
         Reject::Replayed,
+        Reject::Unavailable,
     ];
 
     /// The `status` label of `spiral_ws_auth_attempts_total`.
@@ -168,6 +172,7 @@ impl Reject {
             Reject::Revoked => "revoked",
             Reject::Blocked => "blocked",
             Reject::Replayed => "replayed",
+            Reject::Unavailable => "unavailable",
         }
     }
 
@@ -184,6 +189,7 @@ impl Reject {
             Reject::Revoked => "the token has been revoked",
             Reject::Blocked => "this user is blocked",
             Reject::Replayed => "the token has already been used for a connection",
+            Reject::Unavailable => "the token cannot be checked now; retry later",
         }
     }
 }

@@ -1,10 +1,15 @@
 //! State every server instance must agree on: rate-limit buckets, single-use handshake `jti`s and
-//! revocations. In memory for one instance; in Redis when the server stores there, so instances
-//! sharing that Redis share one budget and one set of used and revoked tokens.
+//! revocations. In Redis when the server stores there, so instances sharing that Redis share one
+//! budget and one set of used and revoked tokens. Otherwise in process memory, written through to
+//! the server's own storage ([`Shared::durable`]) and loaded back at boot ([`Shared::load`]), so
+//! used and revoked tokens survive a restart wherever storage does (SPEC §1.9); rate-limit
+//! buckets stay in memory.
 //!
 //! While Redis is unreachable the Redis backend decides from process memory instead (counted in
-//! `spiral_shared_state_fallback_total`): the server keeps admitting and limiting users, each
-//! instance on its own, rather than refusing everyone until Redis returns.
+//! `spiral_auth_shared_state_fallbacks_total`): the server keeps admitting and limiting users,
+//! each instance on its own, rather than refusing everyone until Redis returns — unless it fails
+//! closed (`AUTH_FAIL_CLOSED=true`), when a handshake whose `jti` or revocation Redis cannot
+//! check is refused ([`Unavailable`], 503 `storage_unavailable`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
@@ -13,6 +18,7 @@ use redis::Script;
 
 use crate::error::StorageError;
 use crate::ratelimit::{Decision, Limit, MemoryLimiter, REDIS_SCRIPT};
+use crate::storage::SharedStorage;
 use crate::storage::redis::RedisStorage;
 use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 
@@ -27,9 +33,22 @@ pub fn rate_script() -> (String, &'static str) {
 #[derive(Debug)]
 pub struct Shared {
     redis: Option<Arc<RedisStorage>>,
+    /// Where used and revoked tokens persist when there is no Redis: the server's own storage.
+    store: Option<SharedStorage>,
     local: Local,
     fallbacks: AtomicU64,
+    fail_closed: bool,
 }
+
+/// Redis could not answer a `jti` or revocation check and the instance fails closed
+/// (`AUTH_FAIL_CLOSED`): the caller must refuse rather than guess.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable;
+
+/// Storage keys of the persisted state (values: unix ms — until when, or revoked at).
+const KEY_USED: &str = "auth:jti:";
+const KEY_REVOKED_JTI: &str = "auth:revoked:jti:";
+const KEY_REVOKED_SUB: &str = "auth:revoked:sub:";
 
 /// Process-local state: the memory backend, and the Redis backend's fallback.
 #[derive(Debug, Default)]
@@ -92,30 +111,93 @@ pub enum Revoke {
 const SUB_REVOCATION_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
 
 impl Shared {
-    /// State in this process only.
-    pub fn memory() -> Self {
+    fn new(redis: Option<Arc<RedisStorage>>, store: Option<SharedStorage>) -> Self {
         Self {
-            redis: None,
+            redis,
+            store,
             local: Local::default(),
             fallbacks: AtomicU64::new(0),
+            fail_closed: false,
         }
+    }
+
+    /// State in this process only.
+    pub fn memory() -> Self {
+        Self::new(None, None)
+    }
+
+    /// State in process memory, used and revoked tokens written through to `store` (the
+    /// server's own storage) and read back by [`load`](Self::load) at boot.
+    pub fn durable(store: SharedStorage) -> Self {
+        if crate::planted!(AuthVolatile) {
+            // Planted: in memory only, as before — a restart forgets used and revoked tokens.
+            return Self::memory();
+        }
+        Self::new(None, Some(store))
     }
 
     /// State in `redis`, shared with every instance using the same namespace.
     pub fn redis(redis: Arc<RedisStorage>) -> Self {
-        Self {
-            redis: Some(redis),
-            local: Local::default(),
-            fallbacks: AtomicU64::new(0),
-        }
+        Self::new(Some(redis), None)
+    }
+
+    /// Refuse (`Unavailable`) instead of deciding locally when Redis cannot answer a `jti` or
+    /// revocation check (`AUTH_FAIL_CLOSED`).
+    pub fn fail_closed(mut self, yes: bool) -> Self {
+        self.fail_closed = yes;
+        self
     }
 
     pub fn backend(&self) -> &'static str {
-        if self.redis.is_some() {
-            "redis"
-        } else {
-            "memory"
+        match (&self.redis, &self.store) {
+            (Some(_), _) => "redis",
+            (None, Some(_)) => "storage",
+            (None, None) => "memory",
         }
+    }
+
+    /// Read the used and revoked tokens a previous boot persisted, dropping those whose time has
+    /// passed. A no-op unless the state is [`durable`](Self::durable).
+    pub async fn load(&self, now_ms: u64) -> Result<(), StorageError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let maps = [
+            (KEY_USED, &self.local.used, true),
+            (KEY_REVOKED_JTI, &self.local.revoked_jti, true),
+            (KEY_REVOKED_SUB, &self.local.revoked_sub, false),
+        ];
+        for (prefix, map, expires) in maps {
+            for key in store.keys(prefix).await? {
+                let Some(ms) = store.get(&key).await?.and_then(|v| v.as_u64()) else {
+                    continue;
+                };
+                if expires && ms <= now_ms {
+                    store.del(&key).await?;
+                    continue;
+                }
+                guard(map).insert(key[prefix.len()..].to_owned(), ms);
+            }
+        }
+        Ok(())
+    }
+
+    /// Write one entry through to storage; a failure leaves the decision to this process alone
+    /// (counted as a fallback).
+    async fn persist(&self, key: String, ms: u64) {
+        if let Some(store) = &self.store
+            && let Err(e) = store.set(&key, &serde_json::json!(ms)).await
+        {
+            self.fell_back("persisting a used or revoked token", &e);
+        }
+    }
+
+    /// Whether this instance knows `jti` as used for a handshake until after `now_ms` (the
+    /// local record: on the Redis backend, what this process saw or decided alone).
+    pub fn jti_known(&self, jti: &str, now_ms: u64) -> bool {
+        guard(&self.local.used)
+            .get(jti)
+            .is_some_and(|&until| until > now_ms)
     }
 
     /// Decisions taken from process memory because Redis failed.
@@ -180,7 +262,13 @@ impl Shared {
     }
 
     /// Mark a handshake `jti` used until `until_ms`; false if it already was (a replay).
-    pub async fn claim_jti(&self, jti: &str, now_ms: u64, until_ms: u64) -> bool {
+    /// `Unavailable`: Redis could not answer and the instance fails closed.
+    pub async fn claim_jti(
+        &self,
+        jti: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<bool, Unavailable> {
         let ttl_ms = until_ms.saturating_sub(now_ms).max(1);
         if let Some(r) = &self.redis {
             let key = r.namespaced(&format!("jti:{jti}"));
@@ -219,19 +307,33 @@ impl Shared {
                     .map(|ok| ok.is_some())
             };
             match outcome {
-                Ok(first) => return first,
+                Ok(first) => {
+                    if first {
+                        // Remembered here too: what this instance admitted, it refuses again
+                        // even while Redis is away.
+                        guard(&self.local.used).insert(jti.to_owned(), until_ms);
+                    }
+                    return Ok(first);
+                }
+                Err(e) if self.fail_closed => {
+                    crate::reached!("auth.fail_closed");
+                    tracing::warn!(error = %e, "jti replay check refused: Redis unreachable and AUTH_FAIL_CLOSED");
+                    return Err(Unavailable);
+                }
                 Err(e) => self.fell_back("jti replay check", &e),
             }
         }
         if crate::planted!(ReplayWindow) {
-            let seen = guard(&self.local.used)
-                .get(jti)
-                .is_some_and(|&u| u > now_ms);
+            let seen = self.jti_known(jti, now_ms);
             tokio::task::yield_now().await;
             guard(&self.local.used).insert(jti.to_owned(), until_ms);
-            return !seen;
+            return Ok(!seen);
         }
-        self.local.claim(jti, now_ms, until_ms)
+        let first = self.local.claim(jti, now_ms, until_ms);
+        if first {
+            self.persist(format!("{KEY_USED}{jti}"), until_ms).await;
+        }
+        Ok(first)
     }
 
     /// Record a revocation. Kept locally as well, so it holds on this instance even if Redis fails.
@@ -239,9 +341,13 @@ impl Shared {
         match what {
             Revoke::Jti { jti, until_ms } => {
                 guard(&self.local.revoked_jti).insert(jti.clone(), *until_ms);
+                self.persist(format!("{KEY_REVOKED_JTI}{jti}"), *until_ms)
+                    .await;
             }
             Revoke::Sub(sub) => {
                 guard(&self.local.revoked_sub).insert(sub.clone(), now_ms);
+                self.persist(format!("{KEY_REVOKED_SUB}{sub}"), now_ms)
+                    .await;
             }
         }
         if let Some(r) = &self.redis {
@@ -266,19 +372,20 @@ impl Shared {
         Ok(())
     }
 
-    /// Whether a token (`jti`, `sub`, issued at `issued_ms`) is revoked.
+    /// Whether a token (`jti`, `sub`, issued at `issued_ms`) is revoked. `Unavailable`: Redis
+    /// could not answer and the instance fails closed.
     pub async fn is_revoked(
         &self,
         jti: Option<&str>,
         sub: &str,
         issued_ms: u64,
         now_ms: u64,
-    ) -> bool {
+    ) -> Result<bool, Unavailable> {
         if self.local.is_revoked(jti, sub, issued_ms, now_ms) {
-            return true;
+            return Ok(true);
         }
         let Some(r) = &self.redis else {
-            return false;
+            return Ok(false);
         };
         let mut keys = vec![r.namespaced(&format!("revoked:sub:{sub}"))];
         if let Some(j) = jti {
@@ -290,16 +397,21 @@ impl Shared {
                 .query::<Option<u64>>("revocation", redis::cmd("GET").arg(key).to_owned())
                 .await
             {
-                Ok(Some(at)) if i == 0 && issued_ms <= at => return true,
-                Ok(Some(_)) if i == 1 => return true,
+                Ok(Some(at)) if i == 0 && issued_ms <= at => return Ok(true),
+                Ok(Some(_)) if i == 1 => return Ok(true),
                 Ok(_) => {}
+                Err(e) if self.fail_closed => {
+                    crate::reached!("auth.fail_closed");
+                    tracing::warn!(error = %e, "revocation check refused: Redis unreachable and AUTH_FAIL_CLOSED");
+                    return Err(Unavailable);
+                }
                 Err(e) => {
                     self.fell_back("revocation check", &e);
-                    return false;
+                    return Ok(false);
                 }
             }
         }
-        false
+        Ok(false)
     }
 }
 
@@ -310,19 +422,19 @@ mod tests {
     #[tokio::test]
     async fn a_jti_is_single_use_until_it_expires() {
         let s = Shared::memory();
-        assert!(s.claim_jti("j", 1_000, 5_000).await);
-        assert!(!s.claim_jti("j", 2_000, 5_000).await);
-        assert!(s.claim_jti("j", 5_000, 9_000).await);
+        assert_eq!(s.claim_jti("j", 1_000, 5_000).await, Ok(true));
+        assert_eq!(s.claim_jti("j", 2_000, 5_000).await, Ok(false));
+        assert_eq!(s.claim_jti("j", 5_000, 9_000).await, Ok(true));
     }
 
     #[tokio::test]
     async fn revoking_a_subject_covers_tokens_issued_before() {
         let s = Shared::memory();
         s.revoke(&Revoke::Sub("ada".into()), 10_000).await.unwrap();
-        assert!(s.is_revoked(None, "ada", 9_000, 11_000).await);
-        assert!(s.is_revoked(None, "ada", 10_000, 11_000).await);
-        assert!(!s.is_revoked(None, "ada", 10_001, 11_000).await);
-        assert!(!s.is_revoked(None, "bob", 9_000, 11_000).await);
+        assert_eq!(s.is_revoked(None, "ada", 9_000, 11_000).await, Ok(true));
+        assert_eq!(s.is_revoked(None, "ada", 10_000, 11_000).await, Ok(true));
+        assert_eq!(s.is_revoked(None, "ada", 10_001, 11_000).await, Ok(false));
+        assert_eq!(s.is_revoked(None, "bob", 9_000, 11_000).await, Ok(false));
         s.revoke(
             &Revoke::Jti {
                 jti: "j".into(),
@@ -332,7 +444,40 @@ mod tests {
         )
         .await
         .unwrap();
-        assert!(s.is_revoked(Some("j"), "bob", 0, 19_999).await);
-        assert!(!s.is_revoked(Some("j"), "bob", 0, 20_000).await);
+        assert_eq!(s.is_revoked(Some("j"), "bob", 0, 19_999).await, Ok(true));
+        assert_eq!(s.is_revoked(Some("j"), "bob", 0, 20_000).await, Ok(false));
+    }
+
+    #[tokio::test]
+    async fn used_and_revoked_tokens_survive_a_restart_on_durable_state() {
+        let disk: SharedStorage = Arc::new(crate::storage::memory::MemoryStorage::default());
+        let before = Shared::durable(disk.clone());
+        assert_eq!(before.claim_jti("old", 1_000, 5_000).await, Ok(true));
+        assert_eq!(before.claim_jti("used", 1_000, 50_000).await, Ok(true));
+        before
+            .revoke(&Revoke::Sub("ada".into()), 2_000)
+            .await
+            .unwrap();
+        let one = Revoke::Jti {
+            jti: "r".into(),
+            until_ms: 40_000,
+        };
+        before.revoke(&one, 2_000).await.unwrap();
+        drop(before);
+        // A new boot over the same storage, after "old" expired.
+        let after = Shared::durable(disk.clone());
+        after.load(10_000).await.unwrap();
+        assert_eq!(after.claim_jti("used", 10_000, 50_000).await, Ok(false));
+        assert_eq!(after.claim_jti("old", 10_000, 50_000).await, Ok(true));
+        assert_eq!(after.is_revoked(None, "ada", 1_500, 10_000).await, Ok(true));
+        assert_eq!(
+            after.is_revoked(Some("r"), "bob", 0, 10_000).await,
+            Ok(true)
+        );
+        assert_eq!(after.backend(), "storage");
+        // Memory-only state forgets: the contrast the durable one exists for.
+        let volatile = Shared::memory();
+        volatile.load(10_000).await.unwrap();
+        assert_eq!(volatile.claim_jti("used", 10_000, 50_000).await, Ok(true));
     }
 }

@@ -59,7 +59,7 @@ impl EngineConfig {
         (self.gc_time_budget_ms.saturating_mul(self.gc_budget_scale)) as usize
     }
 
-    /// Check ranges; the message names the variable.
+    /// Check ranges and combinations; the message names the variables.
     pub fn validate(&self) -> Result<(), String> {
         let fail = |var: &str, why: &str| Err(format!("{var}: {why}"));
         if !(1..=10_000).contains(&self.max_spirals) {
@@ -80,6 +80,20 @@ impl EngineConfig {
         if !(4..=16).contains(&self.sigil_hash_slice) {
             return fail("SIGIL_HASH_SLICE", "must be between 4 and 16");
         }
+        // Sigils are drawn at random and collision-checked: the id space must stay sparse even
+        // when the engine holds all it may (its capacity plus a GC pass's worth of backlog), or
+        // finding a free sigil takes ever longer under the engine lock.
+        let space = 16f64.powi(self.sigil_hash_slice as i32);
+        let most = self.max_nodes.saturating_mul(2).max(1) as f64;
+        if space < most * SIGIL_SPARSENESS && !crate::planted!(SigilSpaceUnchecked) {
+            return Err(format!(
+                "SIGIL_HASH_SLICE={} gives {} ids, too few for SPIRAL_MAX_NODES={}: at least {} hex characters are needed",
+                self.sigil_hash_slice,
+                space,
+                self.max_nodes,
+                min_sigil_hex(self.max_nodes)
+            ));
+        }
         for (var, w) in [
             ("HD_WEIGHT_DISTANCE", self.hd_weight_distance),
             ("HD_WEIGHT_LOAD", self.hd_weight_load),
@@ -94,4 +108,16 @@ impl EngineConfig {
         }
         Ok(())
     }
+}
+
+/// How many ids per node the sigil space must hold (at twice the capacity), so that a random
+/// sigil collides with a held one less than once in this many draws.
+const SIGIL_SPARSENESS: f64 = 4.0;
+
+/// The fewest hex characters whose sigil space is sparse enough for `max_nodes`.
+pub fn min_sigil_hex(max_nodes: u64) -> u32 {
+    let most = max_nodes.saturating_mul(2).max(1) as f64 * SIGIL_SPARSENESS;
+    (1..=16)
+        .find(|&w| 16f64.powi(w as i32) >= most)
+        .unwrap_or(16)
 }

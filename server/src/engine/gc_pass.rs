@@ -137,6 +137,8 @@ impl Engine {
             budget_ms: self.inner.cfg.gc_time_budget_ms,
             out_of_time,
             backlog: self.inner.core.with(|c| c.gc_backlog())?,
+            share: sel.share,
+            tenants: sel.tenants,
         })
     }
 

@@ -57,6 +57,7 @@ pub use self::records::{
 };
 pub use self::spiral::SpiralStats;
 use self::spiral::{depth_to_ppm, ppm_to_depth, spiral_id};
+pub use self::validate::PRIORITY_RANGE;
 use self::validate::valid_sigil;
 use crate::clock::SharedClock;
 use crate::error::{EngineError, StorageError};

@@ -75,6 +75,13 @@ pub struct GcReport {
     /// The pass stopped because its time budget ran out.
     pub out_of_time: bool,
     pub backlog: u64,
+    /// Each tenant's fair share of the capacity when the pass selected.
+    #[serde(skip)]
+    pub share: u64,
+    /// What each tenant held and gave up at the selection. Never published: tenants do not see
+    /// each other.
+    #[serde(skip)]
+    pub tenants: Vec<super::gc::TenantShare>,
 }
 
 /// One rebuild-stats run.

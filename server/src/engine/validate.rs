@@ -7,8 +7,12 @@ use crate::error::EngineError;
 /// Validation limits for store arguments.
 const MAX_TAGS: usize = 64;
 const MAX_TAG_LEN: usize = 128;
+/// `priority` bounds (SPEC §1.9): a store outside them is a `bad_request`, so no tenant can
+/// outrank every other with an extreme value.
+pub const PRIORITY_RANGE: std::ops::RangeInclusive<i64> = -1000..=1000;
 
-/// Check a store's arguments (tenant, then depth, then tags) and return the depth to store.
+/// Check a store's arguments (tenant, then depth, priority and tags) and return the depth to
+/// store.
 pub(super) fn store_args(tenant: &str, req: &StoreRequest) -> Result<f64, EngineError> {
     validate_tenant(tenant)?;
     let depth = req.depth.unwrap_or(0.5);
@@ -16,6 +20,17 @@ pub(super) fn store_args(tenant: &str, req: &StoreRequest) -> Result<f64, Engine
         return Err(EngineError::BadRequest(
             "depth must be a number between 0.0 and 1.0".into(),
         ));
+    }
+    if let Some(p) = req.priority
+        && !PRIORITY_RANGE.contains(&p)
+        && !crate::planted!(GcUnfair)
+    {
+        crate::reached!("store.priority_refused");
+        return Err(EngineError::BadRequest(format!(
+            "priority must be an integer from {} to {}",
+            PRIORITY_RANGE.start(),
+            PRIORITY_RANGE.end()
+        )));
     }
     if req.tags.len() > MAX_TAGS || req.tags.iter().any(|t| t.len() > MAX_TAG_LEN) {
         return Err(EngineError::BadRequest(format!(
@@ -66,6 +81,29 @@ mod tests {
                 )
                 .await;
             assert!(matches!(r, Err(EngineError::BadRequest(_))), "{depth}");
+        }
+        for priority in [-1001, 1001, i64::MIN, i64::MAX] {
+            let r = e
+                .store(
+                    "t",
+                    StoreRequest {
+                        priority: Some(priority),
+                        ..req(json!(1))
+                    },
+                )
+                .await;
+            assert!(matches!(r, Err(EngineError::BadRequest(_))), "{priority}");
+        }
+        for priority in [-1000, 0, 1000] {
+            let r = e.store(
+                "t",
+                StoreRequest {
+                    priority: Some(priority),
+                    ..req(json!(1))
+                },
+            );
+            let id = r.await.unwrap().id;
+            e.collect("t", &id).await.unwrap();
         }
         assert!(matches!(
             e.store("", req(json!(1))).await,

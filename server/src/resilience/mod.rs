@@ -40,6 +40,9 @@ use crate::storage::{SharedStorage, Storage, StorageResult};
 use crate::sync::{AtomicBool, Ordering};
 use degraded::{ReadRoute, ReplayStep, WriteRoute, breaker_open};
 
+/// The key `/ready` reads: nothing stores it, so the read is as cheap as storage allows.
+const READY_PROBE_KEY: &str = "ready:probe";
+
 /// `CB_FAILURES`, `CB_WINDOW`, `CB_TIMEOUT` and `DEGRADED_JOURNAL_MAX`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResilienceConfig {
@@ -195,6 +198,20 @@ impl ResilientStorage {
     /// The synchronous core, for checkers.
     pub fn core(&self) -> &ResilienceCore {
         &self.shared.core
+    }
+
+    /// Whether storage answers now, for `/ready`: one read of a key nothing uses, through the
+    /// breaker and bounded by `within`. Nothing is written, and while the breaker is open (reads
+    /// come from the view) nothing reaches storage at all — a probe storm costs storage nothing.
+    pub async fn probe(&self, within: Duration) -> bool {
+        if crate::planted!(ReadyBypassesBreaker) {
+            // Planted: straight to the adapter, as before (a write transaction on redb).
+            let init = tokio::time::timeout(within, self.shared.inner.init()).await;
+            return matches!(init, Ok(Ok(())));
+        }
+        let read = tokio::time::timeout(within, self.get(READY_PROBE_KEY)).await;
+        let s = self.status();
+        matches!(read, Ok(Ok(_))) && !s.degraded && s.breaker_state == 0
     }
 
     /// The wrapped adapter.

@@ -590,3 +590,23 @@ async fn a_write_the_disk_cannot_keep_is_refused_not_acknowledged() {
     assert_eq!(w.store.status().journal_len, 0, "taken back");
     assert_eq!(w.store.get("a").await, Ok(None), "and not in the view");
 }
+
+#[tokio::test]
+async fn the_ready_probe_reads_through_the_breaker_and_never_writes() {
+    let w = default_world();
+    for _ in 0..5 {
+        assert!(w.store.probe(Duration::from_secs(1)).await);
+    }
+    assert!(w.faulty.writes().is_empty(), "a probe writes nothing");
+    w.open().await;
+    w.faulty.set_mode(FAIL);
+    let before = w.faulty.calls();
+    for _ in 0..20 {
+        assert!(!w.store.probe(Duration::from_secs(1)).await);
+    }
+    assert_eq!(
+        w.faulty.calls(),
+        before,
+        "no probe reached storage while the breaker was open"
+    );
+}

@@ -6,6 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use spiral_server::api::ServerConfig;
 use spiral_server::auth::{KeyConfig, Keys, Shared};
+use spiral_server::storage::redis::{RedisConfig, RedisStorage};
 use std::sync::Arc;
 
 use crate::support::*;
@@ -345,5 +346,46 @@ async fn revocation_closes_open_sockets_with_4003_and_refuses_new_requests() {
         Some(4003)
     );
     assert!(answers_ping(&mut bystander, 1).await);
+    s.stop().await;
+}
+
+/// A Redis that refuses every connection: a loopback port nothing listens on.
+fn unreachable_redis() -> Arc<RedisStorage> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    Arc::new(RedisStorage::open(RedisConfig::new(format!("redis://127.0.0.1:{port}"))).unwrap())
+}
+
+#[tokio::test]
+async fn a_token_redis_cannot_check_is_refused_with_503_when_failing_closed() {
+    let shared = Shared::redis(unreachable_redis()).fail_closed(true);
+    let s = start_with(ServerConfig::default(), keys(), Arc::new(shared)).await;
+    let token = s.user_token("ada", "t1");
+    let (code, body) = ws_connect(s.ws, Some(&token)).await.expect_err("refused");
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["error"]["code"], "storage_unavailable", "{body}");
+    assert_eq!(
+        s.metric("spiral_ws_auth_attempts_total{status=\"unavailable\"}"),
+        1.0
+    );
+    // HTTP too: a revocation that cannot be checked is not taken as "not revoked".
+    let r = s.http(Method::GET, "/status", Some(&token), None).await;
+    assert_eq!(r.status, 503);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_redis_cannot_check_is_decided_locally_and_counted_when_failing_open() {
+    let shared = Arc::new(Shared::redis(unreachable_redis()));
+    let s = start_with(ServerConfig::default(), keys(), shared.clone()).await;
+    let token = s.user_token("ada", "t1");
+    let ws = ws_connect(s.ws, Some(&token)).await;
+    assert!(ws.is_ok(), "admitted from the instance's own memory");
+    assert!(s.metric("spiral_auth_shared_state_fallbacks_total") >= 2.0);
+    // The instance remembers what it admitted alone: the same token again is a replay.
+    refused(&s, Some(&token), 401, "replayed").await;
     s.stop().await;
 }

@@ -1,0 +1,134 @@
+//! Tenant fairness (SPEC §1.9, "fair shares under GC"): a tenant holding no more than its fair
+//! share of the capacity (`max_nodes` ÷ tenants holding nodes) never loses a node to GC, and a
+//! tenant over its share loses no more than what it holds above it — whatever priorities anyone
+//! stored at. Priorities are bounded: a store past −1000..=1000 is a `bad_request`, whether a
+//! well-behaved client or a crowding one sent it.
+
+use crate::event::{Event, Op};
+
+use spiral_server::engine::PRIORITY_RANGE as PRIORITY;
+
+/// The property, judged on each event alone.
+pub fn judge(event: &Event) -> Result<(), String> {
+    match event {
+        Event::GcShares {
+            server,
+            share,
+            tenants,
+        } => {
+            for t in tenants {
+                let over = t.held.saturating_sub(*share);
+                if t.taken > over {
+                    return Err(format!(
+                        "server-{server}: GC took {} of {}'s {} nodes; its fair share is {share}, so at most {over} could go (holdings: {})",
+                        t.taken,
+                        t.tenant,
+                        t.held,
+                        tenants
+                            .iter()
+                            .map(|t| format!("{} {}", t.tenant, t.held))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
+            Ok(())
+        }
+        Event::Crowd {
+            client,
+            server,
+            priority,
+            probe: Some(probe),
+            ..
+        } if !PRIORITY.contains(priority) && probe != "bad_request" => Err(format!(
+            "client-{client}: server-{server} answered a store at priority {priority} with {probe}, not bad_request"
+        )),
+        Event::Op {
+            client,
+            server,
+            op: Op::Store {
+                priority: Some(p), ..
+            },
+            answer,
+            ..
+        } if !PRIORITY.contains(p) && answer.is_result() => Err(format!(
+            // Any error will do: rate limits and outages come before argument checks.
+            "client-{client}: server-{server} answered a store at priority {p} with {answer:?}, not bad_request"
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Answer, TenantShare};
+    use crate::hand::{op, run_each, stored};
+    use serde_json::json;
+    use spiral_server::protocol::ErrorCode;
+
+    fn shares(share: u64, t: &[(&str, u64, u64)]) -> Event {
+        Event::GcShares {
+            server: 0,
+            share,
+            tenants: t
+                .iter()
+                .map(|&(tenant, held, taken)| TenantShare {
+                    tenant: tenant.into(),
+                    held,
+                    taken,
+                })
+                .collect(),
+        }
+    }
+
+    fn crowd(priority: i64, probe: &str) -> Event {
+        Event::Crowd {
+            client: 7,
+            server: 0,
+            tenant: "tenant-bad".into(),
+            priority,
+            probe: Some(probe.into()),
+            sent: 10,
+            stored: 10,
+        }
+    }
+
+    fn store_at(priority: i64, answer: Answer) -> Event {
+        op(
+            Op::Store {
+                content: json!(1),
+                priority: Some(priority),
+            },
+            answer,
+            5,
+        )
+    }
+
+    #[test]
+    fn gc_within_shares_passes_and_gc_below_a_share_fails() {
+        run_each(
+            judge,
+            &[
+                shares(3, &[("a", 2, 0), ("b", 6, 3)]),
+                shares(3, &[("a", 3, 0), ("b", 4, 1)]),
+                crowd(i64::MAX, "bad_request"),
+                crowd(1000, "stored"),
+                store_at(1001, crate::hand::error(ErrorCode::BadRequest)),
+                store_at(-1000, stored("ab")),
+            ],
+        )
+        .unwrap();
+        let e = run_each(judge, &[shares(3, &[("a", 2, 1), ("b", 6, 1)])]).unwrap_err();
+        assert!(e.contains("GC took 1 of a's 2 nodes"), "{e}");
+        let e = run_each(judge, &[shares(3, &[("a", 3, 0), ("b", 6, 4)])]).unwrap_err();
+        assert!(e.contains("at most 3 could go"), "{e}");
+    }
+
+    #[test]
+    fn a_priority_past_the_bounds_must_be_refused() {
+        let e = run_each(judge, &[crowd(i64::MAX, "stored")]).unwrap_err();
+        assert!(e.contains("not bad_request"), "{e}");
+        assert!(run_each(judge, &[store_at(i64::MIN, stored("ab"))]).is_err());
+    }
+}
