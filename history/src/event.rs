@@ -232,6 +232,10 @@ pub enum Event {
         expected: Vec<u16>,
         got: Option<u16>,
         after_ms: u64,
+        /// A link fault (partition, hold, crash, restart) was in effect while the client waited:
+        /// a close frame may have been lost with the link, so the outcome is not judged.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        disturbed: bool,
     },
     /// A malformed frame and what came back (`None`: nothing readable); `alive` is whether the
     /// connection still worked.
@@ -241,6 +245,10 @@ pub enum Event {
         frame: String,
         answer: Option<Reply>,
         alive: bool,
+        /// A link fault was in effect meanwhile: a missing answer or a dead connection may be
+        /// the network's doing, so only an answer that came is judged.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        disturbed: bool,
     },
     /// A careless client sent a whole HTTP request and hung up `after_ms` later without reading
     /// the answer (the server may have been in the middle of it).
@@ -262,6 +270,10 @@ pub enum Event {
         sent: u32,
         admitted: u32,
         span_ms: u64,
+        /// Redis was faulty during the burst: each instance may have decided from its own
+        /// bucket (the SPEC's fallback), so the shared bound is not judged.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        disturbed: bool,
     },
     /// `POST /auth/refresh` by a client whose token chain began at `chain_start_s` (the `iat` of
     /// the token the harness minted for it): the new token's `jti` and `exp` when it got one,
@@ -301,6 +313,10 @@ pub enum Event {
         retry_after_ms: Option<u64>,
         refused_other: Vec<u16>,
         rejoined: Option<bool>,
+        /// A link or Redis fault was in effect during the attack: a refusal other than 429 (a
+        /// 503 from a server failing closed) and a failed rejoin are not judged; the cap is.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        disturbed: bool,
     },
     /// Fair shares at a GC pass's selection (only for a pass that selected something): each
     /// tenant's share of the capacity, and what every tenant holding nodes held and gave up.

@@ -42,6 +42,7 @@ fn hog(accepted: u32) -> Event {
         retry_after_ms: Some(1000),
         refused_other: Vec::new(),
         rejoined: Some(true),
+        disturbed: false,
     }
 }
 

@@ -117,6 +117,34 @@ pub const KNOBS: &[(&str, u64, u64, u64, &str)] = &[
         100_000,
         "open WebSockets per user, both ports together (SPIRAL_MAX_CONNECTIONS_PER_USER)",
     ),
+    (
+        "gc_trigger_interval",
+        100,
+        1,
+        1_000_000,
+        "operations between GC passes (GC_TRIGGER_INTERVAL)",
+    ),
+    (
+        "gc_budget_scale",
+        10,
+        1,
+        1_000,
+        "nodes a GC pass may collect per ms of its budget (GC_BUDGET_SCALE)",
+    ),
+    (
+        "gc_force_skip",
+        3,
+        0,
+        100,
+        "second chances a recently read node gets from GC (GC_FORCE_SKIP)",
+    ),
+    (
+        "auth_fail_closed",
+        0,
+        0,
+        1,
+        "1: refuse a handshake Redis cannot check with 503 instead of deciding locally (AUTH_FAIL_CLOSED)",
+    ),
 ];
 
 /// The `[server]` table as written.

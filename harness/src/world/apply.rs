@@ -74,6 +74,7 @@ pub(super) fn apply(ctx: &Ctx, sim: &mut turmoil::Sim<'_>, f: &FaultAt) {
         }
     }
     let t_ms = sim.elapsed().as_millis() as u64;
+    note_disturbance(ctx, &f.fault, t_ms);
     let (a, b) = f.fault.hosts();
     ctx.record_at(
         Event::Fault {
@@ -84,6 +85,32 @@ pub(super) fn apply(ctx: &Ctx, sim: &mut turmoil::Sim<'_>, f: &FaultAt) {
         },
         t_ms,
     );
+}
+
+/// Keep [`Disturbance`](super::Disturbance) up to date: which link and Redis faults are in
+/// effect from `t_ms`.
+fn note_disturbance(ctx: &Ctx, fault: &Fault, t_ms: u64) {
+    let pair = |kind: &str, a: &str, b: &str| {
+        let (x, y) = if a <= b { (a, b) } else { (b, a) };
+        format!("{kind} {x} {y}")
+    };
+    let mut d = lock(&ctx.disturbance);
+    match fault {
+        Fault::Partition { a, b } => d.link(pair("partition", a, b), true, t_ms),
+        Fault::Repair { a, b } => d.link(pair("partition", a, b), false, t_ms),
+        Fault::PartitionOneway { a, b } => d.link(format!("oneway {a} {b}"), true, t_ms),
+        Fault::RepairOneway { a, b } => d.link(format!("oneway {a} {b}"), false, t_ms),
+        Fault::Hold { a, b } => d.link(pair("hold", a, b), true, t_ms),
+        Fault::Release { a, b } => d.link(pair("hold", a, b), false, t_ms),
+        Fault::Crash { a } => d.link(format!("down {a}"), true, t_ms),
+        // A restart ends every connection the host had, and brings it back.
+        Fault::Bounce { a } => d.link(format!("down {a}"), false, t_ms),
+        Fault::ClockSkew { .. } => {}
+        Fault::RedisRestore {} => d.redis(false, t_ms),
+        Fault::RedisOutage { .. } | Fault::RedisSlow { .. } | Fault::RedisErrors { .. } => {
+            d.redis(true, t_ms);
+        }
+    }
 }
 
 /// What a server that is about to stop leaves undecided: its breaker history, and the nodes it

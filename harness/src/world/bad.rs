@@ -15,7 +15,7 @@ use spiral_server::rng::SplitMix64;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::net::{self, SimWs};
-use super::{Ctx, EPOCH_MS, now_ms};
+use super::{Ctx, EPOCH_MS, lock, now_ms};
 use spiral_history::{Event, TokenKind};
 
 // Expired tokens are judged against the server's leeway (`auth::LEEWAY_S`, SPEC §1.2); edge
@@ -285,6 +285,7 @@ impl Bad<'_> {
                     "{\"command\": \"memory.get\", \"args\": {\"id\": 7}}",
                 ];
                 let frame = frames[(self.rng.next_u64() % frames.len() as u64) as usize];
+                let t0 = now_ms();
                 let answer = match ws.send(Message::Text(frame.into())).await {
                     Ok(()) => net::next_reply(&mut ws).await.ok(),
                     Err(_) => None,
@@ -301,6 +302,7 @@ impl Bad<'_> {
                     frame: frame.into(),
                     answer,
                     alive,
+                    disturbed: lock(&self.ctx.disturbance).links_since(t0),
                 });
                 let _ = ws.close(None).await;
             }
@@ -474,6 +476,7 @@ impl Bad<'_> {
             sent,
             admitted,
             span_ms: (now_ms() - t0).max(self.ctx.server_unix_ms(s).saturating_sub(server_t0)),
+            disturbed: lock(&self.ctx.disturbance).redis_since(t0),
         });
         let _ = ws.close(None).await;
     }
@@ -486,6 +489,7 @@ impl Bad<'_> {
             expected,
             got,
             after_ms: now_ms() - t0,
+            disturbed: lock(&self.ctx.disturbance).links_since(t0),
         });
     }
 

@@ -57,6 +57,7 @@ pub(super) fn context(
         failed: Mutex::new(None),
         settings,
         crowd: tokio::sync::Mutex::new(()),
+        disturbance: Mutex::new(super::Disturbance::default()),
     });
     ctx.record_at(
         Event::Settings {

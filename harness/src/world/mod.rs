@@ -89,6 +89,47 @@ pub(crate) struct Ctx {
     /// Held by a bad client's flood or hog: one crowd of connections at a time, so that neither
     /// is refused for what the other holds.
     pub crowd: tokio::sync::Mutex<()>,
+    /// Which faults are in effect and when they last changed, so that an attack can tell whether
+    /// a fault stood between it and the outcome it expects.
+    pub disturbance: Mutex<Disturbance>,
+}
+
+/// The faults in effect, by kind of harm: links (partitions, holds, crashed servers) and Redis
+/// (outages, error spells, slowness), each with the time its set last changed.
+#[derive(Debug, Default)]
+pub(crate) struct Disturbance {
+    links: std::collections::BTreeSet<String>,
+    links_changed_ms: Option<u64>,
+    redis: bool,
+    redis_changed_ms: Option<u64>,
+}
+
+impl Disturbance {
+    /// A link fault began or ended (`on`) for `what` at `t_ms`.
+    pub fn link(&mut self, what: String, on: bool, t_ms: u64) {
+        if on {
+            self.links.insert(what);
+        } else {
+            self.links.remove(&what);
+        }
+        self.links_changed_ms = Some(t_ms);
+    }
+
+    /// The simulated Redis is faulty (`on`) or healthy again, from `t_ms`.
+    pub fn redis(&mut self, on: bool, t_ms: u64) {
+        self.redis = on;
+        self.redis_changed_ms = Some(t_ms);
+    }
+
+    /// Whether a link fault was in effect at any time since `t0_ms`.
+    pub fn links_since(&self, t0_ms: u64) -> bool {
+        !self.links.is_empty() || self.links_changed_ms.is_some_and(|t| t >= t0_ms)
+    }
+
+    /// Whether Redis was faulty at any time since `t0_ms`.
+    pub fn redis_since(&self, t0_ms: u64) -> bool {
+        self.redis || self.redis_changed_ms.is_some_and(|t| t >= t0_ms)
+    }
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -166,7 +166,9 @@ pub(crate) async fn main(ctx: Arc<Ctx>, s: u32) -> Result<(), Box<dyn std::error
         }
         _ => {
             let data = redis_adapter().with_namespace(namespace(s))?;
-            (Arc::new(data), Shared::redis(Arc::new(redis_adapter())))
+            let shared = Shared::redis(Arc::new(redis_adapter()))
+                .fail_closed(ctx.settings.get("auth_fail_closed") == 1);
+            (Arc::new(data), shared)
         }
     };
     let resilience = ResilienceConfig {
@@ -193,6 +195,9 @@ pub(crate) async fn main(ctx: Arc<Ctx>, s: u32) -> Result<(), Box<dyn std::error
             .engine(EngineConfig {
                 max_nodes: ctx.sc.world.max_nodes,
                 gc_time_budget_ms: ctx.settings.get("gc_time_budget_ms"),
+                gc_trigger_interval: ctx.settings.get("gc_trigger_interval"),
+                gc_budget_scale: ctx.settings.get("gc_budget_scale"),
+                gc_force_skip: ctx.settings.get("gc_force_skip") as u32,
                 ..EngineConfig::default()
             })
             .seed(spiral_server::rng::sub_seed(

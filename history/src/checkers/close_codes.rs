@@ -14,6 +14,7 @@ pub fn judge(event: &Event) -> Result<(), String> {
             expected,
             got,
             after_ms,
+            disturbed: false,
         } if !got.is_some_and(|g| expected.contains(&g)) => {
             let got = got.map_or("no close frame".to_owned(), |g| format!("close code {g}"));
             Err(format!(
@@ -38,9 +39,16 @@ mod tests {
             expected: vec![4001],
             got,
             after_ms: 15_000,
+            disturbed: false,
         };
         run_each(judge, &[closed(Some(4001))]).unwrap();
         assert!(run_each(judge, &[closed(Some(1000))]).is_err());
         assert!(run_each(judge, &[closed(None)]).is_err());
+        // A link fault stood in the way: not judged.
+        let mut cut = closed(None);
+        if let Event::Closed { disturbed, .. } = &mut cut {
+            *disturbed = true;
+        }
+        run_each(judge, &[cut]).unwrap();
     }
 }

@@ -36,6 +36,7 @@ impl Checker for ConnectionFairness {
             retry_after_ms,
             refused_other,
             rejoined,
+            disturbed,
         } = event
         else {
             return Ok(());
@@ -46,6 +47,10 @@ impl Checker for ConnectionFairness {
             return Err(format!(
                 "{who} let {user} open {accepted} of {opened} WebSockets at once; SPIRAL_MAX_CONNECTIONS_PER_USER is {cap}"
             ));
+        }
+        if *disturbed {
+            // A fault stood between the hog and the server: only the cap is judged.
+            return Ok(());
         }
         if !refused_other.is_empty() {
             return Err(format!(
@@ -82,6 +87,7 @@ mod tests {
             retry_after_ms: (refused_429 > 0).then_some(1000),
             refused_other,
             rejoined: Some(true),
+            disturbed: false,
         }
     }
 
@@ -132,5 +138,29 @@ mod tests {
             *rejoined = None;
         }
         run(&mut ConnectionFairness::new(4), &[unknown]).unwrap();
+    }
+
+    #[test]
+    fn under_a_fault_only_the_cap_is_judged() {
+        let mark = |mut e: Event| {
+            if let Event::Hog { disturbed, .. } = &mut e {
+                *disturbed = true;
+            }
+            e
+        };
+        // A server failing closed while Redis is away answers 503: not judged.
+        run(
+            &mut ConnectionFairness::new(4),
+            &[mark(hog(2, 0, vec![503, 503]))],
+        )
+        .unwrap();
+        // Past the cap is past the cap, fault or not.
+        assert!(
+            run(
+                &mut ConnectionFairness::new(4),
+                &[mark(hog(6, 0, vec![503]))]
+            )
+            .is_err()
+        );
     }
 }

@@ -57,6 +57,7 @@ pub(crate) async fn run(ctx: &Ctx, client: u32, server: u32, rng: &mut SplitMix6
     let _crowd = ctx.crowd.lock().await;
     // A flood that has just ended: let its closes reach the server first.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let t0 = crate::world::now_ms();
     let cap = ctx.settings.get("max_connections_per_user");
     // Well below the server-wide cap, so that no refusal is that cap's.
     let opened = (cap + OVER).min(ctx.sc.world.max_connections as u64 / 2);
@@ -132,5 +133,9 @@ pub(crate) async fn run(ctx: &Ctx, client: u32, server: u32, rng: &mut SplitMix6
         retry_after_ms: tally.retry_after_ms.flatten(),
         refused_other: tally.refused_other,
         rejoined,
+        disturbed: {
+            let d = crate::world::lock(&ctx.disturbance);
+            d.links_since(t0) || d.redis_since(t0)
+        },
     });
 }
