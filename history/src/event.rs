@@ -337,6 +337,21 @@ pub enum Event {
         sent: u32,
         stored: u32,
     },
+    /// A reconnect storm: one user connected `rounds` times in a row, hanging up (or vanishing)
+    /// each time; `accepted` got in, `refused` did not. A second after the last hang-up the
+    /// server held `held_after` connections for the user (none: the server was down).
+    Storm {
+        client: u32,
+        server: u32,
+        user: String,
+        rounds: u32,
+        accepted: u32,
+        refused: u32,
+        held_after: Option<u64>,
+        /// A link fault was in effect meanwhile (a hang-up may not have reached the server).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        disturbed: bool,
+    },
     /// A GC pass of a server's engine.
     Gc {
         server: u32,

@@ -62,10 +62,12 @@ enum Attack {
     /// Store the engine's capacity at the top priority (after one store past it): GC must take
     /// the crowd's nodes, not another tenant's within its share.
     Crowd,
+    /// Connect and hang up a dozen times in a row as one user: no slot may stay taken.
+    Storm,
 }
 
 /// Every attack, in the order the seeded draw indexes.
-const ATTACKS: [Attack; 18] = [
+const ATTACKS: [Attack; 19] = [
     Attack::Forged,
     Attack::AlgNone,
     Attack::Garbage,
@@ -84,6 +86,7 @@ const ATTACKS: [Attack; 18] = [
     Attack::Hog,
     Attack::Noise,
     Attack::Crowd,
+    Attack::Storm,
 ];
 
 struct Bad<'a> {
@@ -402,6 +405,10 @@ impl Bad<'_> {
                     return;
                 };
                 super::attacks::crowd::run(self.ctx, self.c, s, "tenant-bad", ws).await;
+            }
+            Attack::Storm => {
+                let user = format!("storm-{}", self.jti());
+                super::attacks::storm::run(self.ctx, self.c, s, user).await;
             }
         }
     }

@@ -2,7 +2,8 @@
 //! WebSockets at once than `SPIRAL_MAX_CONNECTIONS_PER_USER` gets no more than that many in. The
 //! handshakes past the cap are refused with 429 and a `retry_after_ms` — not 503, as if the whole
 //! server were full, nor 401, as if the token were bad — and once the user has closed its
-//! connections it gets in again: every slot is given back.
+//! connections it gets in again: every slot is given back. A reconnect storm leaves no slot
+//! behind either.
 
 use super::Checker;
 use crate::event::Event;
@@ -26,6 +27,22 @@ impl Checker for ConnectionFairness {
     }
 
     fn observe(&mut self, event: &Event) -> Result<(), String> {
+        if let Event::Storm {
+            client,
+            server,
+            user,
+            rounds,
+            accepted,
+            held_after: Some(held),
+            disturbed: false,
+            ..
+        } = event
+            && *held > 0
+        {
+            return Err(format!(
+                "client-{client}: server-{server} still held {held} connections for {user} a second after its reconnect storm ended ({accepted} of {rounds} let in, every one hung up): slots were not given back"
+            ));
+        }
         let Event::Hog {
             client,
             server,
@@ -138,6 +155,25 @@ mod tests {
             *rejoined = None;
         }
         run(&mut ConnectionFairness::new(4), &[unknown]).unwrap();
+    }
+
+    #[test]
+    fn a_storm_must_leave_no_slot_behind() {
+        let storm = |held_after, disturbed| Event::Storm {
+            client: 2,
+            server: 0,
+            user: "storm-2".into(),
+            rounds: 12,
+            accepted: 12,
+            refused: 0,
+            held_after,
+            disturbed,
+        };
+        let mut c = ConnectionFairness::new(4);
+        run(&mut c, &[storm(Some(0), false), storm(None, false)]).unwrap();
+        run(&mut c, &[storm(Some(3), true)]).unwrap();
+        let e = run(&mut c, &[storm(Some(2), false)]).unwrap_err();
+        assert!(e.contains("still held 2 connections"), "{e}");
     }
 
     #[test]
