@@ -2,7 +2,9 @@
 //! expired, replayed or revoked token; a token at the expiry edge (judged by the target server's
 //! own, possibly skewed, clock); a malformed or oversized frame; HTTP without a valid token; a
 //! connection flood; one user over its connection cap ([`hog`](super::attacks::hog)); a peer that
-//! goes silent or idle; a request abandoned before its answer — and records what the server did.
+//! goes silent or idle; a request abandoned before its answer; sockets left with half a request
+//! header ([`slow_sockets`](super::attacks::slow_sockets)); a peer that never reads
+//! ([`non_reader`](super::attacks::non_reader)) — and records what the server did.
 
 use std::time::Duration;
 
@@ -58,10 +60,15 @@ enum Attack {
     Hog,
     /// Send only noise (binary frames, malformed text) and answer pings: still idle, 4000.
     Noise,
+    /// Sockets that send half a request header (or one request) and then nothing: closed at the
+    /// header (idle) timeout; on a WebSocket port they count towards the connection cap.
+    SlowSockets,
+    /// Never read while large answers pile up: closed with 1008.
+    NonReader,
 }
 
 /// Every attack, in the order the seeded draw indexes.
-const ATTACKS: [Attack; 17] = [
+const ATTACKS: [Attack; 19] = [
     Attack::Forged,
     Attack::AlgNone,
     Attack::Garbage,
@@ -79,6 +86,8 @@ const ATTACKS: [Attack; 17] = [
     Attack::BinaryBurst,
     Attack::Hog,
     Attack::Noise,
+    Attack::SlowSockets,
+    Attack::NonReader,
 ];
 
 struct Bad<'a> {
@@ -387,6 +396,18 @@ impl Bad<'_> {
                 let got = super::attacks::noise::run(&mut ws, &self.ctx.sc.world).await;
                 let expected = vec![CloseCode::IdleTimeout.code()];
                 self.closed(s, "noisy idle peer", expected, got, t0);
+            }
+            Attack::SlowSockets => {
+                let sub = format!("slow-{}", self.jti());
+                super::attacks::slow_sockets::run(self.ctx, self.c, s, &mut self.rng, sub).await;
+            }
+            Attack::NonReader => {
+                let Some(mut ws) = self.open(s).await else {
+                    return;
+                };
+                let t0 = now_ms();
+                let (expected, got) = super::attacks::non_reader::run(&mut ws, self.ctx).await;
+                self.closed(s, "non-reading peer", expected, got, t0);
             }
         }
     }

@@ -18,6 +18,7 @@
 //! | `bad_input` | malformed frames get an error envelope and the connection stays up | correctness |
 //! | `tokens` | every `jti` `/auth/refresh` mints is new, and no refreshed token outlives its chain's start plus `REFRESH_MAX_LIFETIME_S` | correctness |
 //! | `connection_fairness` | one user gets no more than `SPIRAL_MAX_CONNECTIONS_PER_USER` WebSockets; the handshakes past that get 429 with `retry_after_ms`, and closed connections give their slots back | correctness |
+//! | `slow_clients` | a socket that never completes a request header is closed within `HTTP_HEADER_TIMEOUT_MS`, an idle keep-alive connection within `HTTP_IDLE_TIMEOUT_MS`; sockets not yet upgraded count towards `SPIRAL_MAX_CONNECTIONS` | correctness |
 //! | `liveness` | after the last fault heals, every client completes work within a bound | liveness |
 //! | `slo` | store p95 and error ratio within the scenario's SLOs | liveness |
 
@@ -33,6 +34,7 @@ pub mod liveness;
 pub mod rate_limit;
 pub mod reads;
 pub mod slo;
+pub mod slow_clients;
 pub mod tenant_isolation;
 pub mod tokens;
 
@@ -71,7 +73,7 @@ pub trait Checker {
 }
 
 /// Every checker's name, in panel order (for `checks.disable` and the summaries).
-pub const NAMES: [&str; 15] = [
+pub const NAMES: [&str; 16] = [
     "engine_invariants",
     "acked_writes",
     "reads",
@@ -85,6 +87,7 @@ pub const NAMES: [&str; 15] = [
     "bad_input",
     "tokens",
     "connection_fairness",
+    "slow_clients",
     "liveness",
     "slo",
 ];
@@ -158,6 +161,7 @@ pub fn all(s: &Settings) -> Vec<Box<dyn Checker + Send>> {
         Box::new(connection_fairness::ConnectionFairness::new(
             s.max_connections_per_user,
         )),
+        Box::new(EachEvent::new("slow_clients", slow_clients::judge)),
         Box::new(liveness::Liveness::new(
             s.clients,
             s.liveness_within_ms,

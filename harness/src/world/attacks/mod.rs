@@ -3,6 +3,10 @@
 //!
 //! - [`hog`] — one user opens more WebSockets than its cap.
 //! - [`noise`] — a peer that sends only binary frames and malformed text: still idle.
+//! - [`slow_sockets`] — sockets that send half a request header (or one request) and then nothing.
+//! - [`non_reader`] — a peer that never reads while its answers pile up.
 
 pub(crate) mod hog;
 pub(crate) mod noise;
+pub(crate) mod non_reader;
+pub(crate) mod slow_sockets;
