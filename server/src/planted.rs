@@ -61,10 +61,19 @@ pub enum Bug {
     /// WebSocket: binary frames and malformed text reset the idle timer, as before only commands
     /// counted as activity — a peer sending noise is never closed as idle.
     NoiseKeepsAlive,
+    /// HTTP: no header or idle timeout on any listener, and sockets not yet upgraded do not count
+    /// towards `SPIRAL_MAX_CONNECTIONS`, as when `axum::serve` gave hyper no timer — a socket that
+    /// sends half a request header stays open for ever.
+    NoHeaderTimeout,
+    /// WebSocket: the outbound queue is bounded in frames only and a connection at its bound is
+    /// never closed, as before `WS_SEND_QUEUE_BYTES` and `WS_SLOW_CLIENT_MS` — a peer that never
+    /// reads parks up to `WS_SEND_QUEUE` large frames; each stream client gets its own copy of a
+    /// frame.
+    QueueUnboundedBytes,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 20] = [
+    pub const ALL: [Bug; 22] = [
         Bug::CountRace,
         Bug::DoubleCollect,
         Bug::AckBeforePersist,
@@ -85,6 +94,8 @@ impl Bug {
         Bug::BucketWallClock,
         Bug::NoUserCap,
         Bug::NoiseKeepsAlive,
+        Bug::NoHeaderTimeout,
+        Bug::QueueUnboundedBytes,
     ];
 
     pub fn name(self) -> &'static str {
@@ -109,6 +120,8 @@ impl Bug {
             Bug::BucketWallClock => "bucket-wall-clock",
             Bug::NoUserCap => "no-user-cap",
             Bug::NoiseKeepsAlive => "noise-keeps-alive",
+            Bug::NoHeaderTimeout => "no-header-timeout",
+            Bug::QueueUnboundedBytes => "queue-unbounded-bytes",
         }
     }
 

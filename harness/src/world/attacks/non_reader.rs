@@ -5,11 +5,14 @@
 //!
 //! turmoil's TCP has end-to-end flow control (0.7.2: at most `tcp_capacity`, 64, segments unread
 //! per direction), so a peer that does not read does stop the server's writer, as a closed TCP
-//! window would; what the server holds beyond that is its own queue.
+//! window would; what the server holds beyond that is its own queue. The commands go one per
+//! few milliseconds: sent back to back, a burst's answers outrun the writer within one step and
+//! are dropped at the bound before 64 of them reach the network — a burst, not a slow reader.
 
 use std::time::Duration;
 
 use futures_util::SinkExt;
+use spiral_server::protocol::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::world::Ctx;
@@ -17,6 +20,8 @@ use crate::world::net::{self, SimWs};
 
 /// Segments the simulated network holds unread per connection (turmoil's `tcp_capacity`).
 const IN_FLIGHT: u64 = 64;
+/// The pause after each command.
+const PACE: Duration = Duration::from_millis(5);
 
 /// Flood answers without reading, wait past the slow-client limit, then read until the close;
 /// the close code, if any. Expected: 1008.
@@ -27,15 +32,15 @@ pub(crate) async fn run(ws: &mut SimWs, ctx: &Ctx) -> (Vec<u16>, Option<u16>) {
     let frames = ctx.settings.get("ws_send_queue");
     // Enough to fill what the network holds and then the queue past its bound in bytes or in
     // frames, whichever is the smaller.
-    let sent = IN_FLIGHT + (bound / id_len).min(frames) + 16;
+    let sent = IN_FLIGHT + (bound / id_len).min(frames) + 32;
     let id = "n".repeat(id_len as usize);
-    // 1008: policy violation.
-    let expected = vec![1008];
+    let expected = vec![CloseCode::PolicyViolation.code()];
     for _ in 0..sent {
         let frame = format!("{{\"id\":\"{id}\",\"command\":\"ping\"}}");
         if ws.send(Message::Text(frame.into())).await.is_err() {
             return (expected, net::close_code(ws, Duration::from_secs(1)).await);
         }
+        tokio::time::sleep(PACE).await;
     }
     let slow_ms = ctx.settings.get("ws_slow_client_ms");
     tokio::time::sleep(Duration::from_millis(slow_ms + 500)).await;

@@ -18,6 +18,12 @@ use crate::world::{Ctx, EPOCH_MS, now_ms};
 
 /// Sockets on the HTTP port (the WebSocket ports get as many as the connection cap).
 const HTTP_SOCKETS: usize = 8;
+/// How long a crowd just ended may take to leave the server.
+const SETTLE_MS: u64 = 2_000;
+/// Probes admitted in a row that make a violation (at most the per-user cap of the simulator).
+const PROBES: usize = 3;
+/// Sockets past the cap on a WebSocket port.
+const SPARE: usize = 4;
 /// At most this many connects at once: below turmoil's listen backlog (64).
 const BATCH: usize = 16;
 /// How much later than its timeout a quiet socket may be closed (scheduling, latency).
@@ -97,6 +103,17 @@ async fn closed_by(mut s: TcpStream, deadline_ms: u64) -> bool {
     tokio::time::timeout(wait, read).await.is_ok()
 }
 
+/// A valid token (with the stream scope) for probe `n`.
+fn probe_token(sub: &str, n: usize) -> String {
+    net::sign(
+        &Claims::new(sub, "tenant-bad", EPOCH_MS / 1000 + 100_000)
+            .roles(&["user"])
+            .scope(STREAM_SCOPE)
+            .jti(format!("{sub}-probe-{n}"))
+            .issued_at(EPOCH_MS / 1000),
+    )
+}
+
 /// Client `client`'s slow sockets on `server`.
 pub(crate) async fn run(ctx: &Ctx, client: u32, server: u32, rng: &mut SplitMix64, sub: String) {
     let (port, kind) = match rng.next_u64() % 4 {
@@ -108,44 +125,63 @@ pub(crate) async fn run(ctx: &Ctx, client: u32, server: u32, rng: &mut SplitMix6
     let websocket = port != 3000;
     // Filling the cap disturbs every client of the server: one crowd at a time (see `flood`).
     let _crowd = if websocket {
-        Some(ctx.crowd.lock().await)
+        let crowd = ctx.crowd.lock().await;
+        // A flood or hog that has just ended: let the server let go of its connections first,
+        // or their places come free under the probe.
+        tokio::time::sleep(Duration::from_millis(SETTLE_MS)).await;
+        Some(crowd)
     } else {
         None
     };
     let cap = ctx.sc.world.max_connections;
-    let count = if websocket { cap } else { HTTP_SOCKETS };
+    // On a WebSocket port, a few more than the cap: a place another client gives up while the
+    // sockets are accepted goes to one of them, not to the probe behind them.
+    let count = if websocket { cap + SPARE } else { HTTP_SOCKETS };
+    let token = probe_token(&sub, 0);
     let mut held = Vec::new();
+    let mut probed = None;
     for first in (0..count).step_by(BATCH) {
-        let batch = (first..count.min(first + BATCH)).map(|_| open(server, port, kind));
-        held.extend(
-            futures_util::future::join_all(batch)
-                .await
-                .into_iter()
-                .flatten(),
+        let last = first + BATCH >= count;
+        let batch = futures_util::future::join_all(
+            (first..count.min(first + BATCH)).map(|_| open(server, port, kind)),
         );
+        // The probe connects in the same step as the last batch, behind it.
+        let probe = async {
+            if last && websocket {
+                Some(net::connect_to(server, port, Some(&token)).await)
+            } else {
+                None
+            }
+        };
+        let (opened, probe) = futures_util::future::join(batch, probe).await;
+        held.extend(opened.into_iter().flatten());
+        probed = probed.or(probe);
     }
     let quiet_ms = now_ms();
     let opened = held.len() as u32;
-    let probe = if websocket && held.len() == cap {
-        let token = net::sign(
-            &Claims::new(sub.as_str(), "tenant-bad", EPOCH_MS / 1000 + 100_000)
-                .roles(&["user"])
-                .scope(STREAM_SCOPE)
-                .jti(format!("{sub}-probe"))
-                .issued_at(EPOCH_MS / 1000),
-        );
-        let h = net::connect_to(server, port, Some(&token)).await;
+    // Judged only when every socket got in ahead of it. Another client may give up its place
+    // just then, and the probe take it: only a probe admitted PROBES times in a row — each held
+    // open, so that none takes the place of the one before — is a violation.
+    let mut admitted = Vec::new();
+    let mut next = probed.filter(|_| held.len() == count);
+    let probe = loop {
+        let Some(h) = next.take() else { break None };
         match (h.ws, h.status) {
-            (Some(mut ws), _) => {
-                let _ = futures_util::SinkExt::close(&mut ws).await;
-                Some(true)
+            (Some(ws), _) => {
+                admitted.push(ws);
+                if admitted.len() == PROBES {
+                    break Some(true);
+                }
+                let token = probe_token(&sub, admitted.len());
+                next = Some(net::connect_to(server, port, Some(&token)).await);
             }
-            (None, Some(503)) => Some(false),
-            _ => None,
+            (None, Some(503)) => break Some(false),
+            _ => break None,
         }
-    } else {
-        None
     };
+    for mut ws in admitted {
+        let _ = futures_util::SinkExt::close(&mut ws).await;
+    }
     let timeout_ms = match kind {
         Kind::HalfHeader => ctx.settings.get("http_header_timeout_ms"),
         Kind::IdleKeepAlive => ctx.settings.get("http_idle_timeout_ms"),
