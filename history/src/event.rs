@@ -352,6 +352,23 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         disturbed: bool,
     },
+    /// Sockets a bad client opened to one port of a server and then left alone: `kind` "half
+    /// header" sent half a request header and nothing more; "idle keep-alive" sent one whole
+    /// request, read its answer and sent nothing more. `closed` of the `opened` sockets were closed
+    /// by the server within `within_ms` of going quiet (its header or idle timeout plus slack).
+    /// On a WebSocket port the sockets fill the connection cap (`opened` is the cap): `probe` is
+    /// what a valid handshake got while they were held — `Some(true)` admitted, `Some(false)`
+    /// refused with 503 (none: no HTTP answer, or not tried).
+    SlowSockets {
+        client: u32,
+        server: u32,
+        port: u16,
+        kind: String,
+        opened: u32,
+        closed: u32,
+        within_ms: u64,
+        probe: Option<bool>,
+    },
     /// A GC pass of a server's engine.
     Gc {
         server: u32,

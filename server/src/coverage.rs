@@ -179,6 +179,27 @@ pub const CATALOG: &[(&str, &str)] = &[
         "ws.backpressure_drop",
         "an outbound frame was dropped: the connection's queue was full",
     ),
+    // slow clients (SPEC §1.9)
+    (
+        "http.header_timeout",
+        "a connection without a whole request header by HTTP_HEADER_TIMEOUT_MS was closed",
+    ),
+    (
+        "http.idle_timeout",
+        "a keep-alive connection idle for HTTP_IDLE_TIMEOUT_MS was closed",
+    ),
+    (
+        "conn.accept_refused",
+        "a socket was closed at accept: the cap and the refusals waiting for their 503 were full",
+    ),
+    (
+        "ws.queue_bytes_full",
+        "an outbound frame was dropped: the connection's queue held WS_SEND_QUEUE_BYTES",
+    ),
+    (
+        "ws.slow_client_closed",
+        "a connection at its queue's bound for WS_SLOW_CLIENT_MS was closed (1008)",
+    ),
 ];
 
 #[cfg(feature = "coverage")]

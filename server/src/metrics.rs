@@ -208,6 +208,10 @@ pub struct Metrics {
     pub heartbeat_skew_ms: Gauge,
     pub analysis_latency_ms: Histogram,
     pub ws_backpressure_drops: Counter,
+    /// Outbound bytes queued for WebSocket clients, all connections together.
+    pub ws_send_queue_bytes: Gauge,
+    /// Connections closed by the header or idle timeout, by `reason`.
+    pub http_connection_timeouts: CounterVec,
     pub ws_rate_limit_drops: Counter,
     pub ws_scope_reject: Counter,
     pub ws_closes: CounterVec,
@@ -264,6 +268,8 @@ impl Metrics {
             heartbeat_skew_ms: Gauge::default(),
             analysis_latency_ms: Histogram::new(MS_BUCKETS),
             ws_backpressure_drops: Counter::default(),
+            ws_send_queue_bytes: Gauge::default(),
+            http_connection_timeouts: CounterVec::new(&["reason"]),
             ws_rate_limit_drops: Counter::default(),
             ws_scope_reject: Counter::default(),
             ws_closes: CounterVec::new(&["code"]),
@@ -438,6 +444,19 @@ impl Metrics {
             "counter",
             "Outbound WebSocket frames dropped because a client's send queue was full.",
             self.ws_backpressure_drops.get(),
+        );
+        scalar(
+            o,
+            "ws_send_queue_bytes",
+            "gauge",
+            "Outbound bytes queued for WebSocket clients (all connections).",
+            self.ws_send_queue_bytes.get(),
+        );
+        Self::counter_vec(
+            o,
+            "spiral_http_connection_timeouts_total",
+            "Connections closed for not sending a whole request header in time (header) or for idling between requests (idle).",
+            &self.http_connection_timeouts,
         );
         scalar(
             o,

@@ -80,10 +80,19 @@ pub enum Bug {
     /// `/ready` probes storage directly (an `init`, a write transaction on embedded storage),
     /// around the circuit breaker, as before it read through the breaker.
     ReadyBypassesBreaker,
+    /// HTTP: no header or idle timeout on any listener, and sockets not yet upgraded do not count
+    /// towards `SPIRAL_MAX_CONNECTIONS`, as when `axum::serve` gave hyper no timer — a socket that
+    /// sends half a request header stays open for ever.
+    NoHeaderTimeout,
+    /// WebSocket: the outbound queue is bounded in frames only and a connection at its bound is
+    /// never closed, as before `WS_SEND_QUEUE_BYTES` and `WS_SLOW_CLIENT_MS` — a peer that never
+    /// reads parks up to `WS_SEND_QUEUE` large frames; each stream client gets its own copy of a
+    /// frame.
+    QueueUnboundedBytes,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 26] = [
+    pub const ALL: [Bug; 28] = [
         Bug::CountRace,
         Bug::DoubleCollect,
         Bug::AckBeforePersist,
@@ -110,6 +119,8 @@ impl Bug {
         Bug::SigilSpaceUnchecked,
         Bug::EmbeddedInline,
         Bug::ReadyBypassesBreaker,
+        Bug::NoHeaderTimeout,
+        Bug::QueueUnboundedBytes,
     ];
 
     pub fn name(self) -> &'static str {
@@ -140,6 +151,8 @@ impl Bug {
             Bug::SigilSpaceUnchecked => "sigil-space-unchecked",
             Bug::EmbeddedInline => "embedded-inline",
             Bug::ReadyBypassesBreaker => "ready-bypasses-breaker",
+            Bug::NoHeaderTimeout => "no-header-timeout",
+            Bug::QueueUnboundedBytes => "queue-unbounded-bytes",
         }
     }
 

@@ -281,6 +281,9 @@ pub enum CloseCode {
     ProtocolError,
     /// 1007: a text message (or a close reason) that is not UTF-8.
     InvalidUtf8,
+    /// 1008: the peer does not read its answers: its outbound queue stayed at its bound for
+    /// `WS_SLOW_CLIENT_MS`.
+    PolicyViolation,
     /// 1009: a message over `SPIRAL_MAX_MESSAGE_SIZE`.
     TooBig,
     /// 4000: no data message for `WS_IDLE_TIMEOUT_MS`.
@@ -292,10 +295,11 @@ pub enum CloseCode {
 }
 
 impl CloseCode {
-    pub const ALL: [CloseCode; 7] = [
+    pub const ALL: [CloseCode; 8] = [
         CloseCode::GoingAway,
         CloseCode::ProtocolError,
         CloseCode::InvalidUtf8,
+        CloseCode::PolicyViolation,
         CloseCode::TooBig,
         CloseCode::IdleTimeout,
         CloseCode::PongTimeout,
@@ -308,6 +312,7 @@ impl CloseCode {
             CloseCode::GoingAway => 1001,
             CloseCode::ProtocolError => 1002,
             CloseCode::InvalidUtf8 => 1007,
+            CloseCode::PolicyViolation => 1008,
             CloseCode::TooBig => 1009,
             CloseCode::IdleTimeout => 4000,
             CloseCode::PongTimeout => 4001,
@@ -321,6 +326,7 @@ impl CloseCode {
             CloseCode::GoingAway => "server shutting down",
             CloseCode::ProtocolError => "protocol error",
             CloseCode::InvalidUtf8 => "invalid UTF-8",
+            CloseCode::PolicyViolation => "too slow: answers not read",
             CloseCode::TooBig => "message too big",
             CloseCode::IdleTimeout => "idle timeout",
             CloseCode::PongTimeout => "no pong to two pings",

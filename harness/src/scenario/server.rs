@@ -145,6 +145,34 @@ pub const KNOBS: &[(&str, u64, u64, u64, &str)] = &[
         1,
         "1: refuse a handshake Redis cannot check with 503 instead of deciding locally (AUTH_FAIL_CLOSED)",
     ),
+    (
+        "http_header_timeout_ms",
+        10_000,
+        10,
+        3_600_000,
+        "a connection that has not sent a whole request header by then is closed (HTTP_HEADER_TIMEOUT_MS)",
+    ),
+    (
+        "http_idle_timeout_ms",
+        60_000,
+        10,
+        3_600_000,
+        "an idle keep-alive connection is closed after this (HTTP_IDLE_TIMEOUT_MS)",
+    ),
+    (
+        "ws_send_queue_bytes",
+        8 * 1024 * 1024,
+        1024,
+        1 << 30,
+        "outbound bytes queued per connection (WS_SEND_QUEUE_BYTES)",
+    ),
+    (
+        "ws_slow_client_ms",
+        10_000,
+        10,
+        3_600_000,
+        "a connection at its queue's bound this long is closed with 1008 (WS_SLOW_CLIENT_MS)",
+    ),
 ];
 
 /// The `[server]` table as written.

@@ -2,8 +2,11 @@
 //! expired, replayed or revoked token; a token at the expiry edge (judged by the target server's
 //! own, possibly skewed, clock); a malformed or oversized frame; HTTP without a valid token; a
 //! connection flood; one user over its connection cap ([`hog`](super::attacks::hog)); a peer that
-//! goes silent or idle; a request abandoned before its answer; a tenant crowding the engine at
-//! the top priority ([`crowd`](super::attacks::crowd)) — and records what the server did.
+//! goes silent or idle; a request abandoned before its answer; sockets left with half a request
+//! header ([`slow_sockets`](super::attacks::slow_sockets)); a peer that never reads
+//! ([`non_reader`](super::attacks::non_reader)); a tenant crowding the engine at the top priority
+//! ([`crowd`](super::attacks::crowd)); a reconnect storm ([`storm`](super::attacks::storm)) — and
+//! records what the server did.
 
 use std::time::Duration;
 
@@ -64,10 +67,15 @@ enum Attack {
     Crowd,
     /// Connect and hang up a dozen times in a row as one user: no slot may stay taken.
     Storm,
+    /// Sockets that send half a request header (or one request) and then nothing: closed at the
+    /// header (idle) timeout; on a WebSocket port they count towards the connection cap.
+    SlowSockets,
+    /// Never read while large answers pile up: closed with 1008.
+    NonReader,
 }
 
 /// Every attack, in the order the seeded draw indexes.
-const ATTACKS: [Attack; 19] = [
+const ATTACKS: [Attack; 21] = [
     Attack::Forged,
     Attack::AlgNone,
     Attack::Garbage,
@@ -87,6 +95,8 @@ const ATTACKS: [Attack; 19] = [
     Attack::Noise,
     Attack::Crowd,
     Attack::Storm,
+    Attack::SlowSockets,
+    Attack::NonReader,
 ];
 
 struct Bad<'a> {
@@ -409,6 +419,18 @@ impl Bad<'_> {
             Attack::Storm => {
                 let user = format!("storm-{}", self.jti());
                 super::attacks::storm::run(self.ctx, self.c, s, user).await;
+            }
+            Attack::SlowSockets => {
+                let sub = format!("slow-{}", self.jti());
+                super::attacks::slow_sockets::run(self.ctx, self.c, s, &mut self.rng, sub).await;
+            }
+            Attack::NonReader => {
+                let Some(mut ws) = self.open(s).await else {
+                    return;
+                };
+                let t0 = now_ms();
+                let (expected, got) = super::attacks::non_reader::run(&mut ws, self.ctx).await;
+                self.closed(s, "non-reading peer", expected, got, t0);
             }
         }
     }

@@ -134,6 +134,10 @@ fn server_config(ctx: &Ctx) -> ServerConfig {
             ..defaults.ws_rate
         },
         ws_send_queue: knob("ws_send_queue") as usize,
+        ws_send_queue_bytes: knob("ws_send_queue_bytes") as usize,
+        ws_slow_client_ms: knob("ws_slow_client_ms"),
+        http_header_timeout_ms: knob("http_header_timeout_ms"),
+        http_idle_timeout_ms: knob("http_idle_timeout_ms"),
         store_rate: Limit {
             capacity: knob("store_rate_limit"),
             ..defaults.store_rate

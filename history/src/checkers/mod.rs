@@ -20,6 +20,7 @@
 //! | `connection_fairness` | one user gets no more than `SPIRAL_MAX_CONNECTIONS_PER_USER` WebSockets; the handshakes past that get 429 with `retry_after_ms`, and closed connections give their slots back | correctness |
 //! | `tenant_fairness` | GC takes nodes only from tenants over their fair share of the capacity, and only down to it; a priority past −1000..=1000 is a `bad_request` | correctness |
 //! | `shared_state` | without Redis, every handshake `jti` a server admitted is still known as used at the end, across its restarts (storage persists) | correctness |
+//! | `slow_clients` | a socket that never completes a request header is closed within `HTTP_HEADER_TIMEOUT_MS`, an idle keep-alive connection within `HTTP_IDLE_TIMEOUT_MS`; sockets not yet upgraded count towards `SPIRAL_MAX_CONNECTIONS` | correctness |
 //! | `liveness` | after the last fault heals, every client completes work within a bound | liveness |
 //! | `slo` | store p95 and error ratio within the scenario's SLOs | liveness |
 
@@ -36,6 +37,7 @@ pub mod rate_limit;
 pub mod reads;
 pub mod shared_state;
 pub mod slo;
+pub mod slow_clients;
 pub mod tenant_fairness;
 pub mod tenant_isolation;
 pub mod tokens;
@@ -75,7 +77,7 @@ pub trait Checker {
 }
 
 /// Every checker's name, in panel order (for `checks.disable` and the summaries).
-pub const NAMES: [&str; 17] = [
+pub const NAMES: [&str; 18] = [
     "engine_invariants",
     "acked_writes",
     "reads",
@@ -91,6 +93,7 @@ pub const NAMES: [&str; 17] = [
     "connection_fairness",
     "tenant_fairness",
     "shared_state",
+    "slow_clients",
     "liveness",
     "slo",
 ];
@@ -166,6 +169,7 @@ pub fn all(s: &Settings) -> Vec<Box<dyn Checker + Send>> {
         )),
         Box::new(EachEvent::new("tenant_fairness", tenant_fairness::judge)),
         Box::new(EachEvent::new("shared_state", shared_state::judge)),
+        Box::new(EachEvent::new("slow_clients", slow_clients::judge)),
         Box::new(liveness::Liveness::new(
             s.clients,
             s.liveness_within_ms,

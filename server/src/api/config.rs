@@ -29,6 +29,18 @@ pub struct ServerConfig {
     pub ws_idle_timeout_ms: u64,
     /// Outbound frames queued per connection before new ones are dropped (`WS_SEND_QUEUE`).
     pub ws_send_queue: usize,
+    /// Outbound bytes queued per connection before new frames are dropped
+    /// (`WS_SEND_QUEUE_BYTES`); a frame into an empty queue is always taken.
+    pub ws_send_queue_bytes: usize,
+    /// A connection whose queue stays at its bound (frames were dropped and it has not drained
+    /// since) this long is closed with 1008 (`WS_SLOW_CLIENT_MS`).
+    pub ws_slow_client_ms: u64,
+    /// A connection that has not sent a whole request header this long after it was accepted (or
+    /// after the first byte of its next request) is closed, on every listener
+    /// (`HTTP_HEADER_TIMEOUT_MS`).
+    pub http_header_timeout_ms: u64,
+    /// A keep-alive connection idle between requests this long is closed (`HTTP_IDLE_TIMEOUT_MS`).
+    pub http_idle_timeout_ms: u64,
     /// Open WebSocket connections, both ports together (`SPIRAL_MAX_CONNECTIONS`).
     pub max_connections: usize,
     /// Open WebSocket connections of one user, both ports together, on this instance
@@ -63,6 +75,10 @@ impl Default for ServerConfig {
             ws_ping_interval_ms: 30_000,
             ws_idle_timeout_ms: 300_000,
             ws_send_queue: 256,
+            ws_send_queue_bytes: 8 * 1024 * 1024,
+            ws_slow_client_ms: 10_000,
+            http_header_timeout_ms: 10_000,
+            http_idle_timeout_ms: 60_000,
             max_connections: 1000,
             max_connections_per_user: 16,
             max_message_size: 1024 * 1024,
@@ -172,6 +188,22 @@ pub struct ServeArgs {
     #[arg(long = "ws-send-queue", env = "WS_SEND_QUEUE", value_name = "WS_SEND_QUEUE", default_value_t = 256,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub ws_send_queue: u64,
+    /// Outbound bytes queued per connection before new frames are dropped.
+    #[arg(long = "ws-send-queue-bytes", env = "WS_SEND_QUEUE_BYTES", value_name = "WS_SEND_QUEUE_BYTES", default_value_t = 8 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=(1 << 34)))]
+    pub ws_send_queue_bytes: u64,
+    /// A connection held at its outbound queue's bound this long is closed with 1008 (ms).
+    #[arg(long = "ws-slow-client-ms", env = "WS_SLOW_CLIENT_MS", value_name = "WS_SLOW_CLIENT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
+    pub ws_slow_client_ms: u64,
+    /// A connection without a whole request header this long after accept is closed (ms; all three listeners).
+    #[arg(long = "http-header-timeout-ms", env = "HTTP_HEADER_TIMEOUT_MS", value_name = "HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
+    pub http_header_timeout_ms: u64,
+    /// An idle keep-alive connection is closed after this (ms).
+    #[arg(long = "http-idle-timeout-ms", env = "HTTP_IDLE_TIMEOUT_MS", value_name = "HTTP_IDLE_TIMEOUT_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
+    pub http_idle_timeout_ms: u64,
     /// Open WebSocket connections (both ports); more handshakes get 503.
     #[arg(long = "max-connections", env = "SPIRAL_MAX_CONNECTIONS", value_name = "SPIRAL_MAX_CONNECTIONS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -273,6 +305,10 @@ impl ServeArgs {
             ws_ping_interval_ms: self.ws_ping_interval_ms,
             ws_idle_timeout_ms: self.ws_idle_timeout_ms,
             ws_send_queue: self.ws_send_queue as usize,
+            ws_send_queue_bytes: self.ws_send_queue_bytes as usize,
+            ws_slow_client_ms: self.ws_slow_client_ms,
+            http_header_timeout_ms: self.http_header_timeout_ms,
+            http_idle_timeout_ms: self.http_idle_timeout_ms,
             max_connections: self.max_connections as usize,
             max_connections_per_user: self.max_connections_per_user as usize,
             max_message_size: self.max_message_size as usize,
@@ -323,6 +359,17 @@ mod tests {
             cli.serve.server_config().unwrap().max_connections_per_user,
             3
         );
+        for (flag, var) in [
+            ("--http-header-timeout-ms", "HTTP_HEADER_TIMEOUT_MS"),
+            ("--http-idle-timeout-ms", "HTTP_IDLE_TIMEOUT_MS"),
+            ("--ws-send-queue-bytes", "WS_SEND_QUEUE_BYTES"),
+            ("--ws-slow-client-ms", "WS_SLOW_CLIENT_MS"),
+        ] {
+            let e = Cli::try_parse_from(["spiral", flag, "0"])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(var), "{flag}: {e}");
+        }
         let cli = Cli::try_parse_from(["spiral", "--store-rate-limit", "ten"]).unwrap();
         assert!(
             cli.serve

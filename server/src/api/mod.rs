@@ -10,11 +10,13 @@
 //! - [`socket`] — what both WebSocket ports share: handshake checks, the outbound queue,
 //!   heartbeats, close codes and the closing handshake, the welcome frame.
 //! - [`stream`] — the event stream: the hub that relays engine events, sanitization, frame limits.
+//! - [`conn`] — serving one listener: accept, the header and idle timeouts, places under the cap.
 //! - [`client`] — a minimal HTTP/1.1 client over any byte stream (the CLI, tests, the harness).
 //! - this module — [`AppState`], the connection registry and [`serve`].
 
 pub mod client;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod http;
 pub mod socket;
@@ -22,7 +24,7 @@ pub mod stream;
 pub mod ws;
 
 use std::collections::BTreeMap;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -327,6 +329,8 @@ pub struct Connections {
     max: usize,
     max_per_user: usize,
     open: AtomicUsize,
+    /// Sockets accepted with the cap full, waiting for their 503 (at most `max`).
+    refusing: AtomicUsize,
     next_id: AtomicU64,
     table: Mutex<Table>,
 }
@@ -392,6 +396,49 @@ impl Drop for Slot {
     }
 }
 
+/// A socket accepted with the cap full, counted while it waits for its answer.
+#[derive(Debug)]
+pub struct Refusal {
+    conns: Arc<Inner>,
+}
+
+impl Drop for Refusal {
+    fn drop(&mut self) {
+        self.conns.conns.refusing.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What an accepted socket on a WebSocket port holds, from accept to close (and what its
+/// requests carry as an extension): its place under the cap, which a handshake takes over, or
+/// — accepted with the cap full — its count among the refusals.
+#[derive(Debug, Clone)]
+pub struct Place {
+    slot: Arc<Mutex<Option<Slot>>>,
+    /// Held, not read: the count among the refusals ends with the socket.
+    _refusal: Option<Arc<Refusal>>,
+}
+
+impl Place {
+    pub fn holding(slot: Slot) -> Self {
+        Place {
+            slot: Arc::new(Mutex::new(Some(slot))),
+            _refusal: None,
+        }
+    }
+
+    pub fn refusing(r: Refusal) -> Self {
+        Place {
+            slot: Arc::new(Mutex::new(None)),
+            _refusal: Some(Arc::new(r)),
+        }
+    }
+
+    /// The place, if the socket still holds one.
+    pub fn take(&self) -> Option<Slot> {
+        sync::lock(&self.slot).take()
+    }
+}
+
 /// A registered connection; deregisters on drop. `closed` yields the close code the server
 /// wants (4003 revoked, 1001 shutting down).
 #[derive(Debug)]
@@ -428,6 +475,7 @@ impl Connections {
             max,
             max_per_user,
             open: AtomicUsize::new(0),
+            refusing: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             table: Mutex::new(Table::default()),
         }
@@ -457,6 +505,20 @@ impl Connections {
             .map(|_| Slot {
                 conns: state.inner.clone(),
                 user: None,
+            })
+    }
+
+    /// Count a socket accepted with the cap full while it waits for its 503, or `None` when
+    /// `max` such sockets already wait.
+    pub fn refusing(state: &AppState) -> Option<Refusal> {
+        let c = &state.conns;
+        c.refusing
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < c.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Refusal {
+                conns: state.inner.clone(),
             })
     }
 
@@ -548,18 +610,28 @@ where
             state.conns.close_all(CloseCode::GoingAway);
         }
     };
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let http = axum::serve(listeners.http, http::router(state.clone()))
-        .with_graceful_shutdown(stopped(stop_rx.clone()))
-        .into_future();
-    let ws = axum::serve(listeners.ws, ws::router(state.clone()))
-        .with_graceful_shutdown(stopped(stop_rx.clone()))
-        .into_future();
-    let st = axum::serve(listeners.stream, stream::router(state.clone()))
-        .with_graceful_shutdown(stopped(stop_rx.clone()))
-        .into_future();
+    use conn::Counted;
+    let http = conn::serve(
+        listeners.http,
+        http::router(state.clone()),
+        state.clone(),
+        Counted::No,
+        stop_rx.clone(),
+    );
+    let ws = conn::serve(
+        listeners.ws,
+        ws::router(state.clone()),
+        state.clone(),
+        Counted::Yes,
+        stop_rx.clone(),
+    );
+    let st = conn::serve(
+        listeners.stream,
+        stream::router(state.clone()),
+        state.clone(),
+        Counted::Yes,
+        stop_rx.clone(),
+    );
     let (_, a, b, c) = tokio::join!(stopper, http, ws, st);
     recovery.abort();
     hub.abort();

@@ -5,6 +5,8 @@
 //! two unanswered pings); how a connection ends ([`Ending`]) and its closing handshake; the
 //! welcome frame.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -12,15 +14,16 @@ use axum::http::{HeaderMap, header};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::http::VERSION;
-use super::{ApiError, AppState, Connections, Slot};
+use super::{ApiError, AppState, Connections, Place, Slot};
 use crate::auth::{Principal, Reject, STREAM_SCOPE, looks_like_jwt, token_from};
 use crate::clock::{Instant, SharedClock};
 use crate::metrics::Metrics;
 use crate::protocol::CloseCode;
+use crate::sync::{AtomicUsize, Ordering};
 
 /// Which port a handshake is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,13 +48,23 @@ const CAP_RETRY_MS: u64 = 1000;
 /// cap (`max_connections_per_user`, both ports together; anonymous clients are the one user
 /// `anonymous`), the handshake bucket, and last the single use of its `jti` (so a refused
 /// handshake does not burn it).
+///
+/// The place under the cap is the one the socket took when it was accepted (`place`, see
+/// [`super::conn`]): a socket accepted with the cap full has none and is refused, even if a place
+/// came free since (its client tries again on a new socket). A request served without a place
+/// (tests calling the router directly) reserves one now.
 pub async fn admit(
     st: &AppState,
     headers: &HeaderMap,
     query: Option<&str>,
     port: Port,
+    place: Option<&Place>,
 ) -> Result<Admitted, ApiError> {
-    let mut slot = Connections::reserve(st).ok_or_else(|| {
+    let slot = match place {
+        Some(p) => p.take(),
+        None => Connections::reserve(st),
+    };
+    let mut slot = slot.ok_or_else(|| {
         crate::reached!("conn.cap_refused");
         ApiError::OverCapacity {
             retry_after_ms: CAP_RETRY_MS,
@@ -182,14 +195,36 @@ async fn deliver(
     true
 }
 
-/// The writing half of a connection: a bounded queue drained by a writer task. When the queue
-/// is full a new frame is dropped and counted in `ws_backpressure_drops_total`; a close goes
-/// around the queue, after the frames already in it have had `CLOSE_DRAIN` to go out.
+/// The bytes a frame holds in a queue.
+fn frame_bytes(msg: &Message) -> usize {
+    match msg {
+        Message::Text(t) => t.len(),
+        Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b.len(),
+        Message::Close(_) => 0,
+    }
+}
+
+/// What the producers of a connection's frames and its writer share: the bytes queued and since
+/// when the queue has been at its bound.
+#[derive(Debug)]
+struct Backlog {
+    bytes: AtomicUsize,
+    /// Set when a frame is dropped, cleared when the writer empties the queue.
+    full_since: watch::Sender<Option<Instant>>,
+}
+
+/// The writing half of a connection: a queue bounded in frames (`WS_SEND_QUEUE`) and in bytes
+/// (`WS_SEND_QUEUE_BYTES`), drained by a writer task. When a frame does not fit it is dropped and
+/// counted in `ws_backpressure_drops_total`; a queue that stays at its bound — frames dropped and
+/// not drained since — for `WS_SLOW_CLIENT_MS` makes [`Outbox::too_slow`] resolve, and the
+/// connection is closed with 1008. A close goes around the queue: after the frames already in it
+/// have had `CLOSE_DRAIN` to go out, or — a slow client's — at once, the queue discarded.
 #[derive(Debug)]
 pub struct Outbox {
     tx: mpsc::Sender<Outgoing>,
     close_tx: Option<oneshot::Sender<CloseCode>>,
     writer: JoinHandle<()>,
+    backlog: Arc<Backlog>,
     st: AppState,
 }
 
@@ -197,42 +232,83 @@ impl Outbox {
     pub fn spawn(mut sink: SplitSink<WebSocket, Message>, st: &AppState) -> Self {
         let (tx, mut rx) = mpsc::channel::<Outgoing>(st.cfg.ws_send_queue.max(1));
         let (close_tx, mut close_rx) = oneshot::channel::<CloseCode>();
+        let backlog = Arc::new(Backlog {
+            bytes: AtomicUsize::new(0),
+            full_since: watch::channel(None).0,
+        });
         let m = st.metrics.clone();
         let clock = st.clock.clone();
+        let b = backlog.clone();
+        // A frame leaves the queue's count once it is written (or discarded).
+        let written = move |len: usize, rx: &mpsc::Receiver<Outgoing>| {
+            b.bytes.fetch_sub(len, Ordering::AcqRel);
+            m.ws_send_queue_bytes.add(-(len as i64));
+            if rx.is_empty() {
+                b.full_since.send_if_modified(|s| s.take().is_some());
+            }
+        };
+        let m = st.metrics.clone();
         let writer = tokio::spawn(async move {
+            let mut closing = None;
             loop {
                 tokio::select! {
                     biased;
                     close = &mut close_rx => {
-                        if let Ok(code) = close {
-                            // The frames queued before the close go out first: a close follows
-                            // the data sent before it (RFC 6455 §1.4), so an answer the server
-                            // queued is not lost to the close that came after it. Within a short
-                            // budget, so a peer that stopped reading cannot hold the close back.
-                            let delivered = crate::planted!(CloseOvertakesQueue) || {
-                                let drain = async {
-                                    while let Ok((msg, since)) = rx.try_recv() {
-                                        if !deliver(&mut sink, msg, since, &m, &clock).await {
-                                            return false;
-                                        }
-                                    }
-                                    true
-                                };
-                                tokio::time::timeout(CLOSE_DRAIN, drain).await.unwrap_or(true)
-                            };
-                            if delivered {
-                                let frame = CloseFrame { code: code.code(), reason: code.reason().into() };
-                                let _ = sink.send(Message::Close(Some(frame))).await;
-                            }
-                        }
+                        closing = close.ok();
                         break;
                     }
                     next = rx.recv() => {
                         let Some((msg, since)) = next else { break };
-                        if !deliver(&mut sink, msg, since, &m, &clock).await {
-                            break;
+                        let len = frame_bytes(&msg);
+                        // A peer that stopped reading holds the write: a close must not wait
+                        // for it (what was being written stays in the sink, ahead of the close).
+                        let sent = tokio::select! {
+                            biased;
+                            sent = deliver(&mut sink, msg, since, &m, &clock) => Some(sent),
+                            close = &mut close_rx => {
+                                closing = close.ok();
+                                None
+                            }
+                        };
+                        written(len, &rx);
+                        match sent {
+                            Some(true) => {}
+                            Some(false) => break,
+                            None => break,
                         }
                     }
+                }
+            }
+            if let Some(code) = closing {
+                // The frames queued before the close go out first: a close follows the data
+                // sent before it (RFC 6455 §1.4), so an answer the server queued is not lost to
+                // the close that came after it. Within a short budget, so a peer that stopped
+                // reading cannot hold the close back — and not at all for a peer closed for
+                // not reading.
+                let skip =
+                    crate::planted!(CloseOvertakesQueue) || code == CloseCode::PolicyViolation;
+                let delivered = skip || {
+                    let drain = async {
+                        while let Ok((msg, since)) = rx.try_recv() {
+                            let len = frame_bytes(&msg);
+                            let ok = deliver(&mut sink, msg, since, &m, &clock).await;
+                            written(len, &rx);
+                            if !ok {
+                                return false;
+                            }
+                        }
+                        true
+                    };
+                    tokio::time::timeout(CLOSE_DRAIN, drain)
+                        .await
+                        .unwrap_or(true)
+                };
+                if delivered {
+                    let frame = CloseFrame {
+                        code: code.code(),
+                        reason: code.reason().into(),
+                    };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
                 }
             }
             let _ = sink.close().await;
@@ -241,25 +317,98 @@ impl Outbox {
             tx,
             close_tx: Some(close_tx),
             writer,
+            backlog,
             st: st.clone(),
         }
     }
 
-    /// Queue a frame; false (and counted) if the queue was full.
+    /// Queue a frame; false (and counted) if it did not fit.
     pub fn send(&self, msg: Message, since: Option<Instant>) -> bool {
-        match self.tx.try_send((msg, since)) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                crate::reached!("ws.backpressure_drop");
-                self.st.metrics.ws_backpressure_drops.inc();
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        let len = frame_bytes(&msg);
+        let bytes_bound = if crate::planted!(QueueUnboundedBytes) {
+            usize::MAX
+        } else {
+            self.st.cfg.ws_send_queue_bytes
+        };
+        // A frame into an empty queue always fits, whatever its size.
+        let fits = self
+            .backlog
+            .bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                (b == 0 || b.saturating_add(len) <= bytes_bound).then_some(b + len)
+            })
+            .is_ok();
+        if !fits {
+            crate::reached!("ws.queue_bytes_full");
+            return self.dropped();
         }
+        match self.tx.try_send((msg, since)) {
+            Ok(()) => {
+                self.st.metrics.ws_send_queue_bytes.add(len as i64);
+                true
+            }
+            Err(e) => {
+                self.backlog.bytes.fetch_sub(len, Ordering::AcqRel);
+                match e {
+                    mpsc::error::TrySendError::Full(_) => self.dropped(),
+                    mpsc::error::TrySendError::Closed(_) => false,
+                }
+            }
+        }
+    }
+
+    /// A frame that did not fit: counted, and the queue at its bound from now on.
+    fn dropped(&self) -> bool {
+        crate::reached!("ws.backpressure_drop");
+        self.st.metrics.ws_backpressure_drops.inc();
+        let now = self.st.clock.now();
+        self.backlog.full_since.send_if_modified(|s| {
+            let first = s.is_none();
+            if first {
+                *s = Some(now);
+            }
+            first
+        });
+        false
     }
 
     pub fn send_json(&self, v: &Value) -> bool {
         self.send(Message::Text(v.to_string().into()), None)
+    }
+
+    /// Resolves once the queue has stayed at its bound for `WS_SLOW_CLIENT_MS`: the peer does
+    /// not read what it is sent. Owns what it needs, so a connection loop can keep it pinned.
+    pub fn too_slow(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut full = self.backlog.full_since.subscribe();
+        let limit = Duration::from_millis(self.st.cfg.ws_slow_client_ms);
+        let planted = crate::planted!(QueueUnboundedBytes);
+        async move {
+            if planted {
+                // Planted: a connection at its bound is never closed for it.
+                return std::future::pending().await;
+            }
+            loop {
+                let since = *full.borrow_and_update();
+                match since {
+                    Some(t) => tokio::select! {
+                        () = tokio::time::sleep_until(t + limit) => {
+                            if *full.borrow() == Some(t) {
+                                crate::reached!("ws.slow_client_closed");
+                                return;
+                            }
+                        }
+                        changed = full.changed() => if changed.is_err() {
+                            return std::future::pending().await;
+                        },
+                    },
+                    None => {
+                        if full.changed().await.is_err() {
+                            return std::future::pending().await;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Close with `code`, giving the writer a moment to deliver the close frame.
@@ -280,6 +429,14 @@ impl Outbox {
         {
             self.writer.abort();
         }
+    }
+}
+
+impl Drop for Outbox {
+    /// Whatever is still queued leaves the gauge with the connection.
+    fn drop(&mut self) {
+        let left = self.backlog.bytes.swap(0, Ordering::AcqRel);
+        self.st.metrics.ws_send_queue_bytes.add(-(left as i64));
     }
 }
 

@@ -7,8 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -18,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 
 use super::socket::{self, Ending, Heartbeat, Outbox, Port, registry_close};
-use super::{ApiError, AppState, Connections, Slot};
+use super::{ApiError, AppState, Connections, Place, Slot};
 use crate::auth::Principal;
 use crate::clock::Instant;
 use crate::engine::EngineEvent;
@@ -30,7 +31,8 @@ use crate::ratelimit::decide;
 pub struct Frame {
     /// `Some(t)`: only tenant `t`'s clients see it; `None`: everyone.
     pub tenant: Option<String>,
-    pub text: String,
+    /// The frame's text, one copy shared by every recipient (cloning it copies no bytes).
+    pub text: Utf8Bytes,
     /// When the hub received the event behind it.
     pub since: Instant,
 }
@@ -86,6 +88,15 @@ pub fn render(event: &EngineEvent) -> (Option<String>, Value) {
     (tenant, v)
 }
 
+/// A frame's message for one recipient: the frame's one copy of its text, shared.
+fn message(text: &Utf8Bytes) -> Message {
+    if crate::planted!(QueueUnboundedBytes) {
+        // Planted: a copy of the frame for each recipient.
+        return Message::Text(Utf8Bytes::from(text.as_str()));
+    }
+    Message::Text(text.clone())
+}
+
 /// The hub: relay engine events, report breaker changes, beat once a period, until `stop`.
 pub async fn hub(st: AppState, mut stop: watch::Receiver<bool>) {
     let mut events = st.engine.subscribe();
@@ -97,7 +108,7 @@ pub async fn hub(st: AppState, mut stop: watch::Receiver<bool>) {
     let publish = |tenant: Option<String>, v: Value, since: Instant| {
         let _ = st.hub.send(Arc::new(Frame {
             tenant,
-            text: v.to_string(),
+            text: v.to_string().into(),
             since,
         }));
     };
@@ -147,12 +158,21 @@ async fn upgrade(
     State(st): State<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
+    place: Option<Extension<Place>>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let Ok(upgrade) = upgrade else {
         return ApiError::BadRequest("expected a WebSocket upgrade".into()).into_response();
     };
-    match socket::admit(&st, &headers, query.as_deref(), Port::Stream).await {
+    match socket::admit(
+        &st,
+        &headers,
+        query.as_deref(),
+        Port::Stream,
+        place.as_deref(),
+    )
+    .await
+    {
         Err(e) => e.into_response(),
         Ok(a) => {
             let st2 = st.clone();
@@ -179,6 +199,8 @@ async fn run(st: AppState, socket: WebSocket, who: Principal, slot: Slot) {
     let limit = st.cfg.stream_limit();
     let mut bucket = None;
     let mut beat = Heartbeat::new(&st);
+    let slow = out.too_slow();
+    tokio::pin!(slow);
     let ending = loop {
         tokio::select! {
             biased;
@@ -186,6 +208,7 @@ async fn run(st: AppState, socket: WebSocket, who: Principal, slot: Slot) {
                 let code = if changed.is_ok() { *reg.closed.borrow() } else { None };
                 break registry_close(code);
             }
+            () = &mut slow => break Ending::Close(CloseCode::PolicyViolation),
             msg = incoming.next() => match msg {
                 None | Some(Ok(Message::Close(_))) => break Ending::Gone,
                 Some(Err(e)) if socket::is_oversized(&e) => break Ending::Close(CloseCode::TooBig),
@@ -205,7 +228,7 @@ async fn run(st: AppState, socket: WebSocket, who: Principal, slot: Slot) {
                         st.metrics.ws_rate_limit_drops.inc();
                         continue;
                     }
-                    out.send(Message::Text(f.text.clone().into()), Some(f.since));
+                    out.send(message(&f.text), Some(f.since));
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => st.metrics.ws_backpressure_drops.add(n),
                 Err(broadcast::error::RecvError::Closed) => break Ending::Close(CloseCode::GoingAway),
@@ -266,6 +289,17 @@ mod tests {
                 "deep": {"insight": [{}]},
             })
         );
+    }
+
+    #[test]
+    fn every_recipient_of_a_frame_shares_its_one_copy() {
+        let text: Utf8Bytes = "x".repeat(1 << 20).into();
+        let (a, b) = (message(&text), message(&text));
+        let (Message::Text(a), Message::Text(b)) = (a, b) else {
+            panic!("text frames");
+        };
+        assert_eq!(a.as_str().as_ptr(), text.as_str().as_ptr());
+        assert_eq!(b.as_str().as_ptr(), text.as_str().as_ptr());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
@@ -25,7 +26,7 @@ use super::socket::{
     Ending, Heartbeat, Outbox, Port, admit, await_client_close, configure, read_error_ending,
     registry_close, take_ws_token, welcome,
 };
-use super::{ApiError, AppState, Connections, Registered, Slot};
+use super::{ApiError, AppState, Connections, Place, Registered, Slot};
 use crate::auth::Principal;
 use crate::protocol::{CloseCode, Command, Reply};
 
@@ -42,12 +43,21 @@ async fn upgrade(
     State(st): State<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
+    place: Option<Extension<Place>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let Ok(ws) = ws else {
         return ApiError::BadRequest("expected a WebSocket upgrade".into()).into_response();
     };
-    match admit(&st, &headers, query.as_deref(), Port::Commands).await {
+    match admit(
+        &st,
+        &headers,
+        query.as_deref(),
+        Port::Commands,
+        place.as_deref(),
+    )
+    .await
+    {
         Err(e) => e.into_response(),
         Ok(a) => {
             let st2 = st.clone();
@@ -89,6 +99,8 @@ async fn run(st: AppState, socket: WebSocket, who: Principal, slot: Slot) {
     let idle = tokio::time::sleep_until(last_data + idle_for);
     tokio::pin!(idle);
     let mut beat = Heartbeat::new(&st);
+    let slow = out.too_slow();
+    tokio::pin!(slow);
     let ending = loop {
         tokio::select! {
             biased;
@@ -96,6 +108,7 @@ async fn run(st: AppState, socket: WebSocket, who: Principal, slot: Slot) {
                 let code = if changed.is_ok() { *reg.closed.borrow() } else { None };
                 break registry_close(code);
             }
+            () = &mut slow => break Ending::Close(CloseCode::PolicyViolation),
             msg = incoming.next() => match msg {
                 None | Some(Ok(Message::Close(_))) => break Ending::Gone,
                 Some(Err(e)) => break read_error_ending(&e),

@@ -5,6 +5,7 @@ mod auth;
 mod bad_input;
 mod http;
 mod metrics;
+mod slow;
 mod stream;
 mod support;
 mod ws;
