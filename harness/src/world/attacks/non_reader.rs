@@ -35,14 +35,20 @@ pub(crate) async fn run(ws: &mut SimWs, ctx: &Ctx) -> (Vec<u16>, Option<u16>) {
     let sent = IN_FLIGHT + (bound / id_len).min(frames) + 32;
     let id = "n".repeat(id_len as usize);
     let expected = vec![CloseCode::PolicyViolation.code()];
+    let slow_ms = ctx.settings.get("ws_slow_client_ms");
+    // A send blocks while the network holds all it can: the server must close the connection
+    // within the slow-client limit. A send still blocked well past it means the peer is gone (a
+    // crashed server answers nothing, not even a close): stop there.
+    let patience = Duration::from_millis(slow_ms + 5_000);
     for _ in 0..sent {
         let frame = format!("{{\"id\":\"{id}\",\"command\":\"ping\"}}");
-        if ws.send(Message::Text(frame.into())).await.is_err() {
-            return (expected, net::close_code(ws, Duration::from_secs(1)).await);
+        match tokio::time::timeout(patience, ws.send(Message::Text(frame.into()))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return (expected, net::close_code(ws, Duration::from_secs(1)).await),
+            Err(_) => return (expected, None),
         }
         tokio::time::sleep(PACE).await;
     }
-    let slow_ms = ctx.settings.get("ws_slow_client_ms");
     tokio::time::sleep(Duration::from_millis(slow_ms + 500)).await;
     (expected, net::close_code(ws, Duration::from_secs(5)).await)
 }
