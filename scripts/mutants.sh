@@ -7,8 +7,8 @@
 #   scripts/mutants.sh [--shard K/N] [--min PCT] [--out DIR] [--jobs J] [-- CARGO-MUTANTS ARGS…]
 #       run the mutants (all, or shard K of N, K counted from 0, mutants dealt round-robin so every
 #       shard samples every file), then score them; exit 1 when the score is under PCT
-#       (default 90), the exit status of cargo-mutants when it could not judge the mutants
-#       (1 usage, 4 the unmutated tree already fails).
+#       (default 90); the baseline's exit status when the unmutated tree fails the sweep; the
+#       exit status of cargo-mutants when it could not judge the mutants (1: usage).
 #   scripts/mutants.sh score [--min PCT] DIR…
 #       score finished runs together (each DIR is a mutants.out or holds one), e.g. the shards of
 #       a matrix.
@@ -86,7 +86,14 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-args=(--jobs "$jobs" --output "$out")
+# The baseline: the unmutated tree must pass the sweep (cargo-mutants 27.1's own baseline tests
+# the mutated package instead of `test_package`; see .cargo/mutants.toml).
+echo "mutants: baseline (the unmutated sweep)"
+cargo nextest run --cargo-profile mutants --locked -p spiral-harness --test mutation_sweep
+
+# --timeout: the sweep takes under 30 s on a busy 2-core machine; a mutant that makes it hang is
+# cut off after 180 s and counted as a timeout.
+args=(--jobs "$jobs" --output "$out" --baseline skip --timeout 180 --build-timeout 1200)
 [ -n "$shard" ] && args+=(--sharding round-robin --shard "$shard")
 mkdir -p "$out"
 echo "mutants: cargo mutants ${args[*]} $*"
