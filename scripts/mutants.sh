@@ -87,8 +87,12 @@ while [ $# -gt 0 ]; do
 done
 
 # The baseline: the unmutated tree must pass the sweep (cargo-mutants 27.1's own baseline tests
-# the mutated package instead of `test_package`; see .cargo/mutants.toml).
+# the mutated package instead of `test_package`; see .cargo/mutants.toml). cargo-mutants builds
+# its scratch copy into the same target directory under the same artifact names, so after a run
+# the workspace's `mutants`-profile artifacts are the last mutant's, and cargo, seeing sources
+# older than them, would reuse them here: clean them first.
 echo "mutants: baseline (the unmutated sweep)"
+cargo clean --profile mutants -p spiral-server -p spiral-history -p spiral-harness
 cargo nextest run --cargo-profile mutants --locked -p spiral-harness --test mutation_sweep
 
 # --timeout: the sweep takes under 30 s on a busy 2-core machine; a mutant that makes it hang is
