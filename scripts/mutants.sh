@@ -11,7 +11,7 @@
 #       exit status of cargo-mutants when it could not judge the mutants (1: usage).
 #   scripts/mutants.sh score [--min PCT] DIR…
 #       score finished runs together (each DIR is a mutants.out or holds one), e.g. the shards of
-#       a matrix.
+#       a matrix; a mutant in several runs counts once, as the last of them judged it.
 #
 # The score is caught / (caught + missed); mutants that timed out (a hang: the sweep did not
 # finish) and unviable ones (they do not build) are counted apart and listed.
@@ -39,7 +39,9 @@ from pathlib import Path
 
 minimum = float(sys.argv[1])
 kinds = ("caught", "missed", "timeout", "unviable")
-found = {k: [] for k in kinds}
+# A mutant in several runs counts once, with its outcome in the last of them (a rerun after a
+# checker change overrides the first verdict).
+outcome = {}
 for d in sys.argv[2:]:
     out = Path(d)
     if not (out / "outcomes.json").is_file():
@@ -49,7 +51,10 @@ for d in sys.argv[2:]:
     for k in kinds:
         f = out / f"{k}.txt"
         if f.is_file():
-            found[k] += [line for line in f.read_text().splitlines() if line.strip()]
+            for line in f.read_text().splitlines():
+                if line.strip():
+                    outcome[line] = k
+found = {k: [m for m, o in outcome.items() if o == k] for k in kinds}
 caught, missed = len(found["caught"]), len(found["missed"])
 judged = caught + missed
 tested = sum(len(v) for v in found.values())
