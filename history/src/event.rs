@@ -369,6 +369,16 @@ pub enum Event {
         within_ms: u64,
         probe: Option<bool>,
     },
+    /// At quiescence (the final phase, every client finished): what a live server's connection
+    /// table still counts — places under the connection cap (`open`: admitted handshakes and
+    /// open connections) and registered subjects (`users`, the `ws_active_users` gauge) — after
+    /// it had `waited_ms` to let the last connections end. Both must be back to 0.
+    ConnectionsAtRest {
+        server: u32,
+        open: usize,
+        users: usize,
+        waited_ms: u64,
+    },
     /// A GC pass of a server's engine.
     Gc {
         server: u32,

@@ -345,6 +345,24 @@ pub(super) async fn final_checks(ctx: &Arc<Ctx>) {
             max_nodes,
         });
     }
+    // Every client has finished, so every connection ends: a peer that vanished is dropped by the
+    // heartbeat (two missed pongs) within three ping intervals, a closing handshake within 2 s.
+    // Give them that long, then each connection table must be empty — places under the cap and
+    // registered subjects alike (`connection_fairness`).
+    let wait_ms = 3 * ctx.sc.world.ws_ping_interval_ms + 5_000;
+    for s in 0..ctx.sc.world.servers {
+        let Some(st) = ctx.state(s) else { continue };
+        let t0 = now_ms();
+        while st.conns.open() + st.conns.users() > 0 && now_ms() - t0 < wait_ms {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ctx.record(Event::ConnectionsAtRest {
+            server: s,
+            open: st.conns.open(),
+            users: st.conns.users(),
+            waited_ms: now_ms() - t0,
+        });
+    }
 }
 
 /// Run every seed of `seeds` on `jobs` threads (each run owns its simulation; nothing is shared);

@@ -3,7 +3,9 @@
 //! handshakes past the cap are refused with 429 and a `retry_after_ms` — not 503, as if the whole
 //! server were full, nor 401, as if the token were bad — and once the user has closed its
 //! connections it gets in again: every slot is given back. A reconnect storm leaves no slot
-//! behind either.
+//! behind either, and at quiescence, once every client has finished, each live server's
+//! connection table is empty again: no place under the cap and no registered subject is left
+//! behind by a connection that ended.
 
 use super::Checker;
 use crate::event::Event;
@@ -42,6 +44,23 @@ impl Checker for ConnectionFairness {
             return Err(format!(
                 "client-{client}: server-{server} still held {held} connections for {user} a second after its reconnect storm ended ({accepted} of {rounds} let in, every one hung up): slots were not given back"
             ));
+        }
+        if let Event::ConnectionsAtRest {
+            server,
+            open,
+            users,
+            waited_ms,
+        } = event
+        {
+            return if *open == 0 && *users == 0 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "server-{server} still counted {open} places under its connection cap and \
+                     {users} connected users {waited_ms} ms after every client had finished: a \
+                     connection that ended was not given back"
+                ))
+            };
         }
         let Event::Hog {
             client,
@@ -198,5 +217,24 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    fn at_rest(open: usize, users: usize) -> Event {
+        Event::ConnectionsAtRest {
+            server: 1,
+            open,
+            users,
+            waited_ms: 30_000,
+        }
+    }
+
+    #[test]
+    fn a_connection_table_left_counting_after_every_client_finished_fails() {
+        run(&mut ConnectionFairness::new(4), &[at_rest(0, 0)]).unwrap();
+        let e = run(&mut ConnectionFairness::new(4), &[at_rest(2, 0)]).unwrap_err();
+        assert!(e.contains("server-1 still counted 2 places"), "{e}");
+        // The subjects' count alone (the `ws_active_users` gauge) left behind fails too.
+        let e = run(&mut ConnectionFairness::new(4), &[at_rest(0, 3)]).unwrap_err();
+        assert!(e.contains("3 connected users"), "{e}");
     }
 }

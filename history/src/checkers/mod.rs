@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `engine_invariants` | SPEC §1.5 invariant 1 on every live server at the end | correctness |
 //! | `acked_writes` | an acknowledged store is readable until collected (by a client or GC) | correctness |
-//! | `reads` | no read returns a value never written | correctness |
+//! | `reads` | no read returns a value never written, and none is answered `internal` | correctness |
 //! | `tenant_isolation` | another tenant's id is `not_found`, never data | correctness |
 //! | `auth` | no handshake or request with an invalid, replayed or revoked token is accepted; tokens at the expiry edge are judged by the server's clock | correctness |
 //! | `rate_limit` | accepted operations per user never exceed the bucket | correctness |
@@ -17,7 +17,7 @@
 //! | `close_codes` | a silent peer is closed with 4001, an idle one with 4000, an oversized frame with 1009, a revoked subject with 4003 | correctness |
 //! | `bad_input` | malformed frames get an error envelope and the connection stays up | correctness |
 //! | `tokens` | every `jti` `/auth/refresh` mints is new, and no refreshed token outlives its chain's start plus `REFRESH_MAX_LIFETIME_S` | correctness |
-//! | `connection_fairness` | one user gets no more than `SPIRAL_MAX_CONNECTIONS_PER_USER` WebSockets; the handshakes past that get 429 with `retry_after_ms`, and closed connections give their slots back | correctness |
+//! | `connection_fairness` | one user gets no more than `SPIRAL_MAX_CONNECTIONS_PER_USER` WebSockets; the handshakes past that get 429 with `retry_after_ms`, and closed connections give their slots back; at quiescence every server's connection table is empty | correctness |
 //! | `tenant_fairness` | GC takes nodes only from tenants over their fair share of the capacity, and only down to it; a priority past −1000..=1000 is a `bad_request` | correctness |
 //! | `shared_state` | without Redis, every handshake `jti` a server admitted is still known as used at the end, across its restarts (storage persists) | correctness |
 //! | `slow_clients` | a socket that never completes a request header is closed within `HTTP_HEADER_TIMEOUT_MS`, an idle keep-alive connection within `HTTP_IDLE_TIMEOUT_MS`; sockets not yet upgraded count towards `SPIRAL_MAX_CONNECTIONS` | correctness |
