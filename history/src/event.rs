@@ -368,6 +368,10 @@ pub enum Event {
         closed: u32,
         within_ms: u64,
         probe: Option<bool>,
+        /// A link fault was in effect meanwhile (a crash or restart frees the cap, a cut link
+        /// eats the close): not judged.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        disturbed: bool,
     },
     /// At quiescence (the final phase, every client finished): what a live server's connection
     /// table still counts — places under the connection cap (`open`: admitted handshakes and

@@ -109,9 +109,12 @@ pub async fn connect_to(server: u32, port: u16, token: Option<&str>) -> Handshak
     {
         req.headers_mut().insert("authorization", v);
     }
-    let stream = match turmoil::net::TcpStream::connect((host.as_str(), port)).await {
-        Ok(s) => s,
-        Err(e) => return fail(None, e.to_string()),
+    // A crashed server or a cut link answers nothing, not even a refusal.
+    let connect = turmoil::net::TcpStream::connect((host.as_str(), port));
+    let stream = match tokio::time::timeout(ANSWER_TIMEOUT, connect).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return fail(None, e.to_string()),
+        Err(_) => return fail(None, "connect timed out".into()),
     };
     let mut ws = match tokio::time::timeout(
         ANSWER_TIMEOUT,

@@ -16,6 +16,7 @@ pub fn judge(event: &Event) -> Result<(), String> {
         closed,
         within_ms,
         probe,
+        disturbed: false,
     } = event
     else {
         return Ok(());
@@ -50,12 +51,22 @@ mod tests {
             closed,
             within_ms: 3_000,
             probe,
+            disturbed: false,
         }
     }
 
     #[test]
     fn sockets_closed_in_time_with_the_cap_held_pass() {
         run_each(judge, &[slow(32, Some(false)), slow(32, None)]).unwrap();
+    }
+
+    #[test]
+    fn under_a_link_fault_nothing_is_judged() {
+        let mut cut = slow(0, Some(true));
+        if let Event::SlowSockets { disturbed, .. } = &mut cut {
+            *disturbed = true;
+        }
+        run_each(judge, &[cut]).unwrap();
     }
 
     #[test]

@@ -48,12 +48,20 @@ impl Kind {
 /// Connect and do `kind`'s part; the socket, quiet from now on.
 async fn open(server: u32, port: u16, kind: Kind) -> Option<TcpStream> {
     let host = format!("server-{server}");
-    let mut s = TcpStream::connect((host.as_str(), port)).await.ok()?;
+    // A server that crashed or a cut link answers nothing, not even a refusal.
+    let connect = TcpStream::connect((host.as_str(), port));
+    let mut s = tokio::time::timeout(net::ANSWER_TIMEOUT, connect)
+        .await
+        .ok()?
+        .ok()?;
     let request = match kind {
         Kind::HalfHeader => format!("GET / HTTP/1.1\r\nhost: {host}\r\nx-slow: "),
         Kind::IdleKeepAlive => format!("GET /health HTTP/1.1\r\nhost: {host}\r\n\r\n"),
     };
-    s.write_all(request.as_bytes()).await.ok()?;
+    tokio::time::timeout(net::ANSWER_TIMEOUT, s.write_all(request.as_bytes()))
+        .await
+        .ok()?
+        .ok()?;
     if kind == Kind::IdleKeepAlive {
         read_response(&mut s).await?;
     }
@@ -123,6 +131,7 @@ pub(crate) async fn run(ctx: &Ctx, client: u32, server: u32, rng: &mut SplitMix6
         _ => (net::STREAM, Kind::HalfHeader),
     };
     let websocket = port != 3000;
+    let t0 = now_ms();
     // Filling the cap disturbs every client of the server: one crowd at a time (see `flood`).
     let _crowd = if websocket {
         let crowd = ctx.crowd.lock().await;
@@ -180,7 +189,8 @@ pub(crate) async fn run(ctx: &Ctx, client: u32, server: u32, rng: &mut SplitMix6
         }
     };
     for mut ws in admitted {
-        let _ = futures_util::SinkExt::close(&mut ws).await;
+        let close = futures_util::SinkExt::close(&mut ws);
+        let _ = tokio::time::timeout(net::ANSWER_TIMEOUT, close).await;
     }
     let timeout_ms = match kind {
         Kind::HalfHeader => ctx.settings.get("http_header_timeout_ms"),
@@ -201,5 +211,6 @@ pub(crate) async fn run(ctx: &Ctx, client: u32, server: u32, rng: &mut SplitMix6
         closed,
         within_ms: timeout_ms + SLACK_MS,
         probe,
+        disturbed: crate::world::lock(&ctx.disturbance).links_since(t0),
     });
 }
