@@ -99,6 +99,9 @@ const ATTACKS: [Attack; 21] = [
     Attack::NonReader,
 ];
 
+/// The longest one attack may take: far past any timeout an attack waits for.
+const ATTACK_LIMIT: Duration = Duration::from_secs(60);
+
 struct Bad<'a> {
     ctx: &'a Ctx,
     c: u32,
@@ -119,7 +122,9 @@ pub(crate) async fn main(ctx: &Ctx, c: u32, rng: SplitMix64) {
             attack = Attack::Forged;
         }
         flooded |= attack == Attack::Flood;
-        b.attack(attack).await;
+        // An attack still waiting on a peer that is gone for good (a crashed server answers
+        // nothing, not even a close) is abandoned, so that the run can end.
+        let _ = tokio::time::timeout(ATTACK_LIMIT, b.attack(attack)).await;
     }
 }
 
