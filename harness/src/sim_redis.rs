@@ -166,6 +166,20 @@ impl SimRedis {
             .and_then(|v| serde_json::from_slice(v).ok())
     }
 
+    /// Every JSON value stored under a key starting with `prefix`, in key order (for the
+    /// checkers, read outside the simulation).
+    pub fn scan_json(&self, prefix: &str) -> Vec<(String, serde_json::Value)> {
+        let data = lock(&self.data);
+        data.strings
+            .range(prefix.as_bytes().to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix.as_bytes()))
+            .filter_map(|(k, v)| {
+                let v = serde_json::from_slice(v).ok()?;
+                Some((String::from_utf8_lossy(k).into_owned(), v))
+            })
+            .collect()
+    }
+
     /// Number of string keys held (for checkers and tests).
     pub fn dbsize(&self) -> usize {
         lock(&self.data).strings.len()

@@ -446,6 +446,15 @@ pub enum Event {
         server: u32,
         found: bool,
     },
+    /// A node in durable storage at the end (server: whose storage; 0 when every server shares
+    /// one) that no store was acknowledged for, with the `client` and `seq` its content names
+    /// (none: content a well-behaved client did not write). Only these are recorded.
+    UnackedAtRest {
+        server: u32,
+        id: String,
+        client: Option<u32>,
+        seq: Option<u64>,
+    },
 }
 
 /// One tenant's holding at a GC selection, and how many of its nodes the selection took.

@@ -183,6 +183,30 @@ fn each_broken_variant_fails_with_its_checker_and_exit_code() {
             }),
         ),
         (
+            "refused_writes",
+            EXIT_CORRECTNESS,
+            // A store refused for a full journal, then found at rest after all.
+            Box::new(|h| {
+                let content = json!({"client": 0, "seq": 9, "body": "x"});
+                h.insert(
+                    3,
+                    at(
+                        26,
+                        op(store(content), error(ErrorCode::StorageUnavailable), 26),
+                    ),
+                );
+                h.push(at(
+                    30_250,
+                    Event::UnackedAtRest {
+                        server: 0,
+                        id: "a9".into(),
+                        client: Some(0),
+                        seq: Some(9),
+                    },
+                ));
+            }),
+        ),
+        (
             "tokens",
             EXIT_CORRECTNESS,
             Box::new(|h| h.push(at(30_300, refresh(1, "r1", 4_000)))),

@@ -35,6 +35,10 @@ pub const CATALOG: &[(&str, &str)] = &[
         "a degraded write was refused: the journal is full",
     ),
     (
+        "journal.in_doubt_past_bound",
+        "a write-through that failed in doubt was journaled past the journal's bound",
+    ),
+    (
         "journal.disk_error",
         "a degraded write was refused: its journal entry could not be made durable",
     ),

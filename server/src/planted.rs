@@ -89,10 +89,15 @@ pub enum Bug {
     /// reads parks up to `WS_SEND_QUEUE` large frames; each stream client gets its own copy of a
     /// frame.
     QueueUnboundedBytes,
+    /// Degraded journal: a write-through that failed with an outage (it may have landed) is
+    /// refused like a new write when the journal is full, as before in-doubt writes were
+    /// journaled past the bound — a store answered `storage_unavailable` lands in storage after
+    /// all and comes back with the next rebuild.
+    JournalFullLands,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 28] = [
+    pub const ALL: [Bug; 29] = [
         Bug::CountRace,
         Bug::DoubleCollect,
         Bug::AckBeforePersist,
@@ -121,6 +126,7 @@ impl Bug {
         Bug::ReadyBypassesBreaker,
         Bug::NoHeaderTimeout,
         Bug::QueueUnboundedBytes,
+        Bug::JournalFullLands,
     ];
 
     pub fn name(self) -> &'static str {
@@ -153,6 +159,7 @@ impl Bug {
             Bug::ReadyBypassesBreaker => "ready-bypasses-breaker",
             Bug::NoHeaderTimeout => "no-header-timeout",
             Bug::QueueUnboundedBytes => "queue-unbounded-bytes",
+            Bug::JournalFullLands => "journal-full-lands",
         }
     }
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use spiral_history::{Event, Failure, Phase, failure};
-use spiral_server::engine::node_key;
+use spiral_server::engine::{NODE_PREFIX, node_key};
 use spiral_server::rng::SplitMix64;
 use spiral_server::storage::redis::data_key;
 
@@ -232,6 +232,42 @@ fn simulate(
     }
 }
 
+/// Every node in durable storage at the end that no store acknowledged, with the client and
+/// sequence number its content names: a store refused for good must not be among them
+/// (`refused_writes`). Only these make the trace — the acknowledged ones are `acked_writes`'.
+async fn record_unacked_at_rest(ctx: &Arc<Ctx>) {
+    let acked: std::collections::BTreeSet<String> =
+        ctx.acked().into_iter().map(|(id, _)| id).collect();
+    let mut at_rest: Vec<(u32, String, serde_json::Value)> = Vec::new();
+    if let Some(d) = &ctx.durable {
+        // One store shared by every server.
+        for (key, v) in d.scan_prefix(NODE_PREFIX).await.unwrap_or_default() {
+            at_rest.push((0, key[NODE_PREFIX.len()..].to_owned(), v));
+        }
+    } else if let Some(r) = &ctx.redis {
+        let marker = format!(":k:{NODE_PREFIX}");
+        for s in 0..ctx.sc.world.servers {
+            for (key, v) in r.scan_json(&format!("{}:", server::namespace(s))) {
+                if let Some((_, id)) = key.split_once(&marker) {
+                    at_rest.push((s, id.to_owned(), v));
+                }
+            }
+        }
+    }
+    for (server, id, v) in at_rest {
+        if acked.contains(&id) {
+            continue;
+        }
+        let content = &v["content"];
+        ctx.record(Event::UnackedAtRest {
+            server,
+            id,
+            client: content["client"].as_u64().map(|c| c as u32),
+            seq: content["seq"].as_u64(),
+        });
+    }
+}
+
 /// Phase 4, after the workload: let every live server drain its journal, then check each engine
 /// against its storage, judge the breakers, and look every acknowledged store up in durable
 /// storage.
@@ -320,6 +356,7 @@ pub(super) async fn final_checks(ctx: &Arc<Ctx>) {
             ctx.record(Event::Durable { id, server, found });
         }
     }
+    record_unacked_at_rest(ctx).await;
     // Last, GC on demand (it removes nodes, so after the durability lookups): a pass must be able
     // to start — a pass still running from the workload gets 5 s to end — and bring the engine
     // back within capacity.

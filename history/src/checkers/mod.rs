@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | `engine_invariants` | SPEC §1.5 invariant 1 on every live server at the end | correctness |
 //! | `acked_writes` | an acknowledged store is readable until collected (by a client or GC) | correctness |
+//! | `refused_writes` | a store answered with a clear refusal (`storage_unavailable`, `bad_request`, …) is not in durable storage at the end | correctness |
 //! | `reads` | no read returns a value never written, and none is answered `internal` | correctness |
 //! | `tenant_isolation` | another tenant's id is `not_found`, never data | correctness |
 //! | `auth` | no handshake or request with an invalid, replayed or revoked token is accepted; tokens at the expiry edge are judged by the server's clock | correctness |
@@ -35,6 +36,7 @@ pub mod gc_keeps_up;
 pub mod liveness;
 pub mod rate_limit;
 pub mod reads;
+pub mod refused_writes;
 pub mod shared_state;
 pub mod slo;
 pub mod slow_clients;
@@ -77,9 +79,10 @@ pub trait Checker {
 }
 
 /// Every checker's name, in panel order (for `checks.disable` and the summaries).
-pub const NAMES: [&str; 18] = [
+pub const NAMES: [&str; 19] = [
     "engine_invariants",
     "acked_writes",
+    "refused_writes",
     "reads",
     "tenant_isolation",
     "auth",
@@ -151,6 +154,7 @@ pub fn all(s: &Settings) -> Vec<Box<dyn Checker + Send>> {
     let mut v: Vec<Box<dyn Checker + Send>> = vec![
         Box::new(EachEvent::new("engine_invariants", engine_invariants)),
         Box::new(acked_writes::AckedWrites::default()),
+        Box::new(refused_writes::RefusedWrites::default()),
         Box::new(reads::Reads::default()),
         Box::new(EachEvent::new("tenant_isolation", tenant_isolation::judge)),
         Box::new(auth::Auth::default()),

@@ -6,7 +6,8 @@
 //! Protocols (each step one critical section):
 //! - write: [`begin_write`](ResilienceCore::begin_write) either journals the write (acknowledged)
 //!   or admits a write-through; after the storage call [`finish_write`](ResilienceCore::finish_write)
-//!   acknowledges it, or journals it on an outage, or refuses it when the journal is full.
+//!   acknowledges it, or journals it on an outage — past the journal's bound if need be: it may
+//!   have landed, so only a write that never reached storage is refused for a full journal.
 //! - read: [`begin_read`](ResilienceCore::begin_read) chooses storage or the view; a storage
 //!   answer refreshes the view only if no write touched the view meanwhile.
 //! - replay: one [`Replay`] at a time copies the journal's front, writes it, then acks it.
@@ -324,7 +325,23 @@ impl ResilienceCore {
                 }
                 Ok(())
             }
-            Err(e) if e.is_outage() => Self::enqueue(&mut st, ops),
+            Err(e) if e.is_outage() && crate::planted!(JournalFullLands) => {
+                // Planted: an in-doubt write meets the bound like a new one, and is refused
+                // although it may have landed.
+                Self::enqueue(&mut st, ops)
+            }
+            Err(e) if e.is_outage() => {
+                // It may have landed: journal it whatever the bound, so that it lands for sure
+                // (a refusal here would be a lie if it had).
+                if st.journal.len() + ops.len() > st.journal.max() {
+                    crate::reached!("journal.in_doubt_past_bound");
+                }
+                let (first, _) = st.journal.append_in_doubt(ops.clone());
+                // Not durable, so not acknowledged — but not a clear refusal either: it may have
+                // landed. The caller hears `timeout` (outcome unknown), never `unavailable`.
+                let in_doubt = StorageError::Timeout(st.breaker.config().timeout_ms);
+                Self::persist(&mut st, first, ops).map_err(|_| in_doubt)
+            }
             Err(e) => Err(e),
         }
     }
@@ -334,6 +351,12 @@ impl ResilienceCore {
             crate::reached!("journal.full");
             StorageError::JournalFull(full.max)
         })?;
+        Self::persist(st, first, ops)
+    }
+
+    /// Make entries `first..` (just appended: `ops`) durable and show them in the view; on a
+    /// disk error take them back.
+    fn persist(st: &mut State, first: u64, ops: Vec<JournalOp>) -> Result<(), StorageError> {
         if let Err(e) = st.log.append(first, &ops) {
             crate::reached!("journal.disk_error");
             // Not durable, so not acknowledged: take it back.

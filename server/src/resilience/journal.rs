@@ -77,13 +77,22 @@ impl Journal {
         if ops.len() > self.max - self.entries.len().min(self.max) {
             return Err(JournalFull { max: self.max });
         }
+        Ok(self.append_in_doubt(ops))
+    }
+
+    /// Append writes whose outcome storage left in doubt (a write-through that timed out or lost
+    /// its connection may have landed): always, past the bound if need be. Refusing one could
+    /// leave a refused write in storage; journaled, it lands on replay whatever happened to it.
+    /// The overflow is bounded by the writes in flight when the outage began, whose data their
+    /// callers already hold.
+    pub fn append_in_doubt(&mut self, ops: Vec<JournalOp>) -> (u64, u64) {
         let first = self.next_seq;
         for op in ops {
             *self.pending.entry(op.key().to_owned()).or_default() += 1;
             self.entries.push_back((self.next_seq, op));
             self.next_seq += 1;
         }
-        Ok((first, self.next_seq))
+        (first, self.next_seq)
     }
 
     /// A copy of the oldest entry: the next one to replay. It stays in the journal until acked.
@@ -179,6 +188,21 @@ mod tests {
         assert!(!j.has_pending("b"));
         j.append(set("b", 1)).unwrap();
         assert_eq!(j.append(set("c", 1)), Err(JournalFull { max: 2 }));
+    }
+
+    #[test]
+    fn writes_in_doubt_are_appended_past_the_bound() {
+        let mut j = Journal::new(1);
+        j.append(set("a", 1)).unwrap();
+        assert_eq!(j.append(set("b", 1)), Err(JournalFull { max: 1 }));
+        let (first, end) = j.append_in_doubt(vec![set("b", 2), set("c", 2)]);
+        assert_eq!((end - first, j.len()), (2, 3));
+        assert!(j.has_pending("b") && j.has_pending("c"));
+        assert_eq!(
+            j.append(set("d", 1)),
+            Err(JournalFull { max: 1 }),
+            "still full"
+        );
     }
 
     #[test]

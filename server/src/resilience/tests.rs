@@ -15,6 +15,8 @@ const HEALTHY: u8 = 0;
 const FAIL: u8 = 1;
 const HANG: u8 = 2;
 const CORRUPT: u8 = 3;
+/// Writes land, then the answer never comes (a reply lost with its connection).
+const LAND_THEN_HANG: u8 = 4;
 
 /// `MemoryStorage` with a fault knob, counting the calls that reach it and logging the writes
 /// that land, in order.
@@ -70,6 +72,12 @@ impl Storage for Faulty {
         self.mem.get(key).await
     }
     async fn set(&self, key: &str, value: &Value) -> StorageResult<()> {
+        if self.mode.load(Ordering::SeqCst) == LAND_THEN_HANG {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.wrote(format!("set {key}={value}"));
+            self.mem.set(key, value).await?;
+            return std::future::pending().await;
+        }
         self.gate(key).await?;
         self.wrote(format!("set {key}={value}"));
         self.mem.set(key, value).await
@@ -234,6 +242,51 @@ async fn a_full_journal_refuses_writes_and_applies_them_nowhere() {
     assert_eq!(w.store.get("a").await, Ok(Some(json!(1))));
     let st = w.store.status();
     assert_eq!((st.journal_len, st.journal_max), (2, 2));
+}
+
+/// Writes that reached storage and timed out may have landed: each is journaled, past the bound
+/// if need be, and acknowledged — a refusal would be a lie for one that landed. Only a write
+/// that never reached storage is refused for a full journal.
+#[tokio::test]
+async fn writes_in_doubt_are_journaled_past_the_bound_never_refused() {
+    let w = world(ResilienceConfig {
+        journal_max: 1,
+        timeout_ms: 100,
+        ..ResilienceConfig::default()
+    });
+    w.faulty.set_mode(LAND_THEN_HANG);
+    let (one, two, three) = (json!(1), json!(2), json!(3));
+    let (a, b, c) = tokio::join!(
+        w.store.set("a", &one),
+        w.store.set("b", &two),
+        w.store.set("c", &three),
+    );
+    assert_eq!(
+        w.faulty.mem.keys("").await.unwrap(),
+        ["a", "b", "c"],
+        "all landed"
+    );
+    assert_eq!(
+        [a, b, c],
+        [Ok(()), Ok(()), Ok(())],
+        "a write storage may hold is acknowledged"
+    );
+    assert_eq!(w.store.status().journal_len, 3, "past the bound of 1");
+    let calls = w.faulty.calls();
+    assert_eq!(
+        w.store.set("d", &json!(4)).await,
+        Err(StorageError::JournalFull(1))
+    );
+    assert_eq!(
+        w.faulty.calls(),
+        calls,
+        "the refused write never reached storage"
+    );
+    w.faulty.set_mode(HEALTHY);
+    w.advance_ms(30_001);
+    assert_eq!(w.store.recover().await, 3);
+    assert_eq!(w.store.get("b").await, Ok(Some(json!(2))));
+    assert_eq!(w.faulty.mem.keys("").await.unwrap(), ["a", "b", "c"]);
 }
 
 #[tokio::test]
