@@ -33,6 +33,13 @@ pub enum FaultKind {
     RedisErrors,
     /// Server `a`'s wall clock jumps by `ms` (negative: backwards) from now on.
     ClockSkew,
+    /// Every message between `a` and `b` takes `ms`, both ways.
+    LinkLatency,
+    /// The link between `a` and `b` breaks at random (probability `rate` per network step),
+    /// dropping what is in flight: a TCP connection across it stalls for good.
+    LinkLoss,
+    /// The link between `a` and `b` is back to the world's latency and loses nothing.
+    LinkRestore,
 }
 
 impl FaultKind {
@@ -51,6 +58,9 @@ impl FaultKind {
             FaultKind::RedisSlow => "redis-slow",
             FaultKind::RedisErrors => "redis-errors",
             FaultKind::ClockSkew => "clock-skew",
+            FaultKind::LinkLatency => "link-latency",
+            FaultKind::LinkLoss => "link-loss",
+            FaultKind::LinkRestore => "link-restore",
         }
     }
 
@@ -63,6 +73,7 @@ impl FaultKind {
                 | FaultKind::Release
                 | FaultKind::Bounce
                 | FaultKind::RedisRestore
+                | FaultKind::LinkRestore
         )
     }
 }

@@ -56,6 +56,14 @@ pub enum Fault {
     RedisErrors { rate: f64 },
     /// Server `a`'s wall clock jumps by `ms` (negative: backwards) from now on.
     ClockSkew { a: String, ms: i64 },
+    /// Every message between hosts `a` and `b` takes `ms`, both ways.
+    LinkLatency { a: String, b: String, ms: u64 },
+    /// The link between hosts `a` and `b` breaks at random: each network step it is up, with
+    /// probability `rate` (in [0, 1]) it drops what is in flight — a TCP connection across it
+    /// stalls for good, as one whose segments are lost past every retransmission would.
+    LinkLoss { a: String, b: String, rate: f64 },
+    /// The link between hosts `a` and `b` is back to the world's latency and loses nothing.
+    LinkRestore { a: String, b: String },
 }
 
 /// How the Redis host fails during a `redis-outage`.
@@ -86,6 +94,9 @@ impl Fault {
             Fault::RedisSlow { .. } => FaultKind::RedisSlow,
             Fault::RedisErrors { .. } => FaultKind::RedisErrors,
             Fault::ClockSkew { .. } => FaultKind::ClockSkew,
+            Fault::LinkLatency { .. } => FaultKind::LinkLatency,
+            Fault::LinkLoss { .. } => FaultKind::LinkLoss,
+            Fault::LinkRestore { .. } => FaultKind::LinkRestore,
         }
     }
 
@@ -97,7 +108,10 @@ impl Fault {
             | Fault::PartitionOneway { a, b }
             | Fault::RepairOneway { a, b }
             | Fault::Hold { a, b }
-            | Fault::Release { a, b } => (Some(a), Some(b)),
+            | Fault::Release { a, b }
+            | Fault::LinkLatency { a, b, .. }
+            | Fault::LinkLoss { a, b, .. }
+            | Fault::LinkRestore { a, b } => (Some(a), Some(b)),
             Fault::Crash { a } | Fault::Bounce { a } | Fault::ClockSkew { a, .. } => {
                 (Some(a), None)
             }
@@ -155,6 +169,16 @@ impl FaultAt {
             }
             Fault::RedisErrors { rate } if !(0.0..=1.0).contains(rate) => {
                 Err("redis-errors needs rate in [0, 1]".into())
+            }
+            Fault::LinkLoss { rate, .. } if !(0.0..=1.0).contains(rate) => {
+                Err("link-loss needs rate in [0, 1]".into())
+            }
+            Fault::LinkLatency { a, b, .. }
+            | Fault::LinkLoss { a, b, .. }
+            | Fault::LinkRestore { a, b }
+                if a == b =>
+            {
+                Err(format!("{} needs two different hosts", self.kind().name()))
             }
             _ => Ok(()),
         }
@@ -236,6 +260,20 @@ pub struct Swarm {
     /// Largest share of Redis commands answered with an error. Default 0.5.
     #[serde(default)]
     pub redis_error_rate: Option<f64>,
+    /// Spells of extra latency per minute on a random link (client host ↔ server, or server ↔
+    /// Redis), each message taking up to `link_latency_ms`, healed by a link restore.
+    #[serde(default)]
+    pub link_latency_per_min: f64,
+    /// Largest latency of a slowed link (ms). Default 200.
+    #[serde(default)]
+    pub link_latency_ms: Option<u64>,
+    /// Spells of loss per minute on a random client host ↔ server link (a share of network
+    /// steps up to `link_loss_rate` break it), healed by a link restore.
+    #[serde(default)]
+    pub link_loss_per_min: f64,
+    /// Largest loss rate of a lossy link. Default 0.05.
+    #[serde(default)]
+    pub link_loss_rate: Option<f64>,
     /// How long a swarm fault lasts (s). Default 5.
     #[serde(default)]
     pub heal_after_s: Option<f64>,
@@ -261,6 +299,12 @@ impl Swarm {
             .is_some_and(|r| !(0.0..=1.0).contains(&r))
         {
             return Err("[swarm] redis_error_rate: must be in [0, 1]".into());
+        }
+        if self
+            .link_loss_rate
+            .is_some_and(|r| !(0.0..=1.0).contains(&r))
+        {
+            return Err("[swarm] link_loss_rate: must be in [0, 1]".into());
         }
         Ok(())
     }
@@ -296,6 +340,15 @@ mod tests {
             ("redis-slow", "ms = 20"),
             ("redis-errors", "rate = 0.5"),
             ("clock-skew", "a = \"server-0\"\nms = -1500"),
+            (
+                "link-latency",
+                "a = \"client-0\"\nb = \"server-0\"\nms = 40",
+            ),
+            (
+                "link-loss",
+                "a = \"client-0\"\nb = \"server-0\"\nrate = 0.01",
+            ),
+            ("link-restore", "a = \"client-0\"\nb = \"server-0\""),
         ];
         for (kind, fields) in tables {
             let f = parse(&format!("kind = \"{kind}\"\n{fields}")).unwrap();

@@ -2,6 +2,7 @@
 //! move a server's clock, disturb the simulated Redis. Every fault that fires is recorded.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use spiral_history::Event;
 use spiral_server::api::AppState;
@@ -39,6 +40,24 @@ pub(super) fn apply(ctx: &Ctx, sim: &mut turmoil::Sim<'_>, f: &FaultAt) {
                 record_breaker(ctx, s, &st, sim.elapsed().as_millis() as u64);
             }
             sim.bounce(a.as_str());
+        }
+        Fault::LinkLatency { a, b, ms } => {
+            sim.set_link_latency(a.as_str(), b.as_str(), Duration::from_millis(*ms));
+        }
+        Fault::LinkLoss { a, b, rate } => sim.set_link_fail_rate(a.as_str(), b.as_str(), *rate),
+        Fault::LinkRestore { a, b } => {
+            let w = &ctx.sc.world;
+            sim.set_link_latency(
+                a.as_str(),
+                b.as_str(),
+                Duration::from_millis(w.latency_ms_min),
+            );
+            sim.set_link_max_message_latency(
+                a.as_str(),
+                b.as_str(),
+                Duration::from_millis(w.latency_ms_max),
+            );
+            sim.set_link_fail_rate(a.as_str(), b.as_str(), 0.0);
         }
         Fault::ClockSkew { a, ms } => {
             if let Some(s) = server_index(a) {
@@ -106,6 +125,17 @@ fn note_disturbance(ctx: &Ctx, fault: &Fault, t_ms: u64) {
         // A restart ends every connection the host had, and brings it back.
         Fault::Bounce { a } => d.link(format!("down {a}"), false, t_ms),
         Fault::ClockSkew { .. } => {}
+        Fault::LinkLatency { a, b, .. }
+        | Fault::LinkLoss { a, b, .. }
+        | Fault::LinkRestore { a, b } => {
+            let on = !matches!(fault, Fault::LinkRestore { .. });
+            let what = pair("link", a, b);
+            if a == "redis" || b == "redis" {
+                d.redis_link(what, on, t_ms);
+            } else {
+                d.link(what, on, t_ms);
+            }
+        }
         Fault::RedisRestore {} => d.redis(false, t_ms),
         Fault::RedisOutage { .. } | Fault::RedisSlow { .. } | Fault::RedisErrors { .. } => {
             d.redis(true, t_ms);

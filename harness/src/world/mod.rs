@@ -101,6 +101,8 @@ pub(crate) struct Disturbance {
     links: std::collections::BTreeSet<String>,
     links_changed_ms: Option<u64>,
     redis: bool,
+    /// Faulty links to the Redis host (latency, loss) in effect: Redis is as good as faulty.
+    redis_links: std::collections::BTreeSet<String>,
     redis_changed_ms: Option<u64>,
 }
 
@@ -113,6 +115,17 @@ impl Disturbance {
             self.links.remove(&what);
         }
         self.links_changed_ms = Some(t_ms);
+    }
+
+    /// A fault on a link to the Redis host began or ended: a link fault and a Redis fault both.
+    pub fn redis_link(&mut self, what: String, on: bool, t_ms: u64) {
+        if on {
+            self.redis_links.insert(what.clone());
+        } else {
+            self.redis_links.remove(&what);
+        }
+        self.redis_changed_ms = Some(t_ms);
+        self.link(what, on, t_ms);
     }
 
     /// The simulated Redis is faulty (`on`) or healthy again, from `t_ms`.
@@ -128,7 +141,9 @@ impl Disturbance {
 
     /// Whether Redis was faulty at any time since `t0_ms`.
     pub fn redis_since(&self, t0_ms: u64) -> bool {
-        self.redis || self.redis_changed_ms.is_some_and(|t| t >= t0_ms)
+        self.redis
+            || !self.redis_links.is_empty()
+            || self.redis_changed_ms.is_some_and(|t| t >= t0_ms)
     }
 }
 

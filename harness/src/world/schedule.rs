@@ -89,6 +89,44 @@ pub fn schedule(sc: &Scenario, rng: &mut SplitMix64) -> Vec<FaultAt> {
         out.push(fault(t, Fault::RedisErrors { rate: r }));
         out.push(fault(t + heal, Fault::RedisRestore {}));
     }
+    let max_ms = sw.link_latency_ms.unwrap_or(200).max(1);
+    let redis = sc.world.storage == crate::scenario::StorageKind::Redis;
+    for t in arrivals(sw.link_latency_per_min, rng) {
+        let s = format!("server-{}", rng.next_u64() % u64::from(sc.world.servers));
+        let c = rng.next_u64() % u64::from(good.max(1));
+        // One link in three is the server's to Redis, when there is one.
+        let a = if redis && rng.next_u64() % 3 == 0 {
+            "redis".to_owned()
+        } else {
+            sc.world.client_host(c as u32)
+        };
+        let ms = 1 + rng.next_u64() % max_ms;
+        out.push(fault(
+            t,
+            Fault::LinkLatency {
+                a: a.clone(),
+                b: s.clone(),
+                ms,
+            },
+        ));
+        out.push(fault(t + heal, Fault::LinkRestore { a, b: s }));
+    }
+    let max_rate = sw.link_loss_rate.unwrap_or(0.05);
+    for t in arrivals(sw.link_loss_per_min, rng) {
+        let c = rng.next_u64() % u64::from(good.max(1));
+        let s = rng.next_u64() % u64::from(sc.world.servers);
+        let (a, b) = (sc.world.client_host(c as u32), format!("server-{s}"));
+        let rate = ((rng.next_f64() * max_rate * 1000.0).round() / 1000.0).max(0.001);
+        out.push(fault(
+            t,
+            Fault::LinkLoss {
+                a: a.clone(),
+                b: b.clone(),
+                rate,
+            },
+        ));
+        out.push(fault(t + heal, Fault::LinkRestore { a, b }));
+    }
     out.sort_by_key(FaultAt::at_ms);
     out
 }
