@@ -434,7 +434,7 @@ impl Bad<'_> {
                     return;
                 };
                 let t0 = now_ms();
-                let (expected, got) = super::attacks::non_reader::run(&mut ws, self.ctx).await;
+                let (expected, got) = super::attacks::non_reader::run(&mut ws, self.ctx, s).await;
                 self.closed(s, "non-reading peer", expected, got, t0);
             }
         }

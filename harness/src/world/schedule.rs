@@ -95,7 +95,7 @@ pub fn schedule(sc: &Scenario, rng: &mut SplitMix64) -> Vec<FaultAt> {
         let s = format!("server-{}", rng.next_u64() % u64::from(sc.world.servers));
         let c = rng.next_u64() % u64::from(good.max(1));
         // One link in three is the server's to Redis, when there is one.
-        let a = if redis && rng.next_u64() % 3 == 0 {
+        let a = if redis && rng.next_u64().is_multiple_of(3) {
             "redis".to_owned()
         } else {
             sc.world.client_host(c as u32)

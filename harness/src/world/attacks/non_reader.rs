@@ -15,18 +15,36 @@ use futures_util::SinkExt;
 use spiral_server::protocol::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::world::Ctx;
 use crate::world::net::{self, SimWs};
+use crate::world::{Ctx, now_ms};
 
 /// Segments the simulated network holds unread per connection (turmoil's `tcp_capacity`).
 const IN_FLIGHT: u64 = 64;
 /// The pause after each command.
 const PACE: Duration = Duration::from_millis(5);
 
-/// Flood answers without reading, wait past the slow-client limit, then read until the close;
-/// the close code, if any. Expected: 1008.
-pub(crate) async fn run(ws: &mut SimWs, ctx: &Ctx) -> (Vec<u16>, Option<u16>) {
+/// Flood answers without reading, wait until the server's queue has reached its bound and then
+/// past the slow-client limit, then read until the close; the acceptable close codes and the one
+/// that came, if any.
+///
+/// The server answers at its own pace — every message passes the rate limiter, a Redis round trip
+/// in some worlds, and a slow or faulty Redis slows it further — so the sends finishing says
+/// nothing about when its queue filled. The world watches the server's drop counter
+/// (`ws_backpressure_drops_total`) instead: the first drop after the attack began is when the
+/// queue reached its bound, and the slow-client limit runs from there. Reading any earlier would
+/// drain the queue and cancel the close the check is waiting for.
+///
+/// A peer that reads nothing answers no ping either: the heartbeat closes it with 4001 three ping
+/// periods after it connected. 1008 alone is expected when the slow-client close was due well
+/// before that; otherwise either close is right.
+pub(crate) async fn run(ws: &mut SimWs, ctx: &Ctx, server: u32) -> (Vec<u16>, Option<u16>) {
     let w = &ctx.sc.world;
+    let opened_ms = now_ms();
+    let drops = || {
+        ctx.state(server)
+            .map(|st| st.metrics.ws_backpressure_drops.get())
+    };
+    let baseline = drops().unwrap_or(0);
     let id_len = (w.max_message_size / 2).min(16 * 1024) as u64;
     let bound = ctx.settings.get("ws_send_queue_bytes");
     let frames = ctx.settings.get("ws_send_queue");
@@ -34,8 +52,8 @@ pub(crate) async fn run(ws: &mut SimWs, ctx: &Ctx) -> (Vec<u16>, Option<u16>) {
     // frames, whichever is the smaller.
     let sent = IN_FLIGHT + (bound / id_len).min(frames) + 32;
     let id = "n".repeat(id_len as usize);
-    let expected = vec![CloseCode::PolicyViolation.code()];
     let slow_ms = ctx.settings.get("ws_slow_client_ms");
+    let slow_close = CloseCode::PolicyViolation.code();
     // A send blocks while the network holds all it can: the server must close the connection
     // within the slow-client limit. A send still blocked well past it means the peer is gone (a
     // crashed server answers nothing, not even a close): stop there.
@@ -44,11 +62,32 @@ pub(crate) async fn run(ws: &mut SimWs, ctx: &Ctx) -> (Vec<u16>, Option<u16>) {
         let frame = format!("{{\"id\":\"{id}\",\"command\":\"ping\"}}");
         match tokio::time::timeout(patience, ws.send(Message::Text(frame.into()))).await {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => return (expected, net::close_code(ws, Duration::from_secs(1)).await),
-            Err(_) => return (expected, None),
+            Ok(Err(_)) => {
+                return (
+                    vec![slow_close],
+                    net::close_code(ws, Duration::from_secs(1)).await,
+                );
+            }
+            Err(_) => return (vec![slow_close], None),
         }
         tokio::time::sleep(PACE).await;
     }
-    tokio::time::sleep(Duration::from_millis(slow_ms + 500)).await;
+    // Wait for the server to reach its bound (bounded: a server that crashed drops nothing).
+    let give_up_ms = now_ms() + sent * 50 + 5_000;
+    let full_ms = loop {
+        let now = now_ms();
+        if drops().is_some_and(|d| d > baseline) || now >= give_up_ms {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let silent_close_ms = opened_ms + 3 * w.ws_ping_interval_ms;
+    let read_ms = full_ms + slow_ms + 500;
+    let expected = if read_ms < silent_close_ms {
+        vec![slow_close]
+    } else {
+        vec![slow_close, CloseCode::PongTimeout.code()]
+    };
+    tokio::time::sleep(Duration::from_millis(read_ms - now_ms().min(read_ms))).await;
     (expected, net::close_code(ws, Duration::from_secs(5)).await)
 }
