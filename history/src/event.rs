@@ -233,7 +233,9 @@ pub enum Event {
         got: Option<u16>,
         after_ms: u64,
         /// A link fault (partition, hold, crash, restart) was in effect while the client waited:
-        /// a close frame may have been lost with the link, so the outcome is not judged.
+        /// a close frame may have been lost with the link, so the outcome is not judged. Also set
+        /// when the close could not reach the peer whatever the server did (a non-reading peer
+        /// whose heartbeat close was due first: the close frame waits behind a full window).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         disturbed: bool,
     },

@@ -46,7 +46,7 @@ pub use spiral_history::checkers::Slo;
 
 pub use checks::Checks;
 pub use fault::{Fault, FaultAt, OutageMode, Swarm};
-pub use server::{KNOBS, Knob, ServerSettings, ServerSpec};
+pub use server::{KNOBS, Knob, ServerSettings, ServerSpec, WORLD_KNOBS};
 pub use workload::{Mix, Workload};
 pub use world::{StorageKind, WorldSpec};
 

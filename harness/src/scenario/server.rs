@@ -175,12 +175,48 @@ pub const KNOBS: &[(&str, u64, u64, u64, &str)] = &[
     ),
 ];
 
+/// Settings `[server]` may draw that `[world]` also holds (its value is the default): name, the
+/// range it must stay in, what it is. Drawn, they replace the `[world]` value for the run —
+/// every server, client and checker of the run sees the drawn one.
+pub const WORLD_KNOBS: &[(&str, u64, u64, &str)] = &[
+    (
+        "max_nodes",
+        1,
+        1_000_000,
+        "engine capacity (SPIRAL_MAX_NODES); [world] max_nodes",
+    ),
+    (
+        "ws_ping_interval_ms",
+        100,
+        600_000,
+        "server ping period; two missed pongs close with 4001 (WS_PING_INTERVAL_MS); [world] ws_ping_interval_ms",
+    ),
+    (
+        "ws_idle_timeout_ms",
+        100,
+        3_600_000,
+        "a connection with no command this long is closed with 4000 (WS_IDLE_TIMEOUT_MS); [world] ws_idle_timeout_ms",
+    ),
+    (
+        "max_connections",
+        1,
+        100_000,
+        "open WebSockets per server, both ports together (SPIRAL_MAX_CONNECTIONS); [world] max_connections",
+    ),
+    (
+        "max_message_size",
+        1_024,
+        16 * 1024 * 1024,
+        "largest WebSocket message (SPIRAL_MAX_MESSAGE_SIZE); [world] max_message_size",
+    ),
+];
+
 /// The `[server]` table as written.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(transparent)]
 pub struct ServerSpec(pub BTreeMap<String, Knob>);
 
-/// The settings of one run: every knob with a value.
+/// The settings of one run: every knob with a value, and the [`WORLD_KNOBS`] `[server]` drew.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct ServerSettings(BTreeMap<&'static str, u64>);
@@ -207,6 +243,20 @@ impl ServerSettings {
     pub fn values(&self) -> BTreeMap<String, u64> {
         self.0.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
     }
+
+    /// `world` with the [`WORLD_KNOBS`] this run drew in place of its own values.
+    pub fn apply_to(&self, world: &mut super::WorldSpec) {
+        for (name, v) in &self.0 {
+            match *name {
+                "max_nodes" => world.max_nodes = *v,
+                "ws_ping_interval_ms" => world.ws_ping_interval_ms = *v,
+                "ws_idle_timeout_ms" => world.ws_idle_timeout_ms = *v,
+                "max_connections" => world.max_connections = *v as usize,
+                "max_message_size" => world.max_message_size = *v as usize,
+                _ => {}
+            }
+        }
+    }
 }
 
 impl ServerSpec {
@@ -214,6 +264,10 @@ impl ServerSpec {
     /// [`KNOBS`] order, one draw each whether written or not, so adding a knob to a scenario
     /// does not move the others' draws.
     pub fn draw(&self, rng: &mut SplitMix64) -> ServerSettings {
+        let world = WORLD_KNOBS.iter().filter_map(|(name, ..)| {
+            let knob = self.0.get(*name)?;
+            Some((*name, knob.draw(&mut rng.fork(name))))
+        });
         ServerSettings(
             KNOBS
                 .iter()
@@ -222,6 +276,7 @@ impl ServerSpec {
                     let v = self.0.get(*name).map_or(*default, |k| k.draw(&mut own));
                     (*name, v)
                 })
+                .chain(world)
                 .collect(),
         )
     }
@@ -234,8 +289,22 @@ impl ServerSpec {
     /// Unknown names, empty lists, inverted ranges and values outside a knob's range.
     pub(super) fn validate(&self) -> Result<(), String> {
         for (name, knob) in &self.0 {
-            let Some((_, _, lo, hi, _)) = KNOBS.iter().find(|(n, ..)| n == name) else {
-                let known: Vec<&str> = KNOBS.iter().map(|(n, ..)| *n).collect();
+            let range = KNOBS
+                .iter()
+                .find(|(n, ..)| n == name)
+                .map(|(_, _, lo, hi, _)| (lo, hi))
+                .or_else(|| {
+                    WORLD_KNOBS
+                        .iter()
+                        .find(|(n, ..)| n == name)
+                        .map(|(_, lo, hi, _)| (lo, hi))
+                });
+            let Some((lo, hi)) = range else {
+                let known: Vec<&str> = KNOBS
+                    .iter()
+                    .map(|(n, ..)| *n)
+                    .chain(WORLD_KNOBS.iter().map(|(n, ..)| *n))
+                    .collect();
                 return Err(format!(
                     "[server] {name}: no such setting; known: {}",
                     known.join(", ")
@@ -282,6 +351,31 @@ mod tests {
             seen.insert((d.get("cb_failures"), d.get("ws_send_queue")));
         }
         assert_eq!(seen.len(), 6, "every combination is reached: {seen:?}");
+    }
+
+    #[test]
+    fn a_world_setting_drawn_replaces_the_world_value_and_one_left_out_keeps_it() {
+        let s = spec("max_nodes = { min = 10, max = 20 }\nws_ping_interval_ms = [1000, 2000]");
+        s.validate().unwrap();
+        let text = "[world]\nclients = 1\nduration_s = 10\nmax_nodes = 500\nmax_connections = 7";
+        let base: super::super::Scenario =
+            toml::from_str(&format!("name = \"w\"\ndescription = \"\"\n{text}")).unwrap();
+        for seed in 0..16 {
+            let d = s.draw(&mut SplitMix64::new(seed));
+            let mut world = base.world.clone();
+            d.apply_to(&mut world);
+            assert!((10..=20).contains(&world.max_nodes), "{}", world.max_nodes);
+            assert!([1000, 2000].contains(&world.ws_ping_interval_ms));
+            assert_eq!(world.max_connections, 7, "not drawn: the [world] value");
+            assert_eq!(
+                d.values().get("max_nodes"),
+                Some(&world.max_nodes),
+                "in the trace"
+            );
+            assert!(!d.values().contains_key("max_connections"));
+        }
+        let e = spec("max_message_size = 10").validate().unwrap_err();
+        assert!(e.contains("max_message_size: must stay within 1024"), "{e}");
     }
 
     #[test]

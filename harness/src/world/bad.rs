@@ -434,8 +434,14 @@ impl Bad<'_> {
                     return;
                 };
                 let t0 = now_ms();
-                let (expected, got) = super::attacks::non_reader::run(&mut ws, self.ctx, s).await;
-                self.closed(s, "non-reading peer", expected, got, t0);
+                let (expected, got, heartbeat_first) =
+                    super::attacks::non_reader::run(&mut ws, self.ctx, s).await;
+                let why = if heartbeat_first {
+                    "non-reading peer, heartbeat due first"
+                } else {
+                    "non-reading peer"
+                };
+                self.record_closed(s, why, expected, got, t0, heartbeat_first);
             }
         }
     }
@@ -516,6 +522,20 @@ impl Bad<'_> {
     }
 
     fn closed(&self, server: u32, why: &str, expected: Vec<u16>, got: Option<u16>, t0: u64) {
+        self.record_closed(server, why, expected, got, t0, false);
+    }
+
+    /// [`closed`](Self::closed), also not judged when `unjudged` (a close that could not reach
+    /// the peer whatever the server did).
+    fn record_closed(
+        &self,
+        server: u32,
+        why: &str,
+        expected: Vec<u16>,
+        got: Option<u16>,
+        t0: u64,
+        unjudged: bool,
+    ) {
         self.ctx.record(Event::Closed {
             client: self.c,
             server,
@@ -523,7 +543,7 @@ impl Bad<'_> {
             expected,
             got,
             after_ms: now_ms() - t0,
-            disturbed: lock(&self.ctx.disturbance).links_since(t0),
+            disturbed: unjudged || lock(&self.ctx.disturbance).links_since(t0),
         });
     }
 

@@ -37,8 +37,11 @@ pub(super) fn context(
         ) as SharedStorage),
         StorageKind::Redis => None,
     };
+    // The run's world: `[world]` with what `[server]` drew for it in place.
+    let mut sc = scenario.clone();
+    settings.apply_to(&mut sc.world);
     let ctx = Arc::new(Ctx {
-        sc: scenario.clone(),
+        sc,
         model: Mutex::new(Model {
             trace: Vec::new(),
             panel: Panel::new(checkers::all(&scenario.check_settings(&settings))),

@@ -16,7 +16,7 @@ use spiral_server::protocol::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::world::net::{self, SimWs};
-use crate::world::{Ctx, now_ms};
+use crate::world::{Ctx, lock, now_ms};
 
 /// Segments the simulated network holds unread per connection (turmoil's `tcp_capacity`).
 const IN_FLIGHT: u64 = 64;
@@ -35,9 +35,12 @@ const PACE: Duration = Duration::from_millis(5);
 /// drain the queue and cancel the close the check is waiting for.
 ///
 /// A peer that reads nothing answers no ping either: the heartbeat closes it with 4001 three ping
-/// periods after it connected. 1008 alone is expected when the slow-client close was due well
-/// before that; otherwise either close is right.
-pub(crate) async fn run(ws: &mut SimWs, ctx: &Ctx, server: u32) -> (Vec<u16>, Option<u16>) {
+/// periods after it connected. 1008 is expected when the slow-client close was due well before
+/// that. When the heartbeat's was due first, either close is right — and neither may arrive: a
+/// close frame sent to a peer whose window is full waits behind the data, and the server drops
+/// the connection when its close does not go out. The third value says so: the outcome is not
+/// judged.
+pub(crate) async fn run(ws: &mut SimWs, ctx: &Ctx, server: u32) -> (Vec<u16>, Option<u16>, bool) {
     let w = &ctx.sc.world;
     let opened_ms = now_ms();
     let drops = || {
@@ -66,28 +69,42 @@ pub(crate) async fn run(ws: &mut SimWs, ctx: &Ctx, server: u32) -> (Vec<u16>, Op
                 return (
                     vec![slow_close],
                     net::close_code(ws, Duration::from_secs(1)).await,
+                    false,
                 );
             }
-            Err(_) => return (vec![slow_close], None),
+            Err(_) => return (vec![slow_close], None, false),
         }
         tokio::time::sleep(PACE).await;
     }
-    // Wait for the server to reach its bound (bounded: a server that crashed drops nothing).
+    // Wait for the server to reach its bound: what was sent is more than it may hold, so it must
+    // drop, and by 50 ms a message it has had plenty of time to answer them all — unless Redis,
+    // which each message's rate limit waits on, was faulty meanwhile (then the outcome is not
+    // judged), or the server is gone (a link fault: not judged either).
     let give_up_ms = now_ms() + sent * 50 + 5_000;
-    let full_ms = loop {
+    let (full_ms, dropped) = loop {
         let now = now_ms();
-        if drops().is_some_and(|d| d > baseline) || now >= give_up_ms {
-            break now;
+        let dropped = drops().is_some_and(|d| d > baseline);
+        if dropped || now >= give_up_ms {
+            break (now, dropped);
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
+    if !dropped {
+        // Never at its bound: a queue bounded in neither frames nor bytes. The close the check
+        // waits for cannot come; reading now shows what did.
+        let redis_faulty = lock(&ctx.disturbance).redis_since(opened_ms);
+        let got = net::close_code(ws, Duration::from_secs(5)).await;
+        return (vec![slow_close], got, redis_faulty);
+    }
     let silent_close_ms = opened_ms + 3 * w.ws_ping_interval_ms;
     let read_ms = full_ms + slow_ms + 500;
-    let expected = if read_ms < silent_close_ms {
-        vec![slow_close]
-    } else {
+    let heartbeat_first = read_ms >= silent_close_ms;
+    let expected = if heartbeat_first {
         vec![slow_close, CloseCode::PongTimeout.code()]
+    } else {
+        vec![slow_close]
     };
     tokio::time::sleep(Duration::from_millis(read_ms - now_ms().min(read_ms))).await;
-    (expected, net::close_code(ws, Duration::from_secs(5)).await)
+    let got = net::close_code(ws, Duration::from_secs(5)).await;
+    (expected, got, heartbeat_first)
 }
