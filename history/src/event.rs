@@ -442,6 +442,15 @@ pub enum Event {
         total: u64,
         max_nodes: u64,
     },
+    /// At quiescence, after the on-demand GC: what a server's engine still holds in the middle of
+    /// an operation — stores reserved and never committed or rolled back (`pending`), removals
+    /// never finished (`collecting`). Both must be 0: every operation completes or is undone,
+    /// whoever went away (SPEC §1.9).
+    EngineAtRest {
+        server: u32,
+        pending: u64,
+        collecting: u64,
+    },
     /// An acknowledged store, looked up in durable storage at the end.
     Durable {
         id: String,

@@ -381,6 +381,13 @@ pub(super) async fn final_checks(ctx: &Arc<Ctx>) {
             total: st.engine.total().unwrap_or(0),
             max_nodes,
         });
+        if let Ok((pending, collecting)) = st.engine.in_flight() {
+            ctx.record(Event::EngineAtRest {
+                server: s,
+                pending,
+                collecting,
+            });
+        }
     }
     // Every client has finished, so every connection ends: a peer that vanished is dropped by the
     // heartbeat (two missed pongs) within three ping intervals, a closing handshake within 2 s.

@@ -5,7 +5,7 @@
 //!
 //! | checker | property | class |
 //! |---|---|---|
-//! | `engine_invariants` | SPEC §1.5 invariant 1 on every live server at the end | correctness |
+//! | `engine_invariants` | SPEC §1.5 invariant 1 on every live server at the end; at rest no store reservation or removal is left in flight | correctness |
 //! | `acked_writes` | an acknowledged store is readable until collected (by a client or GC) | correctness |
 //! | `refused_writes` | a store answered with a clear refusal (`storage_unavailable`, `bad_request`, …) is not in durable storage at the end | correctness |
 //! | `reads` | no read returns a value never written, and none is answered `internal` | correctness |
@@ -273,6 +273,32 @@ pub fn engine_invariants(event: &Event) -> Result<(), String> {
             ok: false,
             detail,
         } => Err(format!("server-{server}: {detail}")),
+        Event::EngineAtRest {
+            server,
+            pending,
+            collecting,
+        } if pending + collecting > 0 => Err(format!(
+            "server-{server}: at rest its engine still holds {pending} store reservations and {collecting} removals in flight: an operation left them behind"
+        )),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hand::run_each;
+
+    #[test]
+    fn an_engine_holding_operations_at_rest_is_caught() {
+        let at_rest = |pending, collecting| Event::EngineAtRest {
+            server: 0,
+            pending,
+            collecting,
+        };
+        run_each(engine_invariants, &[at_rest(0, 0)]).unwrap();
+        let e = run_each(engine_invariants, &[at_rest(1, 0)]).unwrap_err();
+        assert!(e.contains("1 store reservations"), "{e}");
+        assert!(run_each(engine_invariants, &[at_rest(0, 2)]).is_err());
     }
 }

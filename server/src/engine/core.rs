@@ -124,6 +124,17 @@ impl Core {
         self.nodes.get(&self.key(id)?).map(|n| n.state)
     }
 
+    /// Nodes in the middle of an operation: stores reserved but not committed (Pending), and
+    /// removals not finished (Collecting). At rest both are 0; anything else is an operation that
+    /// left its reservation behind.
+    pub fn in_flight(&self) -> (u64, u64) {
+        self.nodes.values().fold((0, 0), |(p, c), n| match n.state {
+            NodeState::Pending => (p + 1, c),
+            NodeState::Collecting => (p, c + 1),
+            _ => (p, c),
+        })
+    }
+
     /// The nodes being removed right now (a GC pass or a collect holds them): each may or may
     /// not be gone from storage yet.
     pub fn removals_in_flight(&self) -> Vec<String> {

@@ -327,6 +327,11 @@ impl Engine {
         self.inner.core.with(|c| c.total())
     }
 
+    /// Stores reserved but not committed, and removals not finished (see [`Core::in_flight`]).
+    pub fn in_flight(&self) -> Result<(u64, u64), EngineError> {
+        self.inner.core.with(|c| c.in_flight())
+    }
+
     /// The nodes a GC pass or a collect is removing right now; empty if the engine lock cannot
     /// be had.
     pub fn removals_in_flight(&self) -> Vec<String> {
