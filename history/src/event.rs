@@ -100,8 +100,13 @@ pub enum Answer {
     Read { content: Value },
     /// A collect succeeded.
     Collected,
-    /// A list or the statistics: how many items it held (the checkers judge no more of it).
-    Listed { items: usize },
+    /// A list or the statistics: how many items it held, and for a list the ids it named (each
+    /// as its JSON text when it is not a string), which `tenant_isolation` judges.
+    Listed {
+        items: usize,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ids: Vec<String>,
+    },
     /// An error envelope.
     Error { code: ErrorCode, message: String },
     /// A result of the wrong shape for its operation: the server broke the protocol.
@@ -135,11 +140,20 @@ impl Answer {
             },
             Op::Collect { .. } => Answer::Collected,
             Op::List => match data["ids"].as_array() {
-                Some(ids) => Answer::Listed { items: ids.len() },
+                Some(ids) => Answer::Listed {
+                    items: ids.len(),
+                    ids: ids
+                        .iter()
+                        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                        .collect(),
+                },
                 None => malformed("`ids`"),
             },
             Op::Stats => match data["spirals"].as_array() {
-                Some(s) => Answer::Listed { items: s.len() },
+                Some(s) => Answer::Listed {
+                    items: s.len(),
+                    ids: Vec::new(),
+                },
                 None => malformed("`spirals`"),
             },
         }
@@ -542,7 +556,17 @@ mod tests {
         assert!(!lost.answered() && lost.error_code().is_none());
         assert_eq!(
             Answer::of(&Op::Stats, result(json!({"spirals": [1, 2]}))),
-            Answer::Listed { items: 2 }
+            Answer::Listed {
+                items: 2,
+                ids: Vec::new()
+            }
+        );
+        assert_eq!(
+            Answer::of(&Op::List, result(json!({"ids": ["ab", 7]}))),
+            Answer::Listed {
+                items: 2,
+                ids: vec!["ab".into(), "7".into()]
+            }
         );
     }
 

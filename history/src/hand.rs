@@ -67,7 +67,10 @@ pub fn error(code: ErrorCode) -> Answer {
 
 /// A result the checkers do not look into (a list, the statistics).
 pub fn listed() -> Answer {
-    Answer::Listed { items: 0 }
+    Answer::Listed {
+        items: 0,
+        ids: Vec::new(),
+    }
 }
 
 /// Feed `events` to one checker in order; its first violation, if any.

@@ -9,7 +9,7 @@
 //! | `acked_writes` | an acknowledged store is readable until collected (by a client or GC) | correctness |
 //! | `refused_writes` | a store answered with a clear refusal (`storage_unavailable`, `bad_request`, …) is not in durable storage at the end | correctness |
 //! | `reads` | no read returns a value never written, and none is answered `internal` | correctness |
-//! | `tenant_isolation` | another tenant's id is `not_found`, never data | correctness |
+//! | `tenant_isolation` | another tenant's id is `not_found`, never data; a list names only ids, none acknowledged to another tenant | correctness |
 //! | `auth` | no handshake or request with an invalid, replayed or revoked token is accepted; tokens at the expiry edge are judged by the server's clock | correctness |
 //! | `rate_limit` | accepted operations per user never exceed the bucket | correctness |
 //! | `breaker` | every breaker transition is legal (never open → closed) | correctness |
@@ -156,7 +156,7 @@ pub fn all(s: &Settings) -> Vec<Box<dyn Checker + Send>> {
         Box::new(acked_writes::AckedWrites::default()),
         Box::new(refused_writes::RefusedWrites::default()),
         Box::new(reads::Reads::default()),
-        Box::new(EachEvent::new("tenant_isolation", tenant_isolation::judge)),
+        Box::new(tenant_isolation::TenantIsolation::default()),
         Box::new(auth::Auth::default()),
         Box::new(rate_limit::RateLimit::new(
             s.ws_rate_capacity,

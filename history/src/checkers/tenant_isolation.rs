@@ -1,9 +1,52 @@
 //! Tenant isolation: reading another tenant's id answers `not_found` — never the data and never
-//! an error that hints the id exists (errors unrelated to the id, such as `rate_limited`, pass).
+//! an error that hints the id exists (errors unrelated to the id, such as `rate_limited`, pass);
+//! a list names only well-formed ids, none of them acknowledged to another tenant.
+
+use std::collections::BTreeMap;
 
 use spiral_server::protocol::ErrorCode;
 
-use crate::event::{Event, Op};
+use super::Checker;
+use crate::event::{Answer, Event, Op};
+
+/// Who each acknowledged id was stored for.
+#[derive(Debug, Default)]
+pub struct TenantIsolation {
+    owner: BTreeMap<String, String>,
+}
+
+impl Checker for TenantIsolation {
+    fn name(&self) -> &'static str {
+        "tenant_isolation"
+    }
+
+    fn observe(&mut self, event: &Event) -> Result<(), String> {
+        if let Event::Op {
+            op, answer, tenant, ..
+        } = event
+        {
+            match (op, answer) {
+                (Op::Store { .. }, Answer::Stored { id }) => {
+                    self.owner.insert(id.clone(), tenant.clone());
+                }
+                (Op::List, Answer::Listed { ids, .. }) => {
+                    for id in ids {
+                        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                            return Err(format!("{tenant}'s list named {id:?}, not an id"));
+                        }
+                        if let Some(other) = self.owner.get(id).filter(|o| *o != tenant) {
+                            return Err(format!(
+                                "{tenant}'s list named {id}, acknowledged to {other}"
+                            ));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        judge(event)
+    }
+}
 
 /// Errors that say nothing about the id.
 const UNRELATED: [ErrorCode; 4] = [
@@ -54,5 +97,33 @@ mod tests {
             error: "closed".into(),
         };
         run_each(c, &[op(foreign(), lost, 0)]).unwrap();
+    }
+
+    #[test]
+    fn a_list_naming_another_tenants_id_or_no_id_is_caught() {
+        let listed = |ids: &[&str]| Answer::Listed {
+            items: ids.len(),
+            ids: ids.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        let mut theirs = op(store(json!(1)), stored("ab12"), 0);
+        if let Event::Op { tenant, .. } = &mut theirs {
+            *tenant = "tenant-1".into();
+        }
+        let mine = op(store(json!(2)), stored("cd34"), 1);
+        let list = |ids: &[&str]| op(Op::List, listed(ids), 2);
+        let mut t = TenantIsolation::default();
+        run(
+            &mut t,
+            &[theirs.clone(), mine.clone(), list(&["cd34", "ef56"])],
+        )
+        .unwrap();
+        let e = run(
+            &mut TenantIsolation::default(),
+            &[theirs.clone(), list(&["ab12"])],
+        )
+        .unwrap_err();
+        assert!(e.contains("acknowledged to tenant-1"), "{e}");
+        let e = run(&mut TenantIsolation::default(), &[list(&[""])]).unwrap_err();
+        assert!(e.contains("not an id"), "{e}");
     }
 }
