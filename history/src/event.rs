@@ -411,11 +411,14 @@ pub enum Event {
     /// A server stopped (crash or bounce) while removing these nodes — GC passes or collects in
     /// flight, whose removal events died with it: each may or may not be gone.
     RemovalsInFlight { server: u32, ids: Vec<String> },
-    /// A breaker transition of a server's storage.
+    /// A breaker transition of a server's storage. For open → half_open, `open_ms` is how long
+    /// the breaker had been open (none: its opening is not on record).
     Breaker {
         server: u32,
         from: BreakerState,
         to: BreakerState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        open_ms: Option<u64>,
     },
     /// A fault fired.
     Fault {
@@ -578,6 +581,7 @@ mod tests {
                 server: 1,
                 from: BreakerState::Open,
                 to: BreakerState::HalfOpen,
+                open_ms: None,
             },
         };
         let line = r.to_line();

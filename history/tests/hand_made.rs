@@ -27,6 +27,7 @@ fn settings() -> Settings {
         disabled: BTreeSet::new(),
         refresh_max_lifetime_s: 3_600,
         max_connections_per_user: 4,
+        cb_window_ms: 1_000,
     }
 }
 
@@ -63,6 +64,7 @@ fn clean() -> Vec<Record> {
         server: 0,
         from,
         to,
+        open_ms: None,
     };
     vec![
         at(
@@ -231,6 +233,7 @@ fn each_broken_variant_fails_with_its_checker_and_exit_code() {
                         server: 0,
                         from: BreakerState::Open,
                         to: BreakerState::Closed,
+                        open_ms: None,
                     },
                 );
             }),

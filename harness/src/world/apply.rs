@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use spiral_history::Event;
 use spiral_server::api::AppState;
+use spiral_server::protocol::BreakerState;
 
 use super::{Ctx, lock};
 use crate::scenario::{Fault, FaultAt, OutageMode};
@@ -150,12 +151,25 @@ pub(super) fn record_breaker(ctx: &Ctx, server: u32, st: &AppState, t_ms: u64) {
     if !ids.is_empty() {
         ctx.record_at(Event::RemovalsInFlight { server, ids }, t_ms);
     }
+    // How long it stayed open before each probe: the difference of two transition times on the
+    // server's own clock (this may run outside the server's host, where its clock cannot be read).
+    let mut opened = None;
     for t in st.storage.transitions() {
+        let open_ms = match (t.to, opened) {
+            (BreakerState::HalfOpen, Some(at)) => {
+                Some(t.at.saturating_duration_since(at).as_millis() as u64)
+            }
+            _ => None,
+        };
+        if t.to == BreakerState::Open {
+            opened = Some(t.at);
+        }
         ctx.record_at(
             Event::Breaker {
                 server,
                 from: t.from,
                 to: t.to,
+                open_ms,
             },
             t_ms,
         );

@@ -1,11 +1,14 @@
 //! Circuit-breaker legality: every transition a server's breaker made is one the state machine
-//! allows (closed → open → half_open → closed | open; never open → closed without a probe).
+//! allows (closed → open → half_open → closed | open; never open → closed without a probe), and an
+//! open breaker lets its probe through (open → half_open) no sooner than `CB_WINDOW` after it
+//! opened.
 //!
 //! The table is the checker's own, written from SPEC §1.6, not the server's: a check that asked
 //! the server whether its transition was legal would agree with any bug in that answer.
 
 use spiral_server::protocol::BreakerState::{self, Closed, HalfOpen, Open};
 
+use super::Checker;
 use crate::event::Event;
 
 /// The transitions SPEC §1.6 allows: failures open a closed breaker; after its window an open
@@ -17,10 +20,46 @@ const LEGAL: [(BreakerState, BreakerState); 4] = [
     (HalfOpen, Open),
 ];
 
-/// The property, judged on each event alone.
+/// Legality, and the open window.
+#[derive(Debug)]
+pub struct BreakerCheck {
+    window_ms: u64,
+}
+
+impl BreakerCheck {
+    pub fn new(window_ms: u64) -> Self {
+        Self { window_ms }
+    }
+}
+
+impl Checker for BreakerCheck {
+    fn name(&self) -> &'static str {
+        "breaker"
+    }
+
+    fn observe(&mut self, event: &Event) -> Result<(), String> {
+        judge(event)?;
+        match event {
+            // Whole milliseconds: a millisecond of rounding is allowed.
+            Event::Breaker {
+                server,
+                open_ms: Some(open),
+                ..
+            } if open + 1 < self.window_ms => Err(format!(
+                "server-{server}: the breaker let a probe through {open} ms after it opened, before its window of {} ms",
+                self.window_ms
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Legality, judged on each event alone.
 pub fn judge(event: &Event) -> Result<(), String> {
     match event {
-        Event::Breaker { server, from, to } if !LEGAL.contains(&(*from, *to)) => Err(format!(
+        Event::Breaker {
+            server, from, to, ..
+        } if !LEGAL.contains(&(*from, *to)) => Err(format!(
             "server-{server}: illegal breaker transition {} → {}",
             from.name(),
             to.name()
@@ -39,7 +78,26 @@ mod tests {
             server: 0,
             from,
             to,
+            open_ms: None,
         }
+    }
+
+    #[test]
+    fn a_probe_before_the_window_is_caught() {
+        let probe = |ms| Event::Breaker {
+            server: 0,
+            from: Open,
+            to: HalfOpen,
+            open_ms: Some(ms),
+        };
+        let mut ok = BreakerCheck::new(1000);
+        crate::hand::run(&mut ok, &[t(Closed, Open), probe(1000)]).unwrap();
+        let mut early = BreakerCheck::new(1000);
+        let e = crate::hand::run(&mut early, &[t(Closed, Open), probe(400)]).unwrap_err();
+        assert!(
+            e.contains("400 ms after it opened, before its window of 1000 ms"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! | `tenant_isolation` | another tenant's id is `not_found`, never data; a list names only ids, none acknowledged to another tenant | correctness |
 //! | `auth` | no handshake or request with an invalid, replayed or revoked token is accepted; tokens at the expiry edge are judged by the server's clock | correctness |
 //! | `rate_limit` | accepted operations per user never exceed the bucket | correctness |
-//! | `breaker` | every breaker transition is legal (never open → closed) | correctness |
+//! | `breaker` | every breaker transition is legal (never open → closed), and a probe goes through no sooner than `CB_WINDOW` after the breaker opened | correctness |
 //! | `gc_budget` | a GC pass stays within its time budget (simulated time) | correctness |
 //! | `gc_keeps_up` | at quiescence a GC pass can start and brings every server back within capacity | correctness |
 //! | `close_codes` | a silent peer is closed with 4001, an idle one with 4000, an oversized frame with 1009, a revoked subject with 4003 | correctness |
@@ -124,6 +124,8 @@ pub struct Settings {
     pub refresh_max_lifetime_s: u64,
     /// The servers' `SPIRAL_MAX_CONNECTIONS_PER_USER`.
     pub max_connections_per_user: u64,
+    /// The servers' `CB_WINDOW` (ms).
+    pub cb_window_ms: u64,
 }
 
 /// A property judged on each event alone, with no memory of the ones before: a name and a
@@ -162,7 +164,7 @@ pub fn all(s: &Settings) -> Vec<Box<dyn Checker + Send>> {
             s.ws_rate_capacity,
             s.ws_rate_window_ms,
         )),
-        Box::new(EachEvent::new("breaker", breaker::judge)),
+        Box::new(breaker::BreakerCheck::new(s.cb_window_ms)),
         Box::new(gc_budget::GcBudget::new(s.gc_grace_ms)),
         Box::new(EachEvent::new("gc_keeps_up", gc_keeps_up::judge)),
         Box::new(EachEvent::new("close_codes", close_codes::judge)),
