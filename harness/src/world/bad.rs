@@ -140,16 +140,21 @@ impl Bad<'_> {
 
     /// A valid token for `sub`, issued `iat_s` and expiring `exp_s` (unix seconds).
     fn token(&mut self, sub: &str, exp_s: u64, iat_s: u64) -> (String, String) {
+        self.token_nbf(sub, exp_s, iat_s, None)
+    }
+
+    /// [`token`](Self::token) with a `nbf` claim.
+    fn token_nbf(
+        &mut self,
+        sub: &str,
+        exp_s: u64,
+        iat_s: u64,
+        nbf_s: Option<u64>,
+    ) -> (String, String) {
         let jti = self.jti();
-        let t = net::sign(&net::claims(
-            sub,
-            "tenant-bad",
-            &["user"],
-            jti.clone(),
-            exp_s,
-            iat_s,
-        ));
-        (t, jti)
+        let mut claims = net::claims(sub, "tenant-bad", &["user"], jti.clone(), exp_s, iat_s);
+        claims.nbf = nbf_s;
+        (net::sign(&claims), jti)
     }
 
     fn fresh(&mut self) -> (String, String) {
@@ -237,16 +242,28 @@ impl Bad<'_> {
                 self.handshake(s, Some(&token), kind, Some(jti)).await;
             }
             Attack::Expired | Attack::EdgeValid => {
-                // By the target server's clock: beyond the leeway, or inside it by 10–40 s.
+                // By the target server's clock: beyond the leeway, or inside it by 10–40 s. One
+                // token in two is about `nbf` instead of `exp`: not valid until 10–40 s past the
+                // leeway (refused), or exactly at the leeway's edge (accepted: `nbf` may be up to
+                // the leeway ahead of the server's clock).
                 let skew = self.skew(s);
                 let server_now = self.ctx.server_unix_ms(s) / 1000;
                 let margin = 10 + self.rng.next_u64() % 31;
-                let (exp, kind) = if attack == Attack::Expired {
-                    (server_now - LEEWAY_S - margin, TokenKind::Expired)
+                let by_nbf = self.rng.next_u64().is_multiple_of(2);
+                let kind = if attack == Attack::Expired {
+                    TokenKind::Expired
                 } else {
-                    (server_now - LEEWAY_S + margin, TokenKind::EdgeValid)
+                    TokenKind::EdgeValid
                 };
-                let (token, jti) = self.token(&sub, exp, exp - 3600);
+                let (exp, nbf) = match (by_nbf, kind) {
+                    (false, TokenKind::Expired) => (server_now - LEEWAY_S - margin, None),
+                    (false, _) => (server_now - LEEWAY_S + margin, None),
+                    (true, TokenKind::Expired) => {
+                        (server_now + 3600, Some(server_now + LEEWAY_S + margin))
+                    }
+                    (true, _) => (server_now + 3600, Some(server_now + LEEWAY_S)),
+                };
+                let (token, jti) = self.token_nbf(&sub, exp, exp - 3600, nbf);
                 if let Some(mut ws) = self
                     .handshake_since(s, Some(&token), kind, Some(jti), skew)
                     .await
