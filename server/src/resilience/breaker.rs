@@ -152,9 +152,9 @@ pub enum Outcome {
 pub struct Breaker {
     cfg: BreakerConfig,
     state: BreakerState,
+    /// Bumped on every transition: it is also the count of transitions ever made.
     epoch: u64,
     opens_total: u64,
-    transitions_total: u64,
     log: VecDeque<Transition>,
 }
 
@@ -167,7 +167,6 @@ impl Breaker {
             },
             epoch: 0,
             opens_total: 0,
-            transitions_total: 0,
             log: VecDeque::new(),
         }
     }
@@ -189,8 +188,9 @@ impl Breaker {
         self.opens_total
     }
 
+    /// Transitions ever made (the log keeps the last [`TRANSITION_LOG_MAX`]).
     pub fn transitions_total(&self) -> u64 {
-        self.transitions_total
+        self.epoch
     }
 
     /// The last [`TRANSITION_LOG_MAX`] transitions, oldest first.
@@ -293,7 +293,6 @@ impl Breaker {
         let from = self.state.kind();
         self.state = to;
         self.epoch += 1;
-        self.transitions_total += 1;
         if self.log.len() == TRANSITION_LOG_MAX {
             self.log.pop_front();
         }
