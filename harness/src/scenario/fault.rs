@@ -260,6 +260,14 @@ pub struct Swarm {
     /// Largest share of Redis commands answered with an error. Default 0.5.
     #[serde(default)]
     pub redis_error_rate: Option<f64>,
+    /// Share of swarm Redis outages that refuse connections (`mode = "refuse"`) instead of
+    /// hanging. Default 0.
+    #[serde(default)]
+    pub redis_refuse_share: Option<f64>,
+    /// Holds per minute: messages between a client host and a server queued, delivered all at
+    /// once when released.
+    #[serde(default)]
+    pub holds_per_min: f64,
     /// Spells of extra latency per minute on a random link (client host ↔ server, or server ↔
     /// Redis), each message taking up to `link_latency_ms`, healed by a link restore.
     #[serde(default)]
@@ -305,6 +313,12 @@ impl Swarm {
             .is_some_and(|r| !(0.0..=1.0).contains(&r))
         {
             return Err("[swarm] link_loss_rate: must be in [0, 1]".into());
+        }
+        if self
+            .redis_refuse_share
+            .is_some_and(|r| !(0.0..=1.0).contains(&r))
+        {
+            return Err("[swarm] redis_refuse_share: must be in [0, 1]".into());
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 
 use spiral_server::rng::SplitMix64;
 
-use crate::scenario::{Fault, FaultAt, Scenario};
+use crate::scenario::{Fault, FaultAt, OutageMode, Scenario};
 
 /// The timed faults plus the seeded swarm, in firing order.
 pub fn schedule(sc: &Scenario, rng: &mut SplitMix64) -> Vec<FaultAt> {
@@ -47,8 +47,13 @@ pub fn schedule(sc: &Scenario, rng: &mut SplitMix64) -> Vec<FaultAt> {
         out.push(fault(t, Fault::Crash { a: a.clone() }));
         out.push(fault(t + heal, Fault::Bounce { a }));
     }
+    // Which outages refuse connections instead of hanging: a stream of its own, so the draws
+    // above and below stay what they were.
+    let mut modes = rng.fork("redis-outage-modes");
+    let refuse = sw.redis_refuse_share.unwrap_or(0.0);
     for t in arrivals(sw.redis_outages_per_min, rng) {
-        out.push(fault(t, Fault::RedisOutage { mode: None }));
+        let mode = (refuse > 0.0 && modes.next_f64() < refuse).then_some(OutageMode::Refuse);
+        out.push(fault(t, Fault::RedisOutage { mode }));
         out.push(fault(t + heal, Fault::RedisRestore {}));
     }
     // The kinds below were added later; a scenario without them draws nothing for them, so the
@@ -126,6 +131,19 @@ pub fn schedule(sc: &Scenario, rng: &mut SplitMix64) -> Vec<FaultAt> {
             },
         ));
         out.push(fault(t + heal, Fault::LinkRestore { a, b }));
+    }
+    for t in arrivals(sw.holds_per_min, rng) {
+        let c = rng.next_u64() % u64::from(good.max(1));
+        let s = rng.next_u64() % u64::from(sc.world.servers);
+        let (a, b) = (sc.world.client_host(c as u32), format!("server-{s}"));
+        out.push(fault(
+            t,
+            Fault::Hold {
+                a: a.clone(),
+                b: b.clone(),
+            },
+        ));
+        out.push(fault(t + heal, Fault::Release { a, b }));
     }
     out.sort_by_key(FaultAt::at_ms);
     out
