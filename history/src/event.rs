@@ -405,6 +405,9 @@ pub enum Event {
         pause_ms: f64,
         budget_ms: u64,
         collected: usize,
+        /// How far over its capacity the engine was when the pass selected (none: not known).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        excess: Option<u64>,
     },
     /// A node removed by GC (a legal disappearance).
     GcRemoved { server: u32, id: String },

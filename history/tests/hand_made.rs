@@ -119,6 +119,7 @@ fn clean() -> Vec<Record> {
                 pause_ms: 3.0,
                 budget_ms: 10,
                 collected: 1,
+                excess: Some(1),
             },
         ),
         at(

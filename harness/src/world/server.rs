@@ -256,6 +256,7 @@ fn watch_engine(ctx: &Arc<Ctx>, s: u32, state: &AppState) {
                         pause_ms: r.pause_ms,
                         budget_ms: r.budget_ms,
                         collected: r.collected,
+                        excess: Some(r.excess),
                     });
                 }
                 Ok(_) => {}

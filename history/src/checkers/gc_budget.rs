@@ -26,6 +26,7 @@ impl Checker for GcBudget {
                 pause_ms,
                 budget_ms,
                 collected,
+                ..
             } if *pause_ms > (*budget_ms + self.grace_ms) as f64 => Err(format!(
                 "server-{server}: a GC pass took {pause_ms:.1} ms (collected {collected}); budget {budget_ms} ms + {} ms grace",
                 self.grace_ms
@@ -47,6 +48,7 @@ mod tests {
             pause_ms,
             budget_ms: 25,
             collected: 3,
+            excess: None,
         };
         run(&mut GcBudget::new(25), &[gc(49.0)]).unwrap();
         assert!(run(&mut GcBudget::new(25), &[gc(51.0)]).is_err());

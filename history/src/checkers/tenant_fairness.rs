@@ -2,7 +2,8 @@
 //! share of the capacity (`max_nodes` ÷ tenants holding nodes) never loses a node to GC, and a
 //! tenant over its share loses no more than what it holds above it — whatever priorities anyone
 //! stored at. Priorities are bounded: a store past −1000..=1000 is a `bad_request`, whether a
-//! well-behaved client or a crowding one sent it.
+//! well-behaved client or a crowding one sent it. And GC takes nothing the capacity does not call
+//! for: a pass collects no more nodes than the engine was over capacity when it selected.
 
 use crate::event::{Event, Op};
 
@@ -11,6 +12,14 @@ use spiral_server::engine::PRIORITY_RANGE as PRIORITY;
 /// The property, judged on each event alone.
 pub fn judge(event: &Event) -> Result<(), String> {
     match event {
+        Event::Gc {
+            server,
+            collected,
+            excess: Some(excess),
+            ..
+        } if *collected as u64 > *excess => Err(format!(
+            "server-{server}: a GC pass collected {collected} nodes while the engine was {excess} over its capacity"
+        )),
         Event::GcShares {
             server,
             share,
@@ -123,6 +132,23 @@ mod tests {
         assert!(e.contains("GC took 1 of a's 2 nodes"), "{e}");
         let e = run_each(judge, &[shares(3, &[("a", 3, 0), ("b", 6, 4)])]).unwrap_err();
         assert!(e.contains("at most 3 could go"), "{e}");
+    }
+
+    #[test]
+    fn a_pass_collecting_past_the_excess_is_caught() {
+        let gc = |collected, excess| Event::Gc {
+            server: 0,
+            pause_ms: 1.0,
+            budget_ms: 25,
+            collected,
+            excess: Some(excess),
+        };
+        run_each(judge, &[gc(3, 3), gc(0, 0)]).unwrap();
+        let e = run_each(judge, &[gc(2, 0)]).unwrap_err();
+        assert!(
+            e.contains("collected 2 nodes while the engine was 0 over"),
+            "{e}"
+        );
     }
 
     #[test]
