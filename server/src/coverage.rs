@@ -238,9 +238,9 @@ mod tests {
     use super::*;
     use std::collections::BTreeSet;
 
-    /// Every `reached!("…")` in the server's source.
-    fn sites() -> BTreeSet<String> {
-        let mut found = BTreeSet::new();
+    /// Every source file of the server but this one: its path and text.
+    fn sources() -> Vec<(std::path::PathBuf, String)> {
+        let mut files = Vec::new();
         let mut dirs = vec![std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src")];
         while let Some(dir) = dirs.pop() {
             for entry in std::fs::read_dir(&dir).unwrap() {
@@ -251,13 +251,41 @@ mod tests {
                     && !path.ends_with("coverage.rs")
                 {
                     let text = std::fs::read_to_string(&path).unwrap();
-                    for part in text.split("reached!(\"").skip(1) {
-                        found.insert(part.split('"').next().unwrap().to_owned());
-                    }
+                    files.push((path, text));
                 }
             }
         }
+        files
+    }
+
+    /// Every `reached!("…")` in the server's source.
+    fn sites() -> BTreeSet<String> {
+        let mut found = BTreeSet::new();
+        for (_, text) in sources() {
+            for part in text.split("reached!(\"").skip(1) {
+                found.insert(part.split('"').next().unwrap().to_owned());
+            }
+        }
         found
+    }
+
+    /// An unbiased `tokio::select!` picks among ready branches with tokio's per-thread RNG, which
+    /// no seed controls: one seed would stop giving one run (SPEC §2). Only `main.rs` (signals,
+    /// outside any simulation) may use one.
+    #[test]
+    fn every_select_in_the_server_is_biased() {
+        let mut unbiased = Vec::new();
+        for (path, text) in sources() {
+            if path.ends_with("main.rs") {
+                continue;
+            }
+            for (i, part) in text.split("select! {").enumerate().skip(1) {
+                if !part.trim_start().starts_with("biased;") {
+                    unbiased.push(format!("{} (select #{i})", path.display()));
+                }
+            }
+        }
+        assert!(unbiased.is_empty(), "unbiased select!: {unbiased:?}");
     }
 
     #[test]

@@ -140,7 +140,10 @@ impl Watch {
             match due {
                 None => notified.await,
                 Some((at, limit)) => {
+                    // `biased`: an unbiased select picks among ready branches with tokio's
+                    // per-thread RNG, which no seed controls (SPEC §2).
                     tokio::select! {
+                        biased;
                         () = tokio::time::sleep_until(at) => {
                             if *sync::lock(&self.phase) == phase {
                                 return limit;
@@ -366,6 +369,7 @@ async fn connection<I>(
     let mut stopping = false;
     loop {
         tokio::select! {
+            biased;
             res = conn.as_mut() => {
                 if let Err(e) = res {
                     tracing::trace!(error = %e, "connection ended");

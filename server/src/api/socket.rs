@@ -391,6 +391,7 @@ impl Outbox {
                 let since = *full.borrow_and_update();
                 match since {
                     Some(t) => tokio::select! {
+                        biased;
                         () = tokio::time::sleep_until(t + limit) => {
                             if *full.borrow() == Some(t) {
                                 crate::reached!("ws.slow_client_closed");
