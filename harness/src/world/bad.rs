@@ -140,21 +140,27 @@ impl Bad<'_> {
 
     /// A valid token for `sub`, issued `iat_s` and expiring `exp_s` (unix seconds).
     fn token(&mut self, sub: &str, exp_s: u64, iat_s: u64) -> (String, String) {
-        self.token_nbf(sub, exp_s, iat_s, None)
+        self.token_nbf(sub, exp_s, iat_s, None, false)
     }
 
-    /// [`token`](Self::token) with a `nbf` claim.
+    /// [`token`](Self::token) with a `nbf` claim, signed RS256 when `rs256`.
     fn token_nbf(
         &mut self,
         sub: &str,
         exp_s: u64,
         iat_s: u64,
         nbf_s: Option<u64>,
+        rs256: bool,
     ) -> (String, String) {
         let jti = self.jti();
         let mut claims = net::claims(sub, "tenant-bad", &["user"], jti.clone(), exp_s, iat_s);
         claims.nbf = nbf_s;
-        (net::sign(&claims), jti)
+        let token = if rs256 {
+            net::sign_rs256(&claims)
+        } else {
+            net::sign(&claims)
+        };
+        (token, jti)
     }
 
     fn fresh(&mut self) -> (String, String) {
@@ -263,7 +269,9 @@ impl Bad<'_> {
                     }
                     (true, _) => (server_now + 3600, Some(server_now + LEEWAY_S)),
                 };
-                let (token, jti) = self.token_nbf(&sub, exp, exp - 3600, nbf);
+                // One in two of these tokens is RS256 (`kid` test-1), the servers' other key.
+                let rs256 = margin % 2 == 1;
+                let (token, jti) = self.token_nbf(&sub, exp, exp - 3600, nbf, rs256);
                 if let Some(mut ws) = self
                     .handshake_since(s, Some(&token), kind, Some(jti), skew)
                     .await

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use spiral_server::api::client;
-use spiral_server::auth::{Claims, Keys};
+use spiral_server::auth::{Claims, KeyConfig, Keys};
 use spiral_server::protocol::Reply;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -40,6 +40,43 @@ pub fn claims(
 
 pub fn sign(c: &Claims) -> String {
     Keys::hs256(SECRET).mint(c).unwrap_or_default()
+}
+
+/// The RS256 public key every simulated server also accepts (`kid` test-1): the server suite's
+/// test fixture.
+const JWKS: &str = include_str!("../../../server/tests/fixtures/rs256-test-jwks.json");
+/// Its private key.
+const RS256_KEY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../server/tests/fixtures/rs256-test-key.pem"
+);
+
+/// What every simulated server verifies with: the HS256 secret, and the RS256 key set.
+pub fn server_keys() -> Keys {
+    Keys::from_config(&KeyConfig {
+        jwt_secret: Some(String::from_utf8_lossy(SECRET).into_owned()),
+        jwt_secret_previous: None,
+        jwk: Some(JWKS.to_owned()),
+        jwt_private_key: None,
+    })
+    .expect("the simulation's keys")
+}
+
+/// Signed RS256 with the key the servers know (header `kid` test-1).
+pub fn sign_rs256(c: &Claims) -> String {
+    static SIGNER: std::sync::OnceLock<Keys> = std::sync::OnceLock::new();
+    SIGNER
+        .get_or_init(|| {
+            Keys::from_config(&KeyConfig {
+                jwt_secret: None,
+                jwt_secret_previous: None,
+                jwk: Some(JWKS.to_owned()),
+                jwt_private_key: Some(RS256_KEY.into()),
+            })
+            .expect("the simulation's RS256 signer")
+        })
+        .mint(c)
+        .unwrap_or_default()
 }
 
 /// Signed with a key the server does not know.

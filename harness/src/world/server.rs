@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 use spiral_server::api::{AppState, ServerBuilder, ServerConfig};
-use spiral_server::auth::{Keys, Shared};
+use spiral_server::auth::Shared;
 use spiral_server::clock::{Clock, EpochClock, Instant, SharedClock};
 use spiral_server::engine::{EngineConfig, EngineEvent};
 use spiral_server::ratelimit::Limit;
@@ -17,7 +17,7 @@ use spiral_server::resilience::{ResilienceConfig, ResilientStorage};
 use spiral_server::storage::redis::{RedisConnectionInfo, RedisStorage, dial_stream};
 use spiral_server::storage::{SharedStorage, Storage, StorageResult};
 
-use super::{Ctx, EPOCH_MS, SECRET, lock, now_ms};
+use super::{Ctx, EPOCH_MS, lock, now_ms};
 use spiral_history::{Event, TenantShare};
 
 /// Server `s`'s data namespace in Redis: each instance indexes its own nodes, so each engine's
@@ -192,7 +192,7 @@ pub(crate) async fn main(ctx: Arc<Ctx>, s: u32) -> Result<(), Box<dyn std::error
     let shared = Arc::new(shared);
     // Opening reads storage; while it is unreachable, keep trying (a real supervisor would).
     let state = loop {
-        let opened = ServerBuilder::new(Keys::hs256(SECRET), clock.clone())
+        let opened = ServerBuilder::new(super::net::server_keys(), clock.clone())
             .storage(resilient.clone())
             .shared(shared.clone())
             .config(server_config(&ctx))
