@@ -302,23 +302,14 @@ impl Swarm {
                     .into(),
             );
         }
-        if self
-            .redis_error_rate
-            .is_some_and(|r| !(0.0..=1.0).contains(&r))
-        {
-            return Err("[swarm] redis_error_rate: must be in [0, 1]".into());
-        }
-        if self
-            .link_loss_rate
-            .is_some_and(|r| !(0.0..=1.0).contains(&r))
-        {
-            return Err("[swarm] link_loss_rate: must be in [0, 1]".into());
-        }
-        if self
-            .redis_refuse_share
-            .is_some_and(|r| !(0.0..=1.0).contains(&r))
-        {
-            return Err("[swarm] redis_refuse_share: must be in [0, 1]".into());
+        for (name, share) in [
+            ("redis_error_rate", self.redis_error_rate),
+            ("link_loss_rate", self.link_loss_rate),
+            ("redis_refuse_share", self.redis_refuse_share),
+        ] {
+            if share.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+                return Err(format!("[swarm] {name}: must be in [0, 1]"));
+            }
         }
         Ok(())
     }

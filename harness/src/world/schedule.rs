@@ -29,10 +29,14 @@ pub fn schedule(sc: &Scenario, rng: &mut SplitMix64) -> Vec<FaultAt> {
         }
     };
     let good = sc.world.clients - sc.workload.bad_clients;
-    for t in arrivals(sw.partitions_per_min, rng) {
+    // A random well-behaved client's host and a random server (drawn in that order).
+    let client_and_server = |rng: &mut SplitMix64| {
         let c = rng.next_u64() % u64::from(good.max(1));
         let s = rng.next_u64() % u64::from(sc.world.servers);
-        let (a, b) = (sc.world.client_host(c as u32), format!("server-{s}"));
+        (sc.world.client_host(c as u32), format!("server-{s}"))
+    };
+    for t in arrivals(sw.partitions_per_min, rng) {
+        let (a, b) = client_and_server(rng);
         out.push(fault(
             t,
             Fault::Partition {
@@ -59,9 +63,7 @@ pub fn schedule(sc: &Scenario, rng: &mut SplitMix64) -> Vec<FaultAt> {
     // The kinds below were added later; a scenario without them draws nothing for them, so the
     // schedules above stay what they were.
     for t in arrivals(sw.oneway_partitions_per_min, rng) {
-        let c = rng.next_u64() % u64::from(good.max(1));
-        let s = rng.next_u64() % u64::from(sc.world.servers);
-        let (mut a, mut b) = (sc.world.client_host(c as u32), format!("server-{s}"));
+        let (mut a, mut b) = client_and_server(rng);
         if rng.next_u64() % 2 == 1 {
             std::mem::swap(&mut a, &mut b);
         }
@@ -118,9 +120,7 @@ pub fn schedule(sc: &Scenario, rng: &mut SplitMix64) -> Vec<FaultAt> {
     }
     let max_rate = sw.link_loss_rate.unwrap_or(0.05);
     for t in arrivals(sw.link_loss_per_min, rng) {
-        let c = rng.next_u64() % u64::from(good.max(1));
-        let s = rng.next_u64() % u64::from(sc.world.servers);
-        let (a, b) = (sc.world.client_host(c as u32), format!("server-{s}"));
+        let (a, b) = client_and_server(rng);
         let rate = ((rng.next_f64() * max_rate * 1000.0).round() / 1000.0).max(0.001);
         out.push(fault(
             t,
@@ -133,9 +133,7 @@ pub fn schedule(sc: &Scenario, rng: &mut SplitMix64) -> Vec<FaultAt> {
         out.push(fault(t + heal, Fault::LinkRestore { a, b }));
     }
     for t in arrivals(sw.holds_per_min, rng) {
-        let c = rng.next_u64() % u64::from(good.max(1));
-        let s = rng.next_u64() % u64::from(sc.world.servers);
-        let (a, b) = (sc.world.client_host(c as u32), format!("server-{s}"));
+        let (a, b) = client_and_server(rng);
         out.push(fault(
             t,
             Fault::Hold {
