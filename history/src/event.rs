@@ -228,6 +228,21 @@ pub enum Event {
         status: Option<u16>,
         error: Option<String>,
     },
+    /// The rate-limit headers of an authenticated HTTP answer (SPEC §1.3), with the server's
+    /// wall clock just before the request went out and just after its answer came; `steady`
+    /// when no clock fault moved that clock in between.
+    RateHeaders {
+        client: u32,
+        server: u32,
+        path: String,
+        status: u16,
+        limit: u64,
+        remaining: u64,
+        reset_s: u64,
+        sent_server_ms: u64,
+        answered_server_ms: u64,
+        steady: bool,
+    },
     /// An HTTP request of a bad client.
     Http {
         client: u32,

@@ -16,6 +16,7 @@ fn settings() -> Settings {
         clients: 1,
         ws_rate_capacity: 100,
         ws_rate_window_ms: 1000,
+        http_rate: spiral_server::ratelimit::Limit::new(100, 10_000, 60_000),
         gc_grace_ms: 50,
         liveness_within_ms: 10_000,
         end_ms: 30_000,

@@ -233,7 +233,8 @@ pub fn take() -> std::collections::BTreeMap<&'static str, u64> {
 /// Whether markers count in this build.
 pub const ENABLED: bool = cfg!(feature = "coverage");
 
-#[cfg(all(test, not(spiral_loom)))]
+#[cfg(test)]
+#[cfg(not(spiral_loom))]
 mod tests {
     use super::*;
     use std::collections::BTreeSet;

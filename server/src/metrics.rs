@@ -542,7 +542,8 @@ pub fn process_memory() -> (u64, u64) {
     (field("RssAnon:"), field("VmRSS:"))
 }
 
-#[cfg(all(test, not(spiral_loom)))]
+#[cfg(test)]
+#[cfg(not(spiral_loom))]
 mod tests {
     use super::*;
 

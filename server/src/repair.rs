@@ -59,7 +59,8 @@ pub fn render(
     out
 }
 
-#[cfg(all(test, not(spiral_loom)))]
+#[cfg(test)]
+#[cfg(not(spiral_loom))]
 mod tests {
     use super::*;
     use crate::engine::Correction;

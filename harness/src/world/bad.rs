@@ -594,14 +594,17 @@ impl Bad<'_> {
             issued,
         ));
         let t0 = now_ms();
-        match net::http(
-            s,
-            "POST",
-            "/admin/tokens/revoke",
-            Some(&admin),
-            Some(&json!({"sub": sub})),
-        )
-        .await
+        match self
+            .ctx
+            .http_reply(
+                self.c,
+                s,
+                ("POST", "/admin/tokens/revoke"),
+                Some(&admin),
+                Some(&json!({"sub": sub})),
+            )
+            .await
+            .map(|r| r.status)
         {
             Ok(200) => {}
             // Not revoked (rate limited, unreachable): nothing to judge.

@@ -175,7 +175,9 @@ async fn refresh(
     token: &str,
     chain_start_s: u64,
 ) -> Option<(String, String)> {
-    let reply = net::http_reply(server, "POST", "/auth/refresh", Some(token), None).await;
+    let reply = ctx
+        .http_reply(c, server, ("POST", "/auth/refresh"), Some(token), None)
+        .await;
     let minted = reply
         .as_ref()
         .ok()

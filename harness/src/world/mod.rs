@@ -243,10 +243,50 @@ impl Ctx {
 
     /// The server's wall clock (ms), skew included: tokens at the expiry edges are minted by it.
     pub fn server_unix_ms(&self, server: u32) -> u64 {
-        let skew = self.servers[server as usize]
+        (EPOCH_MS + now_ms()).saturating_add_signed(self.skew_ms(server))
+    }
+
+    fn skew_ms(&self, server: u32) -> i64 {
+        self.servers[server as usize]
             .skew_ms
-            .load(Ordering::Relaxed);
-        (EPOCH_MS + now_ms()).saturating_add_signed(skew)
+            .load(Ordering::Relaxed)
+    }
+
+    /// [`net::http_reply`] for `client`, recording the answer's rate-limit headers
+    /// ([`Event::RateHeaders`]) when it carries them, with the server's clock around the
+    /// exchange.
+    pub async fn http_reply(
+        &self,
+        client: u32,
+        server: u32,
+        (method, path): (&str, &str),
+        token: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> Result<spiral_server::api::client::Reply, String> {
+        let skew = self.skew_ms(server);
+        let sent_server_ms = self.server_unix_ms(server);
+        let reply = net::http_reply(server, method, path, token, body).await?;
+        let answered_server_ms = self.server_unix_ms(server);
+        let header = |name| reply.header(name).and_then(|v| v.parse::<u64>().ok());
+        if let (Some(limit), Some(remaining), Some(reset_s)) = (
+            header("x-ratelimit-limit"),
+            header("x-ratelimit-remaining"),
+            header("x-ratelimit-reset"),
+        ) {
+            self.record(Event::RateHeaders {
+                client,
+                server,
+                path: path.to_owned(),
+                status: reply.status,
+                limit,
+                remaining,
+                reset_s,
+                sent_server_ms,
+                answered_server_ms,
+                steady: self.skew_ms(server) == skew && answered_server_ms >= sent_server_ms,
+            });
+        }
+        Ok(reply)
     }
 
     pub fn harness_error(&self, e: String) {

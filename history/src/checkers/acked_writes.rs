@@ -53,8 +53,14 @@ impl Checker for AckedWrites {
             Event::GcRemoved { id, .. } => {
                 self.removed.insert(id.clone());
             }
-            // It may be gone: like a collect that got no answer.
-            Event::RemovalsInFlight { ids, .. } => {
+            // It may be gone: like a collect that got no answer. What the stopping server names
+            // as being removed must be nodes.
+            Event::RemovalsInFlight { ids, server } => {
+                if let Some(bad) = ids.iter().find(|id| !super::is_node_id(id)) {
+                    return Err(format!(
+                        "server-{server} stopped while removing {bad:?}, not an id: what it was removing is unknown"
+                    ));
+                }
                 self.removed.extend(ids.iter().cloned());
             }
             Event::Durable {
@@ -106,6 +112,21 @@ mod tests {
             server: 0,
             id: "a".into(),
         };
-        run(&mut AckedWrites::default(), &[store, gc, lost]).unwrap();
+        run(
+            &mut AckedWrites::default(),
+            &[store.clone(), gc, lost.clone()],
+        )
+        .unwrap();
+        let stopping = |id: &str| Event::RemovalsInFlight {
+            server: 0,
+            ids: vec![id.into()],
+        };
+        run(
+            &mut AckedWrites::default(),
+            &[store.clone(), stopping("a"), lost.clone()],
+        )
+        .unwrap();
+        let e = run(&mut AckedWrites::default(), &[store, stopping(""), lost]).unwrap_err();
+        assert!(e.contains("not an id"), "{e}");
     }
 }

@@ -109,6 +109,8 @@ pub struct Settings {
     /// The servers' WebSocket token bucket: capacity per window.
     pub ws_rate_capacity: u64,
     pub ws_rate_window_ms: u64,
+    /// The servers' HTTP bucket (`HTTP_RATE_LIMIT`, `RATE_LIMIT_BLOCK_SECONDS`).
+    pub http_rate: spiral_server::ratelimit::Limit,
     /// How far over its budget a GC pass may run (scheduling jitter).
     pub gc_grace_ms: u64,
     /// After the last fault heals, every client completes work within this.
@@ -163,6 +165,7 @@ pub fn all(s: &Settings) -> Vec<Box<dyn Checker + Send>> {
         Box::new(rate_limit::RateLimit::new(
             s.ws_rate_capacity,
             s.ws_rate_window_ms,
+            s.http_rate,
         )),
         Box::new(breaker::BreakerCheck::new(s.cb_window_ms)),
         Box::new(gc_budget::GcBudget::new(s.gc_grace_ms)),
@@ -265,6 +268,12 @@ impl Panel {
         self.finish(history.len());
         self.first.map(|(v, _)| Failure::of(v))
     }
+}
+
+/// Whether `id` has the form of a memory id the server hands out (hex digits), as anything the
+/// server names as a node must.
+pub fn is_node_id(id: &str) -> bool {
+    !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// SPEC §1.5 invariant 1, as each server's engine reports it against its storage at the end.

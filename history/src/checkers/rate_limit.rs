@@ -5,10 +5,17 @@
 //! `rate_limited`; it happened somewhere between its send and its answer, so an interval spans
 //! from the first one's send to the last one's answer. A burst of binary frames is judged the same
 //! way on its own: every message counts against the bucket, whatever its opcode.
+//!
+//! The HTTP bucket's headers (SPEC §1.3) are judged on every authenticated answer the world
+//! reads: `X-RateLimit-Limit` is the configured capacity, `X-RateLimit-Remaining` no more than
+//! that, and `X-RateLimit-Reset` (unix seconds, rounded up) no earlier than the request was sent
+//! and no later than one window after the answer — a refused request's block may take it to the
+//! block's end instead. Judged only when no clock fault moved the server's clock meanwhile.
 
 use std::collections::BTreeMap;
 
 use spiral_server::protocol::ErrorCode;
+use spiral_server::ratelimit::Limit;
 
 use super::Checker;
 use crate::event::Event;
@@ -17,18 +24,77 @@ use crate::event::Event;
 pub struct RateLimit {
     capacity: u64,
     window_ms: u64,
+    /// The servers' HTTP bucket.
+    http: Limit,
     /// Per user: (sent, answered) of each admitted operation.
     admitted: BTreeMap<String, Vec<(u64, u64)>>,
 }
 
 impl RateLimit {
-    pub fn new(capacity: u64, window_ms: u64) -> Self {
+    pub fn new(capacity: u64, window_ms: u64, http: Limit) -> Self {
         Self {
             capacity,
             window_ms: window_ms.max(1),
+            http,
             admitted: BTreeMap::new(),
         }
     }
+}
+
+/// One answer's rate-limit headers against the HTTP bucket `http` (see the module docs).
+fn judge_headers(http: &Limit, event: &Event) -> Result<(), String> {
+    let Event::RateHeaders {
+        server,
+        path,
+        status,
+        limit,
+        remaining,
+        reset_s,
+        sent_server_ms,
+        answered_server_ms,
+        steady,
+        ..
+    } = event
+    else {
+        return Ok(());
+    };
+    let what = format!("server-{server}'s {status} to {path}");
+    if *limit != http.capacity {
+        return Err(format!(
+            "{what}: X-RateLimit-Limit {limit}, but the bucket holds {}",
+            http.capacity
+        ));
+    }
+    if remaining > limit {
+        return Err(format!(
+            "{what}: X-RateLimit-Remaining {remaining} over X-RateLimit-Limit {limit}"
+        ));
+    }
+    if !steady {
+        return Ok(());
+    }
+    // Refilling takes at most a window; only a refusal can block for longer.
+    let refill_ms = if *status == 429 {
+        http.window_ms.max(http.block_ms)
+    } else {
+        http.window_ms
+    };
+    let reset_ms = reset_s.saturating_mul(1000);
+    if reset_ms < *sent_server_ms {
+        return Err(format!(
+            "{what}: X-RateLimit-Reset {reset_s} is before the request was sent ({sent_server_ms} ms on its clock)"
+        ));
+    }
+    let latest_ms = answered_server_ms + refill_ms;
+    if reset_ms >= latest_ms + 1000 {
+        return Err(format!(
+            "{what}: X-RateLimit-Reset {reset_s} is {} ms after the answer ({answered_server_ms} ms on its clock); a bucket of {} per {} ms is full again within {refill_ms} ms",
+            reset_ms - answered_server_ms,
+            http.capacity,
+            http.window_ms
+        ));
+    }
+    Ok(())
 }
 
 /// Messages a bucket of `capacity` per `window_ms` can let through within `span_ms` (+1 for the
@@ -43,6 +109,7 @@ impl Checker for RateLimit {
     }
 
     fn observe(&mut self, event: &Event) -> Result<(), String> {
+        judge_headers(&self.http, event)?;
         if let Event::Op {
             user,
             answer,
@@ -106,6 +173,45 @@ mod tests {
     use super::*;
     use crate::event::Op;
     use crate::hand::*;
+
+    const HTTP: Limit = Limit::new(100, 10_000, 60_000);
+
+    fn headers(status: u16, remaining: u64, reset_s: u64, steady: bool) -> Event {
+        Event::RateHeaders {
+            client: 0,
+            server: 0,
+            path: "/auth/refresh".into(),
+            status,
+            limit: 100,
+            remaining,
+            reset_s,
+            sent_server_ms: 1_000_000,
+            answered_server_ms: 1_000_020,
+            steady,
+        }
+    }
+
+    #[test]
+    fn rate_limit_headers_must_describe_the_bucket() {
+        let judge = |e: Event| run(&mut RateLimit::new(10, 1000, HTTP), &[e]);
+        // One request taken from a full bucket: full again 100 ms later, rounded up to 1001 s.
+        judge(headers(200, 99, 1001, true)).unwrap();
+        // A whole window after the answer is the latest a bucket can need.
+        judge(headers(200, 0, 1010, true)).unwrap();
+        // Two windows: the bucket cannot take that long to refill.
+        let e = judge(headers(200, 99, 1020, true)).unwrap_err();
+        assert!(e.contains("full again within 10000 ms"), "{e}");
+        // A refusal blocks for 60 s: its reset may be that far.
+        judge(headers(429, 0, 1060, true)).unwrap();
+        assert!(judge(headers(429, 0, 1062, true)).is_err());
+        // In the past.
+        let e = judge(headers(200, 99, 999, true)).unwrap_err();
+        assert!(e.contains("before the request was sent"), "{e}");
+        // A clock fault in between: the times say nothing, the counts still do.
+        judge(headers(200, 99, 1020, false)).unwrap();
+        let e = judge(headers(200, 101, 1001, false)).unwrap_err();
+        assert!(e.contains("over X-RateLimit-Limit"), "{e}");
+    }
     #[test]
     fn a_burst_beyond_the_bucket_is_caught() {
         // 10 per second allowed with capacity 10: 12 at once is too many, 10 is fine.
@@ -114,16 +220,16 @@ mod tests {
                 .map(|i| op(Op::Stats, listed(), i))
                 .collect::<Vec<_>>()
         };
-        run(&mut RateLimit::new(10, 1000), &burst(10)).unwrap();
-        let e = run(&mut RateLimit::new(10, 1000), &burst(13)).unwrap_err();
+        run(&mut RateLimit::new(10, 1000, HTTP), &burst(10)).unwrap();
+        let e = run(&mut RateLimit::new(10, 1000, HTTP), &burst(13)).unwrap_err();
         assert!(e.contains("user-0"), "{e}");
         // Denials do not count.
         let mut denied = burst(10);
         denied.extend((0..5).map(|i| op(Op::Stats, error(ErrorCode::RateLimited), 20 + i)));
-        run(&mut RateLimit::new(10, 1000), &denied).unwrap();
+        run(&mut RateLimit::new(10, 1000, HTTP), &denied).unwrap();
         // Spread over time, the refill allows more.
         let spread: Vec<_> = (0..40).map(|i| op(Op::Stats, listed(), i * 100)).collect();
-        run(&mut RateLimit::new(10, 1000), &spread).unwrap();
+        run(&mut RateLimit::new(10, 1000, HTTP), &spread).unwrap();
         // A binary burst counts against the bucket too.
         let burst = |admitted| Event::BinaryBurst {
             client: 0,
@@ -134,14 +240,14 @@ mod tests {
             span_ms: 50,
             disturbed: false,
         };
-        run(&mut RateLimit::new(10, 1000), &[burst(11)]).unwrap();
-        let e = run(&mut RateLimit::new(10, 1000), &[burst(30)]).unwrap_err();
+        run(&mut RateLimit::new(10, 1000, HTTP), &[burst(11)]).unwrap();
+        let e = run(&mut RateLimit::new(10, 1000, HTTP), &[burst(30)]).unwrap_err();
         assert!(e.contains("binary frames"), "{e}");
         // Redis was faulty: each instance decided alone, as the SPEC allows.
         let mut fallback = burst(30);
         if let Event::BinaryBurst { disturbed, .. } = &mut fallback {
             *disturbed = true;
         }
-        run(&mut RateLimit::new(10, 1000), &[fallback]).unwrap();
+        run(&mut RateLimit::new(10, 1000, HTTP), &[fallback]).unwrap();
     }
 }

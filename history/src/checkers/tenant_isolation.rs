@@ -31,7 +31,7 @@ impl Checker for TenantIsolation {
                 }
                 (Op::List, Answer::Listed { ids, .. }) => {
                     for id in ids {
-                        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        if !super::is_node_id(id) {
                             return Err(format!("{tenant}'s list named {id:?}, not an id"));
                         }
                         if let Some(other) = self.owner.get(id).filter(|o| *o != tenant) {

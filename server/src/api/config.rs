@@ -320,7 +320,8 @@ impl ServeArgs {
     }
 }
 
-#[cfg(all(test, not(spiral_loom)))]
+#[cfg(test)]
+#[cfg(not(spiral_loom))]
 mod tests {
     use super::*;
     use clap::Parser;

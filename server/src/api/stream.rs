@@ -250,7 +250,8 @@ async fn run(st: AppState, socket: WebSocket, who: Principal, slot: Slot) {
     drop(reg);
 }
 
-#[cfg(all(test, not(spiral_loom)))]
+#[cfg(test)]
+#[cfg(not(spiral_loom))]
 mod tests {
     use super::*;
 

@@ -284,7 +284,8 @@ fn parse_jwks(text: &str) -> Result<Vec<(Option<String>, DecodingKey)>, String> 
     Ok(out)
 }
 
-#[cfg(all(test, not(spiral_loom)))]
+#[cfg(test)]
+#[cfg(not(spiral_loom))]
 mod tests {
     use super::*;
 

@@ -308,7 +308,8 @@ impl Core {
 }
 
 /// Fixtures the core's tests share, in this file and its sibling files.
-#[cfg(all(test, not(spiral_loom)))]
+#[cfg(test)]
+#[cfg(not(spiral_loom))]
 pub(super) mod tests {
     use super::*;
     use crate::engine::spiral::depth_to_ppm;

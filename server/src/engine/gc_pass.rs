@@ -150,7 +150,8 @@ impl Engine {
     }
 }
 
-#[cfg(all(test, not(spiral_loom)))]
+#[cfg(test)]
+#[cfg(not(spiral_loom))]
 mod tests {
     use std::sync::Arc;
 

@@ -154,7 +154,8 @@ impl CoreHandle {
     }
 }
 
-#[cfg(all(test, not(spiral_loom)))]
+#[cfg(test)]
+#[cfg(not(spiral_loom))]
 mod tests {
     use std::sync::Arc;
 

@@ -215,7 +215,8 @@ pub(super) fn parse_meta_counts(meta: &Value) -> Vec<(u32, u64, u64)> {
         .unwrap_or_default()
 }
 
-#[cfg(all(test, not(spiral_loom)))]
+#[cfg(test)]
+#[cfg(not(spiral_loom))]
 mod tests {
     use std::sync::Arc;
     use std::time::Duration;

@@ -348,7 +348,8 @@ impl Engine {
     }
 }
 
-#[cfg(all(test, not(spiral_loom)))]
+#[cfg(test)]
+#[cfg(not(spiral_loom))]
 mod tests {
     use serde_json::json;
 

@@ -175,7 +175,8 @@ impl Core {
     }
 }
 
-#[cfg(all(test, not(spiral_loom)))]
+#[cfg(test)]
+#[cfg(not(spiral_loom))]
 mod tests {
     use super::super::core::tests::{core, store};
     use super::super::sigil::parse_sigil;

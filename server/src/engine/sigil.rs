@@ -64,7 +64,8 @@ impl Core {
     }
 }
 
-#[cfg(all(test, not(spiral_loom)))]
+#[cfg(test)]
+#[cfg(not(spiral_loom))]
 mod tests {
     use std::collections::BTreeSet;
 

@@ -58,7 +58,8 @@ pub(super) fn valid_sigil(id: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-#[cfg(all(test, not(spiral_loom)))]
+#[cfg(test)]
+#[cfg(not(spiral_loom))]
 mod tests {
     use serde_json::json;
 

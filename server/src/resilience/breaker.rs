@@ -311,7 +311,8 @@ fn deadline(now: Instant, ms: u64) -> Instant {
         .unwrap_or(now)
 }
 
-#[cfg(all(test, not(spiral_loom)))]
+#[cfg(test)]
+#[cfg(not(spiral_loom))]
 mod tests {
     use super::*;
     use crate::clock::{Clock, ManualClock};

@@ -573,7 +573,8 @@ pub(super) fn breaker_open() -> StorageError {
     StorageError::Unavailable("circuit breaker open".into())
 }
 
-#[cfg(all(test, not(spiral_loom)))]
+#[cfg(test)]
+#[cfg(not(spiral_loom))]
 mod tests {
     use super::*;
     use crate::clock::{Clock, ManualClock};

@@ -144,7 +144,8 @@ impl Journal {
 }
 
 /// `Set key = v`: the journal entry the resilience tests write most.
-#[cfg(all(test, not(spiral_loom)))]
+#[cfg(test)]
+#[cfg(not(spiral_loom))]
 pub(crate) fn set_op(key: &str, v: i64) -> JournalOp {
     JournalOp::Set {
         key: key.into(),
@@ -152,7 +153,8 @@ pub(crate) fn set_op(key: &str, v: i64) -> JournalOp {
     }
 }
 
-#[cfg(all(test, not(spiral_loom)))]
+#[cfg(test)]
+#[cfg(not(spiral_loom))]
 mod tests {
     use super::*;
 

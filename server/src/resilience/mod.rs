@@ -438,5 +438,6 @@ impl Storage for ResilientStorage {
     }
 }
 
-#[cfg(all(test, not(spiral_loom)))]
+#[cfg(test)]
+#[cfg(not(spiral_loom))]
 mod tests;

@@ -307,7 +307,8 @@ impl Storage for EmbeddedStorage {
     }
 }
 
-#[cfg(all(test, not(spiral_loom)))]
+#[cfg(test)]
+#[cfg(not(spiral_loom))]
 mod tests {
     use std::time::Duration;
 
