@@ -239,6 +239,9 @@ pub enum Event {
         limit: u64,
         remaining: u64,
         reset_s: u64,
+        /// A refusal's `retry_after_ms` (its body's).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
         sent_server_ms: u64,
         answered_server_ms: u64,
         steady: bool,
@@ -325,6 +328,10 @@ pub enum Event {
         accepted: u32,
         refused_503: bool,
         cap: usize,
+        /// The places (admitted handshakes and open WebSockets) the server counted under its
+        /// cap once the flood's handshakes were done, everyone's (none: the server was down).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        places: Option<u64>,
     },
     /// One user's connections past its cap (`SPIRAL_MAX_CONNECTIONS_PER_USER`): `opened`
     /// handshakes at once (on both WebSocket ports), of which `accepted` got in, `refused_429`
@@ -380,6 +387,25 @@ pub enum Event {
         refused: u32,
         held_after: Option<u64>,
         /// A link fault was in effect meanwhile (a hang-up may not have reached the server).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        disturbed: bool,
+    },
+    /// One user sent `sent` authenticated HTTP requests to one server: back to back until the
+    /// HTTP bucket of `capacity` refused one, two more while blocked, then one after waiting out
+    /// the last refusal's `retry_after_ms` (`Some(None)`: a 429 without it; `None`: no 429 came).
+    /// `admitted` were not refused, the last `span_ms` after the first was sent; `after_block`
+    /// is the status of the request after the wait (none: not sent or not answered).
+    HttpFlood {
+        client: u32,
+        server: u32,
+        user: String,
+        capacity: u64,
+        sent: u32,
+        admitted: u32,
+        span_ms: u64,
+        retry_after_ms: Option<Option<u64>>,
+        after_block: Option<u16>,
+        /// A Redis or link fault, or a clock fault on the server, meanwhile.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         disturbed: bool,
     },

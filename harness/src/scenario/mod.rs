@@ -101,13 +101,12 @@ impl Scenario {
 
     /// What the checkers need to know of a run of this scenario whose servers drew `server`.
     pub fn check_settings(&self, server: &ServerSettings) -> Settings {
-        let defaults = spiral_server::api::ServerConfig::default();
-        let ws_rate = defaults.ws_rate;
+        let ws_rate = spiral_server::api::ServerConfig::default().ws_rate;
         Settings {
             clients: self.world.clients - self.workload.bad_clients,
             ws_rate_capacity: server.get("ws_rate_limit"),
             ws_rate_window_ms: ws_rate.window_ms,
-            http_rate: defaults.http_rate,
+            http_rate: server.http_rate(),
             refresh_max_lifetime_s: server.get("refresh_max_lifetime_s"),
             max_connections_per_user: server.get("max_connections_per_user"),
             cb_window_ms: server.get("cb_window_ms"),

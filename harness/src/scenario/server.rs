@@ -97,6 +97,20 @@ pub const KNOBS: &[(&str, u64, u64, u64, &str)] = &[
         "stores per user per 10 s (SPIRAL_RATE_LIMIT)",
     ),
     (
+        "http_rate_limit",
+        100,
+        1,
+        1_000_000,
+        "HTTP requests per user per 10 s (HTTP_RATE_LIMIT)",
+    ),
+    (
+        "rate_limit_block_ms",
+        60_000,
+        0,
+        3_600_000,
+        "a user over its HTTP limit is refused this long (RATE_LIMIT_BLOCK_SECONDS, in ms here)",
+    ),
+    (
         "gc_time_budget_ms",
         25,
         1,
@@ -228,6 +242,15 @@ impl ServerSettings {
             .get(name)
             .copied()
             .unwrap_or_else(|| panic!("`{name}` is not a [server] knob"))
+    }
+
+    /// The HTTP bucket these settings give the servers.
+    pub fn http_rate(&self) -> spiral_server::ratelimit::Limit {
+        spiral_server::ratelimit::Limit {
+            capacity: self.get("http_rate_limit"),
+            block_ms: self.get("rate_limit_block_ms"),
+            ..spiral_server::api::ServerConfig::default().http_rate
+        }
     }
 
     /// `name=value …`, in name order.

@@ -72,10 +72,13 @@ enum Attack {
     SlowSockets,
     /// Never read while large answers pile up: closed with 1008.
     NonReader,
+    /// Authenticated HTTP past the HTTP bucket: refused with 429 and `retry_after_ms`, and let
+    /// back in once that has passed.
+    HttpFlood,
 }
 
 /// Every attack, in the order the seeded draw indexes.
-const ATTACKS: [Attack; 21] = [
+const ATTACKS: [Attack; 22] = [
     Attack::Forged,
     Attack::AlgNone,
     Attack::Garbage,
@@ -97,6 +100,7 @@ const ATTACKS: [Attack; 21] = [
     Attack::Storm,
     Attack::SlowSockets,
     Attack::NonReader,
+    Attack::HttpFlood,
 ];
 
 /// The longest one attack may take: far past any timeout an attack waits for.
@@ -446,6 +450,10 @@ impl Bad<'_> {
                 };
                 super::attacks::crowd::run(self.ctx, self.c, s, "tenant-bad", ws).await;
             }
+            Attack::HttpFlood => {
+                let user = format!("flood-{}", self.jti());
+                super::attacks::http_flood::run(self.ctx, self.c, s, user).await;
+            }
             Attack::Storm => {
                 let user = format!("storm-{}", self.jti());
                 super::attacks::storm::run(self.ctx, self.c, s, user).await;
@@ -666,6 +674,7 @@ impl Bad<'_> {
             accepted: held.len() as u32,
             refused_503: refused,
             cap,
+            places: self.ctx.state(s).map(|st| st.conns.open() as u64),
         });
         for mut ws in held {
             let _ = ws.close(None).await;

@@ -246,7 +246,7 @@ impl Ctx {
         (EPOCH_MS + now_ms()).saturating_add_signed(self.skew_ms(server))
     }
 
-    fn skew_ms(&self, server: u32) -> i64 {
+    pub(crate) fn skew_ms(&self, server: u32) -> i64 {
         self.servers[server as usize]
             .skew_ms
             .load(Ordering::Relaxed)
@@ -281,6 +281,9 @@ impl Ctx {
                 limit,
                 remaining,
                 reset_s,
+                retry_after_ms: (reply.status == 429)
+                    .then(|| reply.json()["error"]["retry_after_ms"].as_u64())
+                    .flatten(),
                 sent_server_ms,
                 answered_server_ms,
                 steady: self.skew_ms(server) == skew && answered_server_ms >= sent_server_ms,

@@ -142,6 +142,7 @@ fn server_config(ctx: &Ctx) -> ServerConfig {
             capacity: knob("store_rate_limit"),
             ..defaults.store_rate
         },
+        http_rate: ctx.settings.http_rate(),
         refresh_max_lifetime_s: knob("refresh_max_lifetime_s"),
         max_connections_per_user: knob("max_connections_per_user") as usize,
         ..defaults

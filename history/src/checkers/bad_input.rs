@@ -40,6 +40,17 @@ pub fn judge(event: &Event) -> Result<(), String> {
                 "client-{client}: server-{server} accepted {accepted} connections of one flood; the cap is {cap}"
             ));
         }
+        Event::Flood {
+            client,
+            server,
+            places: Some(places),
+            cap,
+            ..
+        } if *places > *cap as u64 => {
+            return Err(format!(
+                "client-{client}: server-{server} held {places} places at the end of a flood; the cap is {cap}"
+            ));
+        }
         _ => {}
     }
     Ok(())
@@ -95,8 +106,19 @@ mod tests {
             accepted,
             refused_503: true,
             cap: 64,
+            places: Some(64),
         };
         run_each(judge, &[flood(60)]).unwrap();
         assert!(run_each(judge, &[flood(68)]).is_err());
+        let over = Event::Flood {
+            client: 0,
+            server: 0,
+            accepted: 30,
+            refused_503: true,
+            cap: 64,
+            places: Some(65),
+        };
+        let e = run_each(judge, &[over]).unwrap_err();
+        assert!(e.contains("held 65 places"), "{e}");
     }
 }

@@ -50,6 +50,7 @@ fn judge_headers(http: &Limit, event: &Event) -> Result<(), String> {
         limit,
         remaining,
         reset_s,
+        retry_after_ms,
         sent_server_ms,
         answered_server_ms,
         steady,
@@ -70,8 +71,18 @@ fn judge_headers(http: &Limit, event: &Event) -> Result<(), String> {
             "{what}: X-RateLimit-Remaining {remaining} over X-RateLimit-Limit {limit}"
         ));
     }
+    if *status == 429 && retry_after_ms.is_none() {
+        return Err(format!("{what}: a refusal without retry_after_ms"));
+    }
     if !steady {
         return Ok(());
+    }
+    // The bucket cannot be full again before the user may ask again.
+    let retry_ms = retry_after_ms.unwrap_or(0);
+    if reset_s.saturating_mul(1000) < sent_server_ms + retry_ms {
+        return Err(format!(
+            "{what}: X-RateLimit-Reset {reset_s} comes before its retry_after_ms {retry_ms} has passed (sent at {sent_server_ms} ms on its clock)"
+        ));
     }
     // Refilling takes at most a window; only a refusal can block for longer.
     let refill_ms = if *status == 429 {
@@ -80,11 +91,6 @@ fn judge_headers(http: &Limit, event: &Event) -> Result<(), String> {
         http.window_ms
     };
     let reset_ms = reset_s.saturating_mul(1000);
-    if reset_ms < *sent_server_ms {
-        return Err(format!(
-            "{what}: X-RateLimit-Reset {reset_s} is before the request was sent ({sent_server_ms} ms on its clock)"
-        ));
-    }
     let latest_ms = answered_server_ms + refill_ms;
     if reset_ms >= latest_ms + 1000 {
         return Err(format!(
@@ -103,6 +109,38 @@ fn allowed(capacity: u64, window_ms: u64, span_ms: u64) -> u64 {
     capacity + capacity * span_ms / window_ms + 1
 }
 
+/// One user's HTTP flood (see [`Event::HttpFlood`]): the bucket let through no more than it
+/// holds plus its refill, and a user that waited out its `retry_after_ms` is let back in.
+fn judge_flood(http: &Limit, event: &Event) -> Result<(), String> {
+    let Event::HttpFlood {
+        server,
+        user,
+        sent,
+        admitted,
+        span_ms,
+        retry_after_ms,
+        after_block,
+        disturbed: false,
+        ..
+    } = event
+    else {
+        return Ok(());
+    };
+    let allowed = allowed(http.capacity, http.window_ms, *span_ms);
+    if u64::from(*admitted) > allowed {
+        return Err(format!(
+            "{user}: server-{server} let {admitted} of {sent} HTTP requests through within {span_ms} ms; a bucket of {} per {} ms allows {allowed}",
+            http.capacity, http.window_ms
+        ));
+    }
+    if let (Some(Some(wait)), Some(429)) = (retry_after_ms, after_block) {
+        return Err(format!(
+            "{user}: server-{server} still refused it with 429 after its retry_after_ms of {wait} had passed"
+        ));
+    }
+    Ok(())
+}
+
 impl Checker for RateLimit {
     fn name(&self) -> &'static str {
         "rate_limit"
@@ -110,6 +148,7 @@ impl Checker for RateLimit {
 
     fn observe(&mut self, event: &Event) -> Result<(), String> {
         judge_headers(&self.http, event)?;
+        judge_flood(&self.http, event)?;
         if let Event::Op {
             user,
             answer,
@@ -185,10 +224,39 @@ mod tests {
             limit: 100,
             remaining,
             reset_s,
+            retry_after_ms: (status == 429).then_some(60_000),
             sent_server_ms: 1_000_000,
             answered_server_ms: 1_000_020,
             steady,
         }
+    }
+
+    fn flood(admitted: u32, span_ms: u64, after_block: Option<u16>, disturbed: bool) -> Event {
+        Event::HttpFlood {
+            client: 0,
+            server: 0,
+            user: "flood-1".into(),
+            capacity: 100,
+            sent: admitted + 3,
+            admitted,
+            span_ms,
+            retry_after_ms: Some(Some(1_500)),
+            after_block,
+            disturbed,
+        }
+    }
+
+    #[test]
+    fn an_http_flood_gets_the_bucket_and_back_in_after_its_wait() {
+        let judge = |e: Event| run(&mut RateLimit::new(10, 1000, HTTP), &[e]);
+        // 100 at once plus 10 per second of refill (and 1 for the boundary).
+        judge(flood(111, 1_000, Some(200), false)).unwrap();
+        let e = judge(flood(112, 1_000, Some(200), false)).unwrap_err();
+        assert!(e.contains("allows 111"), "{e}");
+        let e = judge(flood(100, 500, Some(429), false)).unwrap_err();
+        assert!(e.contains("after its retry_after_ms of 1500"), "{e}");
+        // Redis or a clock fault meanwhile: nothing to judge.
+        judge(flood(300, 500, Some(429), true)).unwrap();
     }
 
     #[test]
@@ -206,7 +274,15 @@ mod tests {
         assert!(judge(headers(429, 0, 1062, true)).is_err());
         // In the past.
         let e = judge(headers(200, 99, 999, true)).unwrap_err();
-        assert!(e.contains("before the request was sent"), "{e}");
+        assert!(e.contains("comes before"), "{e}");
+        // A refusal's bucket is not full before the block ends, and says when to come back.
+        let e = judge(headers(429, 0, 1010, true)).unwrap_err();
+        assert!(e.contains("retry_after_ms 60000"), "{e}");
+        let mut bare = headers(429, 0, 1060, true);
+        if let Event::RateHeaders { retry_after_ms, .. } = &mut bare {
+            *retry_after_ms = None;
+        }
+        assert!(judge(bare).unwrap_err().contains("without retry_after_ms"));
         // A clock fault in between: the times say nothing, the counts still do.
         judge(headers(200, 99, 1020, false)).unwrap();
         let e = judge(headers(200, 101, 1001, false)).unwrap_err();

@@ -7,9 +7,11 @@
 //! - [`noise`] — a peer that sends only binary frames and malformed text: still idle.
 //! - [`slow_sockets`] — sockets that send half a request header (or one request) and then nothing.
 //! - [`non_reader`] — a peer that never reads while its answers pile up.
+//! - [`http_flood`] — one user's authenticated HTTP past its bucket, then back once it may.
 
 pub(crate) mod crowd;
 pub(crate) mod hog;
+pub(crate) mod http_flood;
 pub(crate) mod noise;
 pub(crate) mod non_reader;
 pub(crate) mod slow_sockets;
