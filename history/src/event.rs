@@ -58,6 +58,8 @@ pub enum Op {
     Get { id: String },
     /// `memory.get` of an id another tenant stored.
     ForeignGet { id: String },
+    /// A collect of another tenant's id: must be `not_found`, and the node stays.
+    ForeignCollect { id: String },
     /// `memory.collect` of one of the client's own ids.
     Collect { id: String },
     /// `memory.list`.
@@ -72,6 +74,7 @@ impl Op {
             Op::Store { .. } => "store",
             Op::Get { .. } => "get",
             Op::ForeignGet { .. } => "foreign_get",
+            Op::ForeignCollect { .. } => "foreign_collect",
             Op::Collect { .. } => "collect",
             Op::List => "list",
             Op::Stats => "stats",
@@ -81,7 +84,10 @@ impl Op {
     /// The id the operation is about, if any.
     pub fn target(&self) -> Option<&str> {
         match self {
-            Op::Get { id } | Op::ForeignGet { id } | Op::Collect { id } => Some(id),
+            Op::Get { id }
+            | Op::ForeignGet { id }
+            | Op::Collect { id }
+            | Op::ForeignCollect { id } => Some(id),
             Op::Store { .. } | Op::List | Op::Stats => None,
         }
     }
@@ -107,6 +113,9 @@ pub enum Answer {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         ids: Vec<String>,
     },
+    /// The statistics: the engine's `total_memories`, and the sum of its spirals' `node_count`
+    /// (SPEC §1.5 invariant 1: equal, in every answer).
+    Stats { total: u64, counted: u64 },
     /// An error envelope.
     Error { code: ErrorCode, message: String },
     /// A result of the wrong shape for its operation: the server broke the protocol.
@@ -138,7 +147,7 @@ impl Answer {
                 Some(c) => Answer::Read { content: c.clone() },
                 None => malformed("`content`"),
             },
-            Op::Collect { .. } => Answer::Collected,
+            Op::Collect { .. } | Op::ForeignCollect { .. } => Answer::Collected,
             Op::List => match data["ids"].as_array() {
                 Some(ids) => Answer::Listed {
                     items: ids.len(),
@@ -149,13 +158,17 @@ impl Answer {
                 },
                 None => malformed("`ids`"),
             },
-            Op::Stats => match data["spirals"].as_array() {
-                Some(s) => Answer::Listed {
-                    items: s.len(),
-                    ids: Vec::new(),
-                },
-                None => malformed("`spirals`"),
-            },
+            Op::Stats => {
+                let counted = data["spirals"].as_array().and_then(|s| {
+                    s.iter()
+                        .map(|sp| sp["node_count"].as_u64())
+                        .sum::<Option<u64>>()
+                });
+                match (data["total_memories"].as_u64(), counted) {
+                    (Some(total), Some(counted)) => Answer::Stats { total, counted },
+                    _ => malformed("`total_memories` and each spiral's `node_count`"),
+                }
+            }
         }
     }
 
@@ -172,6 +185,7 @@ impl Answer {
                 | Answer::Read { .. }
                 | Answer::Collected
                 | Answer::Listed { .. }
+                | Answer::Stats { .. }
                 | Answer::Malformed { .. }
         )
     }
@@ -602,12 +616,21 @@ mod tests {
         let lost = Answer::of(&get, Err("closed".into()));
         assert!(!lost.answered() && lost.error_code().is_none());
         assert_eq!(
-            Answer::of(&Op::Stats, result(json!({"spirals": [1, 2]}))),
-            Answer::Listed {
-                items: 2,
-                ids: Vec::new()
+            Answer::of(
+                &Op::Stats,
+                result(
+                    json!({"total_memories": 5, "spirals": [{"node_count": 2}, {"node_count": 3}]})
+                )
+            ),
+            Answer::Stats {
+                total: 5,
+                counted: 5
             }
         );
+        assert!(matches!(
+            Answer::of(&Op::Stats, result(json!({"spirals": [1, 2]}))),
+            Answer::Malformed { .. }
+        ));
         assert_eq!(
             Answer::of(&Op::List, result(json!({"ids": ["ab", 7]}))),
             Answer::Listed {

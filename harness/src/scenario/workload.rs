@@ -22,6 +22,9 @@ pub struct Mix {
     /// Reads of another tenant's ids: must be `not_found`.
     #[serde(default)]
     pub foreign_get: u32,
+    /// Collects of another tenant's ids: must be `not_found`, and the node stays.
+    #[serde(default)]
+    pub foreign_collect: u32,
     /// `POST /auth/refresh` with the client's token; the new token is used for the next
     /// handshake (the `tokens` checker judges every one minted).
     #[serde(default)]
@@ -37,13 +40,14 @@ impl Default for Mix {
             list: 5,
             stats: 5,
             foreign_get: 5,
+            foreign_collect: 0,
             refresh: 0,
         }
     }
 }
 
 impl Mix {
-    pub fn weights(&self) -> [(&'static str, u32); 7] {
+    pub fn weights(&self) -> [(&'static str, u32); 8] {
         [
             ("store", self.store),
             ("get", self.get),
@@ -52,6 +56,7 @@ impl Mix {
             ("stats", self.stats),
             ("foreign_get", self.foreign_get),
             ("refresh", self.refresh),
+            ("foreign_collect", self.foreign_collect),
         ]
     }
 }

@@ -111,13 +111,20 @@ pub(crate) async fn main(ctx: &Ctx, c: u32, mut rng: SplitMix64) {
                     (Command::MemoryGet { id: id.clone() }, Op::Get { id })
                 }
             }
-            "foreign_get" => {
+            "foreign_get" | "foreign_collect" => {
                 let foreign = ctx.foreign_ids(&tenant, 64);
                 if foreign.is_empty() {
                     continue;
                 }
                 let id = foreign[(rng.next_u64() % foreign.len() as u64) as usize].clone();
-                (Command::MemoryGet { id: id.clone() }, Op::ForeignGet { id })
+                if op == "foreign_collect" {
+                    (
+                        Command::MemoryCollect { id: id.clone() },
+                        Op::ForeignCollect { id },
+                    )
+                } else {
+                    (Command::MemoryGet { id: id.clone() }, Op::ForeignGet { id })
+                }
             }
             "list" => (Command::MemoryList { limit: Some(20) }, Op::List),
             "refresh" => {

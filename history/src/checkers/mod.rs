@@ -279,6 +279,13 @@ pub fn is_node_id(id: &str) -> bool {
 /// SPEC §1.5 invariant 1, as each server's engine reports it against its storage at the end.
 pub fn engine_invariants(event: &Event) -> Result<(), String> {
     match event {
+        Event::Op {
+            server,
+            answer: crate::event::Answer::Stats { total, counted },
+            ..
+        } if total != counted => Err(format!(
+            "server-{server}: its statistics say total_memories {total}, but its spirals' node_count sum to {counted}"
+        )),
         Event::EngineCheck {
             server,
             ok: false,
@@ -311,5 +318,15 @@ mod tests {
         let e = run_each(engine_invariants, &[at_rest(1, 0)]).unwrap_err();
         assert!(e.contains("1 store reservations"), "{e}");
         assert!(run_each(engine_invariants, &[at_rest(0, 2)]).is_err());
+    }
+
+    #[test]
+    fn statistics_that_disagree_with_themselves_are_caught() {
+        use crate::event::{Answer, Op};
+        let stats =
+            |total, counted| crate::hand::op(Op::Stats, Answer::Stats { total, counted }, 0);
+        run_each(engine_invariants, &[stats(7, 7)]).unwrap();
+        let e = run_each(engine_invariants, &[stats(0, 7)]).unwrap_err();
+        assert!(e.contains("total_memories 0"), "{e}");
     }
 }

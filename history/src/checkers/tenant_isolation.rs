@@ -1,5 +1,5 @@
-//! Tenant isolation: reading another tenant's id answers `not_found` — never the data and never
-//! an error that hints the id exists (errors unrelated to the id, such as `rate_limited`, pass);
+//! Tenant isolation: reading or collecting another tenant's id answers `not_found` — never the
+//! data, never a collect, and never an error that hints the id exists (errors unrelated to the id, such as `rate_limited`, pass);
 //! a list names only well-formed ids, none of them acknowledged to another tenant.
 
 use std::collections::BTreeMap;
@@ -59,21 +59,28 @@ const UNRELATED: [ErrorCode; 4] = [
 /// The property, judged on each event alone.
 pub fn judge(event: &Event) -> Result<(), String> {
     let Event::Op {
-        op: Op::ForeignGet { id },
-        answer,
-        tenant,
-        ..
+        op, answer, tenant, ..
     } = event
     else {
         return Ok(());
+    };
+    let (Op::ForeignGet { id } | Op::ForeignCollect { id }) = op else {
+        return Ok(());
+    };
+    let doing = if matches!(op, Op::ForeignGet { .. }) {
+        "reading"
+    } else {
+        "collecting"
     };
     if !answer.answered() {
         return Ok(());
     }
     match answer.error_code() {
-        None => Err(format!("{tenant} read another tenant's {id}: {answer:?}")),
+        None => Err(format!(
+            "{tenant} {doing} another tenant's {id} succeeded: {answer:?}"
+        )),
         Some(code) if !UNRELATED.contains(&code) => Err(format!(
-            "{tenant} reading another tenant's {id} got `{code}`, not not_found"
+            "{tenant} {doing} another tenant's {id} got `{code}`, not not_found"
         )),
         Some(_) => Ok(()),
     }
@@ -97,6 +104,10 @@ mod tests {
             error: "closed".into(),
         };
         run_each(c, &[op(foreign(), lost, 0)]).unwrap();
+        let collect = || Op::ForeignCollect { id: "x".into() };
+        run_each(c, &[op(collect(), error(ErrorCode::NotFound), 0)]).unwrap();
+        let e = run_each(c, &[op(collect(), Answer::Collected, 0)]).unwrap_err();
+        assert!(e.contains("collecting another tenant's x succeeded"), "{e}");
     }
 
     #[test]
