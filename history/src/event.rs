@@ -374,8 +374,12 @@ pub enum Event {
     /// tenant's share of the capacity, and what every tenant holding nodes held and gave up.
     GcShares {
         server: u32,
+        /// The share the server used.
         share: u64,
         tenants: Vec<TenantShare>,
+        /// The server's capacity (the world's setting): the fair share is this ÷ the tenants.
+        #[serde(default)]
+        max_nodes: u64,
     },
     /// A tenant crowding the engine: a bad client stored `sent` nodes at the top priority
     /// (`stored` acknowledged), after one store at a priority past the top, whose answer was

@@ -250,6 +250,7 @@ fn watch_engine(ctx: &Arc<Ctx>, s: u32, state: &AppState) {
                                     taken: t.taken,
                                 })
                                 .collect(),
+                            max_nodes: ctx.sc.world.max_nodes,
                         });
                     }
                     ctx.record(Event::Gc {

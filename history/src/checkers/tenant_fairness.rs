@@ -22,9 +22,18 @@ pub fn judge(event: &Event) -> Result<(), String> {
         )),
         Event::GcShares {
             server,
-            share,
+            share: used,
             tenants,
+            max_nodes,
         } => {
+            // The share by the world's own figures, not the server's (nor its code).
+            let share = &(max_nodes / tenants.len().max(1) as u64);
+            if used != share {
+                return Err(format!(
+                    "server-{server}: GC used a fair share of {used}; {max_nodes} nodes among {} tenants make {share}",
+                    tenants.len()
+                ));
+            }
             for t in tenants {
                 let over = t.held.saturating_sub(*share);
                 if t.taken > over {
@@ -88,6 +97,7 @@ mod tests {
                     taken,
                 })
                 .collect(),
+            max_nodes: share * t.len() as u64,
         }
     }
 
@@ -132,6 +142,14 @@ mod tests {
         assert!(e.contains("GC took 1 of a's 2 nodes"), "{e}");
         let e = run_each(judge, &[shares(3, &[("a", 3, 0), ("b", 6, 4)])]).unwrap_err();
         assert!(e.contains("at most 3 could go"), "{e}");
+        // The share is the world's: capacity 6 between two tenants is 3 each, whatever the
+        // server says.
+        let mut zero = shares(3, &[("a", 3, 0), ("b", 6, 3)]);
+        if let Event::GcShares { share, .. } = &mut zero {
+            *share = 0;
+        }
+        let e = run_each(judge, &[zero]).unwrap_err();
+        assert!(e.contains("used a fair share of 0"), "{e}");
     }
 
     #[test]
