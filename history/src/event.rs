@@ -22,6 +22,8 @@ pub enum TokenKind {
     AlgNone,
     /// Not a JWT at all.
     Garbage,
+    /// Signed with the right key, but a required claim is empty (`tenant: ""`).
+    MissingClaims,
     /// Expired beyond the leeway by the server's clock.
     Expired,
     /// Expired, but within the 60 s leeway by the server's clock: must be accepted.

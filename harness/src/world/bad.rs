@@ -31,7 +31,8 @@ enum Attack {
     Forged,
     /// A handshake with an `alg: none` token.
     AlgNone,
-    /// A handshake with a token that is not a JWT.
+    /// A handshake with a token that is not a JWT, or (one in two) a well-signed one whose
+    /// `tenant` is empty.
     Garbage,
     /// A handshake with a token expired beyond the leeway by the server's clock.
     Expired,
@@ -233,9 +234,11 @@ impl Bad<'_> {
         match attack {
             Attack::Forged | Attack::AlgNone | Attack::Garbage => {
                 let jti = self.jti();
+                // One garbage token in two is a well-signed one with an empty tenant.
+                let claimless = attack == Attack::Garbage && self.rng.next_u64().is_multiple_of(2);
                 let cl = net::claims(
                     &sub,
-                    "tenant-bad",
+                    if claimless { "" } else { "tenant-bad" },
                     &["user", "admin"],
                     jti.clone(),
                     long,
@@ -244,6 +247,7 @@ impl Bad<'_> {
                 let (token, kind) = match attack {
                     Attack::Forged => (net::forge(&cl), TokenKind::Forged),
                     Attack::AlgNone => (net::alg_none(&cl), TokenKind::AlgNone),
+                    _ if claimless => (net::sign(&cl), TokenKind::MissingClaims),
                     _ => (
                         format!("garbage.{}", self.rng.next_u64()),
                         TokenKind::Garbage,

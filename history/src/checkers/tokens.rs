@@ -27,6 +27,21 @@ impl super::Checker for Tokens {
     }
 
     fn observe(&mut self, event: &Event) -> Result<(), String> {
+        // A well-behaved client's refresh is a valid request to a server holding a signing key:
+        // a new token, or refused for the token (401), the rate limit (429) or shared state that
+        // cannot be checked (503) — never another answer.
+        if let Event::Refresh {
+            server,
+            user,
+            status: Some(status),
+            ..
+        } = event
+            && ![200, 401, 429, 503].contains(status)
+        {
+            return Err(format!(
+                "server-{server} answered {user}'s refresh with {status}"
+            ));
+        }
         let Event::Refresh {
             client,
             server,
@@ -80,6 +95,17 @@ mod tests {
             status: Some(401),
         };
         t.observe(&refused).unwrap();
+        let bad_request = Event::Refresh {
+            client: 0,
+            server: 0,
+            user: "user-0".into(),
+            chain_start_s: 1_000,
+            jti: None,
+            exp: None,
+            status: Some(400),
+        };
+        let e = t.observe(&bad_request).unwrap_err();
+        assert!(e.contains("refresh with 400"), "{e}");
     }
 
     #[test]
