@@ -372,6 +372,18 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         disturbed: bool,
     },
+    /// What a server's breaker reports of itself when the server stops or the run ends: the
+    /// `breaker_state` gauge and `opens_total`, beside what its transition log holds — how many
+    /// opens, and the state of the last transition (none: it never left closed). `complete` when
+    /// the log holds every transition it made.
+    BreakerStatus {
+        server: u32,
+        gauge: u8,
+        opens_total: u64,
+        opens_logged: u64,
+        last: Option<BreakerState>,
+        complete: bool,
+    },
     /// Fair shares at a GC pass's selection (only for a pass that selected something): each
     /// tenant's share of the capacity, and what every tenant holding nodes held and gave up.
     GcShares {

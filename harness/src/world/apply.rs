@@ -153,8 +153,25 @@ pub(super) fn record_breaker(ctx: &Ctx, server: u32, st: &AppState, t_ms: u64) {
     }
     // How long it stayed open before each probe: the difference of two transition times on the
     // server's own clock (this may run outside the server's host, where its clock cannot be read).
+    let transitions = st.storage.transitions();
+    let status = st.storage.status();
+    ctx.record_at(
+        Event::BreakerStatus {
+            server,
+            gauge: status.breaker_state,
+            opens_total: status.opens_total,
+            opens_logged: transitions
+                .iter()
+                .filter(|t| t.to == BreakerState::Open)
+                .count() as u64,
+            last: transitions.last().map(|t| t.to),
+            complete: transitions.len()
+                < spiral_server::resilience::breaker::TRANSITION_LOG_MAX,
+        },
+        t_ms,
+    );
     let mut opened = None;
-    for t in st.storage.transitions() {
+    for t in transitions {
         let open_ms = match (t.to, opened) {
             (BreakerState::HalfOpen, Some(at)) => {
                 Some(t.at.saturating_duration_since(at).as_millis() as u64)

@@ -54,9 +54,37 @@ impl Checker for BreakerCheck {
     }
 }
 
-/// Legality, judged on each event alone.
+/// The `breaker_state` gauge's value for each state (SPEC §1.6: 0 closed, 1 open, 2 half-open).
+fn gauge(state: BreakerState) -> u8 {
+    match state {
+        Closed => 0,
+        Open => 1,
+        HalfOpen => 2,
+    }
+}
+
+/// Legality, judged on each event alone; and what a breaker reports of itself (the state gauge,
+/// the count of opens) against the transitions it made.
 pub fn judge(event: &Event) -> Result<(), String> {
     match event {
+        Event::BreakerStatus {
+            server,
+            gauge: reported,
+            last,
+            ..
+        } if *reported != gauge(last.unwrap_or(Closed)) => Err(format!(
+            "server-{server}: its breaker_state gauge says {reported}, but its last transition left it {}",
+            last.unwrap_or(Closed).name()
+        )),
+        Event::BreakerStatus {
+            server,
+            opens_total,
+            opens_logged,
+            complete: true,
+            ..
+        } if opens_total != opens_logged => Err(format!(
+            "server-{server}: its breaker counts {opens_total} opens, but it opened {opens_logged} times"
+        )),
         Event::Breaker {
             server, from, to, ..
         } if !LEGAL.contains(&(*from, *to)) => Err(format!(
@@ -98,6 +126,26 @@ mod tests {
             e.contains("400 ms after it opened, before its window of 1000 ms"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_breaker_misreporting_itself_is_caught() {
+        let status = |gauge, opens_total, last, complete| Event::BreakerStatus {
+            server: 0,
+            gauge,
+            opens_total,
+            opens_logged: 2,
+            last,
+            complete,
+        };
+        run_each(judge, &[status(2, 2, Some(HalfOpen), true)]).unwrap();
+        run_each(judge, &[status(0, 0, None, true)]).unwrap_err();
+        let e = run_each(judge, &[status(1, 2, None, true)]).unwrap_err();
+        assert!(e.contains("gauge says 1, but its last transition left it closed"), "{e}");
+        let e = run_each(judge, &[status(1, 3, Some(Open), true)]).unwrap_err();
+        assert!(e.contains("counts 3 opens, but it opened 2 times"), "{e}");
+        // Transitions the log no longer holds: the count cannot be judged.
+        run_each(judge, &[status(1, 9, Some(Open), false)]).unwrap();
     }
 
     #[test]
