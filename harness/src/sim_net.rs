@@ -37,11 +37,14 @@ impl axum::serve::Listener for SimListener {
 
 /// Serve `state` on the current simulated host's standard ports (HTTP 3000, WebSocket commands
 /// 3001, event stream 3002) until the host stops — `spiral serve`, inside the simulator.
-pub async fn serve(state: spiral_server::api::AppState) -> std::io::Result<()> {
+pub async fn serve(
+    state: spiral_server::api::AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let listeners = spiral_server::api::Listeners {
         http: SimListener::bind(3000).await?,
         ws: SimListener::bind(3001).await?,
         stream: SimListener::bind(3002).await?,
     };
-    spiral_server::api::serve(listeners, state, std::future::pending()).await
+    spiral_server::api::serve(listeners, state, shutdown).await
 }

@@ -38,7 +38,7 @@ fn world(seed: u64) -> turmoil::Sim<'static> {
             .seed(3)
             .open()
             .await?;
-        spiral_harness::sim_net::serve(state).await?;
+        spiral_harness::sim_net::serve(state, std::future::pending()).await?;
         Ok(())
     });
     sim

@@ -23,6 +23,9 @@ pub enum FaultKind {
     Crash,
     /// Restart host `a`.
     Bounce,
+    /// Stop server `a` gracefully (SIGTERM: WebSockets closed with 1001, requests finished);
+    /// it starts again once stopped.
+    Terminate,
     /// The Redis host stops answering (`mode = "hang"`) or refuses connections (`"refuse"`).
     RedisOutage,
     /// The Redis host recovers (outage, errors and slowness cleared).
@@ -53,6 +56,7 @@ impl FaultKind {
             FaultKind::Release => "release",
             FaultKind::Crash => "crash",
             FaultKind::Bounce => "bounce",
+            FaultKind::Terminate => "terminate",
             FaultKind::RedisOutage => "redis-outage",
             FaultKind::RedisRestore => "redis-restore",
             FaultKind::RedisSlow => "redis-slow",
@@ -72,6 +76,7 @@ impl FaultKind {
                 | FaultKind::RepairOneway
                 | FaultKind::Release
                 | FaultKind::Bounce
+                | FaultKind::Terminate
                 | FaultKind::RedisRestore
                 | FaultKind::LinkRestore
         )

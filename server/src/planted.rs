@@ -94,10 +94,14 @@ pub enum Bug {
     /// journaled past the bound — a store answered `storage_unavailable` lands in storage after
     /// all and comes back with the next rebuild.
     JournalFullLands,
+    /// Shutdown: `serve` returns once the HTTP connections have finished, without waiting for the
+    /// WebSockets it asked to close, as before — the process exits under them, a command in
+    /// flight goes unanswered and the peer gets no 1001.
+    ShutdownAbandonsSockets,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 29] = [
+    pub const ALL: [Bug; 30] = [
         Bug::CountRace,
         Bug::DoubleCollect,
         Bug::AckBeforePersist,
@@ -127,6 +131,7 @@ impl Bug {
         Bug::NoHeaderTimeout,
         Bug::QueueUnboundedBytes,
         Bug::JournalFullLands,
+        Bug::ShutdownAbandonsSockets,
     ];
 
     pub fn name(self) -> &'static str {
@@ -160,6 +165,7 @@ impl Bug {
             Bug::NoHeaderTimeout => "no-header-timeout",
             Bug::QueueUnboundedBytes => "queue-unbounded-bytes",
             Bug::JournalFullLands => "journal-full-lands",
+            Bug::ShutdownAbandonsSockets => "shutdown-abandons-sockets",
         }
     }
 

@@ -42,6 +42,9 @@ pub enum Fault {
     Crash { a: String },
     /// Restart host `a`.
     Bounce { a: String },
+    /// Stop server `a` gracefully, as SIGTERM does (WebSockets closed with 1001, requests in
+    /// flight finished); it starts again once it has stopped, as a supervisor would start it.
+    Terminate { a: String },
     /// The Redis host stops answering (`mode = "hang"`, the default) or refuses connections
     /// (`"refuse"`).
     RedisOutage {
@@ -89,6 +92,7 @@ impl Fault {
             Fault::RepairOneway { .. } => FaultKind::RepairOneway,
             Fault::Crash { .. } => FaultKind::Crash,
             Fault::Bounce { .. } => FaultKind::Bounce,
+            Fault::Terminate { .. } => FaultKind::Terminate,
             Fault::RedisOutage { .. } => FaultKind::RedisOutage,
             Fault::RedisRestore {} => FaultKind::RedisRestore,
             Fault::RedisSlow { .. } => FaultKind::RedisSlow,
@@ -112,9 +116,10 @@ impl Fault {
             | Fault::LinkLatency { a, b, .. }
             | Fault::LinkLoss { a, b, .. }
             | Fault::LinkRestore { a, b } => (Some(a), Some(b)),
-            Fault::Crash { a } | Fault::Bounce { a } | Fault::ClockSkew { a, .. } => {
-                (Some(a), None)
-            }
+            Fault::Crash { a }
+            | Fault::Bounce { a }
+            | Fault::Terminate { a }
+            | Fault::ClockSkew { a, .. } => (Some(a), None),
             Fault::RedisOutage { .. }
             | Fault::RedisRestore {}
             | Fault::RedisSlow { .. }
@@ -232,6 +237,9 @@ pub struct Swarm {
     /// Server crash + restart per minute.
     #[serde(default)]
     pub crashes_per_min: f64,
+    /// Graceful stops (SIGTERM) of a random server per minute; each starts again once stopped.
+    #[serde(default)]
+    pub terminations_per_min: f64,
     /// Redis outages per minute (needs `storage = "redis"`).
     #[serde(default)]
     pub redis_outages_per_min: f64,

@@ -42,6 +42,17 @@ pub(super) fn apply(ctx: &Ctx, sim: &mut turmoil::Sim<'_>, f: &FaultAt) {
             }
             sim.bounce(a.as_str());
         }
+        // The server stops itself (see `server::main`); the run loop restarts its host once it has.
+        Fault::Terminate { a } => {
+            if let Some(s) = server_index(a)
+                && lock(&ctx.servers[s as usize].state).is_some()
+            {
+                let slot = &ctx.servers[s as usize];
+                slot.terminations.fetch_add(1, Ordering::SeqCst);
+                lock(&ctx.disturbance).stop(s, true, sim.elapsed().as_millis() as u64);
+                slot.terminate.notify_one();
+            }
+        }
         Fault::LinkLatency { a, b, ms } => {
             sim.set_link_latency(a.as_str(), b.as_str(), Duration::from_millis(*ms));
         }
@@ -125,6 +136,8 @@ fn note_disturbance(ctx: &Ctx, fault: &Fault, t_ms: u64) {
         Fault::Crash { a } => d.link(format!("down {a}"), true, t_ms),
         // A restart ends every connection the host had, and brings it back.
         Fault::Bounce { a } => d.link(format!("down {a}"), false, t_ms),
+        // A stop in effect is recorded where it is signalled (only a running server stops).
+        Fault::Terminate { .. } => {}
         Fault::ClockSkew { .. } => {}
         Fault::LinkLatency { a, b, .. }
         | Fault::LinkLoss { a, b, .. }
@@ -141,6 +154,23 @@ fn note_disturbance(ctx: &Ctx, fault: &Fault, t_ms: u64) {
         Fault::RedisOutage { .. } | Fault::RedisSlow { .. } | Fault::RedisErrors { .. } => {
             d.redis(true, t_ms);
         }
+    }
+}
+
+/// Restart the host of every server that has stopped gracefully since the last step (a
+/// supervisor starting the process again); until it is back, it counts as down.
+pub(super) fn restart_stopped(ctx: &Ctx, sim: &mut turmoil::Sim<'_>) {
+    for (s, slot) in ctx.servers.iter().enumerate() {
+        if !slot.stopped.swap(false, Ordering::SeqCst) {
+            continue;
+        }
+        let t_ms = sim.elapsed().as_millis() as u64;
+        if let Some(st) = lock(&slot.state).take() {
+            record_breaker(ctx, s as u32, &st, t_ms);
+        }
+        let host = format!("server-{s}");
+        sim.bounce(host.as_str());
+        lock(&ctx.disturbance).stop(s as u32, false, t_ms);
     }
 }
 
@@ -165,8 +195,7 @@ pub(super) fn record_breaker(ctx: &Ctx, server: u32, st: &AppState, t_ms: u64) {
                 .filter(|t| t.to == BreakerState::Open)
                 .count() as u64,
             last: transitions.last().map(|t| t.to),
-            complete: transitions.len()
-                < spiral_server::resilience::breaker::TRANSITION_LOG_MAX,
+            complete: transitions.len() < spiral_server::resilience::breaker::TRANSITION_LOG_MAX,
         },
         t_ms,
     );

@@ -36,6 +36,8 @@ pub(crate) async fn main(ctx: &Ctx, c: u32, mut rng: SplitMix64) {
     let chain_start_s = EPOCH_MS / 1000 - rng.fork("chain-start").next_u64() % 900;
     let mut token = String::new();
     let mut refreshed: Option<(String, String)> = None;
+    // When the open connection was opened, and how many graceful stops its server had had.
+    let mut opened = (0, 0);
     while now_ms() < end_ms && seq < max_ops {
         let gap = (mean_gap_ms * (0.5 + rng.next_f64())) as u64;
         tokio::time::sleep(Duration::from_millis(gap.max(1))).await;
@@ -71,7 +73,10 @@ pub(crate) async fn main(ctx: &Ctx, c: u32, mut rng: SplitMix64) {
                 error: h.error,
             });
             match h.ws {
-                Some(s) => ws = Some(s),
+                Some(s) => {
+                    ws = Some(s);
+                    opened = (now_ms(), stops(ctx, server));
+                }
                 None => {
                     // Back off before the next attempt.
                     tokio::time::sleep(Duration::from_millis(250)).await;
@@ -149,8 +154,23 @@ pub(crate) async fn main(ctx: &Ctx, c: u32, mut rng: SplitMix64) {
         };
         // No TCP retransmit in the simulator: a connection that crossed a partition is dead for
         // good. Drop it and reconnect.
-        if reply.is_err() {
+        if let Err(e) = &reply {
             ws = None;
+            // A graceful stop of the server during this connection: it must have said so
+            // (1001), unless a link fault may have swallowed the close frame.
+            if stops(ctx, server) != opened.1 {
+                ctx.record(Event::Closed {
+                    client: c,
+                    server,
+                    why: "server stopped gracefully".into(),
+                    expected: vec![1001],
+                    got: e
+                        .strip_prefix("closed by server: ")
+                        .and_then(|code| code.parse().ok()),
+                    after_ms: now_ms() - opened.0,
+                    disturbed: super::lock(&ctx.disturbance).links_only_since(opened.0),
+                });
+            }
         }
         let answer = Answer::of(&op, reply);
         if let Answer::Stored { id } = &answer {
@@ -264,4 +284,11 @@ fn store_request(rng: &mut SplitMix64, c: u32, seq: u64, max_message: usize) -> 
         priority: Some(priority),
         tags,
     }
+}
+
+/// Graceful stops asked of `server` so far.
+fn stops(ctx: &Ctx, server: u32) -> u32 {
+    ctx.servers[server as usize]
+        .terminations
+        .load(std::sync::atomic::Ordering::SeqCst)
 }

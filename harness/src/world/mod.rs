@@ -69,6 +69,12 @@ pub(crate) struct ServerSlot {
     pub state: Mutex<Option<AppState>>,
     pub skew_ms: Arc<AtomicI64>,
     pub journal: spiral_server::resilience::MemLog,
+    /// A graceful stop asked of the running server (SIGTERM).
+    pub terminate: tokio::sync::Notify,
+    /// Graceful stops asked of this server so far.
+    pub terminations: AtomicU32,
+    /// The server has stopped gracefully: its host is to be restarted (the run loop does it).
+    pub stopped: std::sync::atomic::AtomicBool,
 }
 
 /// Everything the hosts of one run share.
@@ -104,6 +110,11 @@ pub(crate) struct Disturbance {
     /// Faulty links to the Redis host (latency, loss) in effect: Redis is as good as faulty.
     redis_links: std::collections::BTreeSet<String>,
     redis_changed_ms: Option<u64>,
+    /// Servers stopping gracefully (from the signal until they are back), and when that set last
+    /// changed: a disturbance for attacks like a link fault, but one that closes its WebSockets
+    /// with 1001 first.
+    stops: std::collections::BTreeSet<u32>,
+    stops_changed_ms: Option<u64>,
 }
 
 impl Disturbance {
@@ -134,8 +145,25 @@ impl Disturbance {
         self.redis_changed_ms = Some(t_ms);
     }
 
-    /// Whether a link fault was in effect at any time since `t0_ms`.
+    /// Server `server` began (`on`) or ended a graceful stop at `t_ms`.
+    pub fn stop(&mut self, server: u32, on: bool, t_ms: u64) {
+        if on {
+            self.stops.insert(server);
+        } else {
+            self.stops.remove(&server);
+        }
+        self.stops_changed_ms = Some(t_ms);
+    }
+
+    /// Whether a link fault or a graceful stop was in effect at any time since `t0_ms`.
     pub fn links_since(&self, t0_ms: u64) -> bool {
+        self.links_only_since(t0_ms)
+            || !self.stops.is_empty()
+            || self.stops_changed_ms.is_some_and(|t| t >= t0_ms)
+    }
+
+    /// Whether a link fault (a graceful stop aside) was in effect at any time since `t0_ms`.
+    pub fn links_only_since(&self, t0_ms: u64) -> bool {
         !self.links.is_empty() || self.links_changed_ms.is_some_and(|t| t >= t0_ms)
     }
 

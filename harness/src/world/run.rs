@@ -229,6 +229,7 @@ fn simulate(
             Ok(false) => {}
             Err(e) => return Err(e.to_string()),
         }
+        super::apply::restart_stopped(ctx, &mut sim);
     }
 }
 

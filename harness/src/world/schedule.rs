@@ -143,6 +143,10 @@ pub fn schedule(sc: &Scenario, rng: &mut SplitMix64) -> Vec<FaultAt> {
         ));
         out.push(fault(t + heal, Fault::Release { a, b }));
     }
+    for t in arrivals(sw.terminations_per_min, rng) {
+        let a = format!("server-{}", rng.next_u64() % u64::from(sc.world.servers));
+        out.push(fault(t, Fault::Terminate { a }));
+    }
     out.sort_by_key(FaultAt::at_ms);
     out
 }

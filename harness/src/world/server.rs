@@ -219,7 +219,15 @@ pub(crate) async fn main(ctx: Arc<Ctx>, s: u32) -> Result<(), Box<dyn std::error
     };
     watch_engine(&ctx, s, &state);
     *lock(&ctx.servers[s as usize].state) = Some(state.clone());
-    crate::sim_net::serve(state).await?;
+    let signal = ctx.clone();
+    let shutdown = async move { signal.servers[s as usize].terminate.notified().await };
+    crate::sim_net::serve(state, shutdown).await?;
+    // Stopped gracefully: the process exits, and its supervisor starts it again — the run loop
+    // restarts the host, which ends every task this lifetime left.
+    ctx.servers[s as usize]
+        .stopped
+        .store(true, Ordering::SeqCst);
+    std::future::pending::<()>().await;
     Ok(())
 }
 

@@ -141,7 +141,10 @@ mod tests {
         run_each(judge, &[status(2, 2, Some(HalfOpen), true)]).unwrap();
         run_each(judge, &[status(0, 0, None, true)]).unwrap_err();
         let e = run_each(judge, &[status(1, 2, None, true)]).unwrap_err();
-        assert!(e.contains("gauge says 1, but its last transition left it closed"), "{e}");
+        assert!(
+            e.contains("gauge says 1, but its last transition left it closed"),
+            "{e}"
+        );
         let e = run_each(judge, &[status(1, 3, Some(Open), true)]).unwrap_err();
         assert!(e.contains("counts 3 opens, but it opened 2 times"), "{e}");
         // Transitions the log no longer holds: the count cannot be judged.

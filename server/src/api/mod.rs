@@ -581,8 +581,13 @@ pub struct Listeners<H, W, S> {
     pub stream: S,
 }
 
+/// How long a graceful shutdown waits for the WebSockets it closed: each finishes what it was
+/// doing, sends its 1001 and waits a bounded time for the peer's close.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+
 /// Serve until `shutdown` completes, then stop accepting, close open WebSockets with 1001
-/// (going away) and let in-flight HTTP requests finish.
+/// (going away), let in-flight HTTP requests finish, and return once the WebSockets have closed
+/// (at most [`SHUTDOWN_DRAIN`] later).
 pub async fn serve<H, W, S>(
     listeners: Listeners<H, W, S>,
     state: AppState,
@@ -633,6 +638,20 @@ where
         stop_rx.clone(),
     );
     let (_, a, b, c) = tokio::join!(stopper, http, ws, st);
+    // Upgraded connections live outside the listeners' accounting: wait for every WebSocket
+    // asked to close (each finishes its command in flight, sends 1001 and waits a bounded time
+    // for the peer's close) before returning, so the process never exits under them.
+    let drained = async {
+        while state.conns.open() > 0 && !crate::planted!(ShutdownAbandonsSockets) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    if tokio::time::timeout(SHUTDOWN_DRAIN, drained).await.is_err() {
+        tracing::warn!(
+            open = state.conns.open(),
+            "WebSockets still open after the shutdown drain; exiting under them"
+        );
+    }
     recovery.abort();
     hub.abort();
     a.and(b).and(c)
