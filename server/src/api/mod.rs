@@ -587,7 +587,7 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
 /// Serve until `shutdown` completes, then stop accepting, close open WebSockets with 1001
 /// (going away), let in-flight HTTP requests finish, and return once the WebSockets have closed
-/// (at most [`SHUTDOWN_DRAIN`] later).
+/// (at most 5 s later).
 pub async fn serve<H, W, S>(
     listeners: Listeners<H, W, S>,
     state: AppState,
