@@ -85,26 +85,17 @@ mod tests {
         let mut t = Tokens::new(100);
         t.observe(&refresh(0, "a", 1_050)).unwrap();
         t.observe(&refresh(1, "b", 1_100)).unwrap();
-        let refused = Event::Refresh {
+        let answered = |status| Event::Refresh {
             client: 0,
             server: 0,
             user: "user-0".into(),
             chain_start_s: 1_000,
             jti: None,
             exp: None,
-            status: Some(401),
+            status: Some(status),
         };
-        t.observe(&refused).unwrap();
-        let bad_request = Event::Refresh {
-            client: 0,
-            server: 0,
-            user: "user-0".into(),
-            chain_start_s: 1_000,
-            jti: None,
-            exp: None,
-            status: Some(400),
-        };
-        let e = t.observe(&bad_request).unwrap_err();
+        t.observe(&answered(401)).unwrap();
+        let e = t.observe(&answered(400)).unwrap_err();
         assert!(e.contains("refresh with 400"), "{e}");
     }
 
