@@ -47,12 +47,19 @@ pub use error::{EngineError, StorageError};
 
 /// `reached!("journal.full")` marks a branch where the server handles a failure or a limit
 /// (see [`coverage`]): counted only in builds with the `coverage` feature (the harness), nothing
-/// otherwise.
+/// otherwise. `reached!("auth.edge_leeway" if cond)` counts when `cond` holds, for a marker with
+/// no branch of its own; without the feature `cond` is not even evaluated.
 #[macro_export]
 macro_rules! reached {
     ($marker:literal) => {{
         #[cfg(feature = "coverage")]
         $crate::coverage::hit($marker);
+    }};
+    ($marker:literal if $cond:expr) => {{
+        #[cfg(feature = "coverage")]
+        if $cond {
+            $crate::coverage::hit($marker);
+        }
     }};
 }
 

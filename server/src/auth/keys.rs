@@ -237,9 +237,7 @@ impl Keys {
         if now_s > claims.exp.saturating_add(LEEWAY_S) {
             return Err(Reject::Expired);
         }
-        if now_s > claims.exp {
-            crate::reached!("auth.edge_leeway");
-        }
+        crate::reached!("auth.edge_leeway" if now_s > claims.exp);
         if claims
             .nbf
             .is_some_and(|nbf| nbf > now_s.saturating_add(LEEWAY_S))
