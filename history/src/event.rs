@@ -481,6 +481,9 @@ pub enum Event {
         /// How far over its capacity the engine was when the pass selected (none: not known).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         excess: Option<u64>,
+        /// When the pass started (simulated ms: its end less its pause; none: not known).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        started_ms: Option<u64>,
     },
     /// A node removed by GC (a legal disappearance).
     GcRemoved { server: u32, id: String },

@@ -29,6 +29,7 @@ fn settings() -> Settings {
         refresh_max_lifetime_s: 3_600,
         max_connections_per_user: 4,
         cb_window_ms: 1_000,
+        gc_force_skip: 3,
     }
 }
 
@@ -121,6 +122,7 @@ fn clean() -> Vec<Record> {
                 budget_ms: 10,
                 collected: 1,
                 excess: Some(1),
+                started_ms: None,
             },
         ),
         at(

@@ -110,6 +110,7 @@ impl Scenario {
             refresh_max_lifetime_s: server.get("refresh_max_lifetime_s"),
             max_connections_per_user: server.get("max_connections_per_user"),
             cb_window_ms: server.get("cb_window_ms"),
+            gc_force_skip: server.get("gc_force_skip"),
             gc_grace_ms: self.checks.gc_grace_ms,
             liveness_within_ms: (self.checks.liveness_within_s * 1000.0) as u64,
             end_ms: self.world.duration_s * 1000,

@@ -267,6 +267,7 @@ fn watch_engine(ctx: &Arc<Ctx>, s: u32, state: &AppState) {
                         budget_ms: r.budget_ms,
                         collected: r.collected,
                         excess: Some(r.excess),
+                        started_ms: now_ms().checked_sub(r.pause_ms.ceil() as u64),
                     });
                 }
                 Ok(_) => {}

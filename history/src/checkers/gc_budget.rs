@@ -49,6 +49,7 @@ mod tests {
             budget_ms: 25,
             collected: 3,
             excess: None,
+            started_ms: None,
         };
         run(&mut GcBudget::new(25), &[gc(49.0)]).unwrap();
         assert!(run(&mut GcBudget::new(25), &[gc(51.0)]).is_err());

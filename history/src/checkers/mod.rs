@@ -37,6 +37,7 @@ pub mod liveness;
 pub mod rate_limit;
 pub mod reads;
 pub mod refused_writes;
+pub mod second_chance;
 pub mod shared_state;
 pub mod slo;
 pub mod slow_clients;
@@ -79,7 +80,7 @@ pub trait Checker {
 }
 
 /// Every checker's name, in panel order (for `checks.disable` and the summaries).
-pub const NAMES: [&str; 19] = [
+pub const NAMES: [&str; 20] = [
     "engine_invariants",
     "acked_writes",
     "refused_writes",
@@ -95,6 +96,7 @@ pub const NAMES: [&str; 19] = [
     "tokens",
     "connection_fairness",
     "tenant_fairness",
+    "gc_second_chance",
     "shared_state",
     "slow_clients",
     "liveness",
@@ -128,6 +130,8 @@ pub struct Settings {
     pub max_connections_per_user: u64,
     /// The servers' `CB_WINDOW` (ms).
     pub cb_window_ms: u64,
+    /// The servers' `GC_FORCE_SKIP`.
+    pub gc_force_skip: u64,
 }
 
 /// A property judged on each event alone, with no memory of the ones before: a name and a
@@ -177,6 +181,7 @@ pub fn all(s: &Settings) -> Vec<Box<dyn Checker + Send>> {
             s.max_connections_per_user,
         )),
         Box::new(EachEvent::new("tenant_fairness", tenant_fairness::judge)),
+        Box::new(second_chance::SecondChance::new(s.gc_force_skip)),
         Box::new(EachEvent::new("shared_state", shared_state::judge)),
         Box::new(EachEvent::new("slow_clients", slow_clients::judge)),
         Box::new(liveness::Liveness::new(

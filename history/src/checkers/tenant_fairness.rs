@@ -160,6 +160,7 @@ mod tests {
             budget_ms: 25,
             collected,
             excess: Some(excess),
+            started_ms: None,
         };
         run_each(judge, &[gc(3, 3), gc(0, 0)]).unwrap();
         let e = run_each(judge, &[gc(2, 0)]).unwrap_err();
