@@ -174,9 +174,7 @@ impl Bad<'_> {
     }
 
     fn skew(&self, server: u32) -> i64 {
-        self.ctx.servers[server as usize]
-            .skew_ms
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.ctx.skew_ms(server)
     }
 
     /// A connection with a fresh valid token, or `None` (recorded either way).

@@ -29,6 +29,9 @@ pub fn schedule(sc: &Scenario, rng: &mut SplitMix64) -> Vec<FaultAt> {
         }
     };
     let good = sc.world.clients - sc.workload.bad_clients;
+    // A random server.
+    let server =
+        |rng: &mut SplitMix64| format!("server-{}", rng.next_u64() % u64::from(sc.world.servers));
     // A random well-behaved client's host and a random server (drawn in that order).
     let client_and_server = |rng: &mut SplitMix64| {
         let c = rng.next_u64() % u64::from(good.max(1));
@@ -47,7 +50,7 @@ pub fn schedule(sc: &Scenario, rng: &mut SplitMix64) -> Vec<FaultAt> {
         out.push(fault(t + heal, Fault::Repair { a, b }));
     }
     for t in arrivals(sw.crashes_per_min, rng) {
-        let a = format!("server-{}", rng.next_u64() % u64::from(sc.world.servers));
+        let a = server(rng);
         out.push(fault(t, Fault::Crash { a: a.clone() }));
         out.push(fault(t + heal, Fault::Bounce { a }));
     }
@@ -78,7 +81,7 @@ pub fn schedule(sc: &Scenario, rng: &mut SplitMix64) -> Vec<FaultAt> {
     }
     let max_skew = sw.skew_max_ms.unwrap_or(90_000).max(1);
     for t in arrivals(sw.skews_per_min, rng) {
-        let a = format!("server-{}", rng.next_u64() % u64::from(sc.world.servers));
+        let a = server(rng);
         let ms = (rng.next_u64() % max_skew) as i64 + 1;
         let ms = if rng.next_u64() % 2 == 1 { -ms } else { ms };
         out.push(fault(t, Fault::ClockSkew { a: a.clone(), ms }));
@@ -99,7 +102,7 @@ pub fn schedule(sc: &Scenario, rng: &mut SplitMix64) -> Vec<FaultAt> {
     let max_ms = sw.link_latency_ms.unwrap_or(200).max(1);
     let redis = sc.world.storage == crate::scenario::StorageKind::Redis;
     for t in arrivals(sw.link_latency_per_min, rng) {
-        let s = format!("server-{}", rng.next_u64() % u64::from(sc.world.servers));
+        let s = server(rng);
         let c = rng.next_u64() % u64::from(good.max(1));
         // One link in three is the server's to Redis, when there is one.
         let a = if redis && rng.next_u64().is_multiple_of(3) {
@@ -144,7 +147,7 @@ pub fn schedule(sc: &Scenario, rng: &mut SplitMix64) -> Vec<FaultAt> {
         out.push(fault(t + heal, Fault::Release { a, b }));
     }
     for t in arrivals(sw.terminations_per_min, rng) {
-        let a = format!("server-{}", rng.next_u64() % u64::from(sc.world.servers));
+        let a = server(rng);
         out.push(fault(t, Fault::Terminate { a }));
     }
     out.sort_by_key(FaultAt::at_ms);
