@@ -13,9 +13,13 @@
 //! - `tests/adapter_contract.rs` — the storage contract (SPEC §1.6) as a proptest state machine
 //!   against a `BTreeMap` model, plus the no-torn-writes property, for every adapter.
 //! - `tests/engine_model.rs` — the engine against a reference model, per adapter.
+//! - [`proxy`] — `spiral-proxy`: a seeded TCP fault proxy with Toxiproxy's toxics (plus `loss`)
+//!   and a Toxiproxy-compatible HTTP API, driven in-process or by `src/bin/spiral-proxy.rs`;
+//!   every toxic is tested on loopback in `tests/proxy_toxics.rs`.
 //! - `scripts/build-redis-image.sh` (repository root) — the local image `spiral-redis:local`,
 //!   built without a registry.
 
+pub mod proxy;
 pub mod redis_fixture;
 
 use std::sync::Arc;
