@@ -156,6 +156,7 @@ sim_demo no-header-timeout   bad-clients
 sim_demo queue-unbounded-bytes bad-clients
 sim_demo journal-full-lands  redis-outage
 sim_demo shutdown-abandons-sockets server-crash-restart
+sim_demo limiter-never-sweeps bad-clients
 
 # The coverage gate must fail when a required marker is out of the sweep's reach: the smoke
 # scenario alone reaches none of the fault paths the CI sweep must reach, so the same gate over it

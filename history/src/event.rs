@@ -472,6 +472,16 @@ pub enum Event {
         users: usize,
         waited_ms: u64,
     },
+    /// At quiescence, once every bucket of the run is idle (full again and not blocked: the
+    /// world waited out the longest window and block since its last request), a request from a
+    /// user the server has not seen, then how many rate-limit buckets the server holds in
+    /// memory. A limiter bounded by `bound` (`SPIRAL_RATE_LIMIT_BUCKETS`) that swept its idle
+    /// buckets holds at most `bound`.
+    LimiterAtRest {
+        server: u32,
+        buckets: u64,
+        bound: u64,
+    },
     /// A GC pass of a server's engine.
     Gc {
         server: u32,
@@ -498,6 +508,9 @@ pub enum Event {
         to: BreakerState,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         open_ms: Option<u64>,
+        /// Closed → open: the consecutive failed storage calls that opened it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failures: Option<u32>,
     },
     /// A fault fired.
     Fault {
@@ -564,7 +577,9 @@ pub enum Event {
     },
 }
 
-/// One tenant's holding at a GC selection, and how many of its nodes the selection took.
+/// One tenant's holding at a GC selection (the server's figure), and how many of its nodes the
+/// pass removed (in the simulator, the world's own count of the removals of nodes it saw that
+/// tenant store).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantShare {
     pub tenant: String,
@@ -670,6 +685,7 @@ mod tests {
                 from: BreakerState::Open,
                 to: BreakerState::HalfOpen,
                 open_ms: None,
+                failures: None,
             },
         };
         let line = r.to_line();

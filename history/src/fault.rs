@@ -43,6 +43,10 @@ pub enum FaultKind {
     LinkLoss,
     /// The link between `a` and `b` is back to the world's latency and loses nothing.
     LinkRestore,
+    /// Server `a`'s disk refuses writes: appending to its degraded journal fails.
+    DiskFull,
+    /// Server `a`'s disk takes writes again.
+    DiskRestore,
 }
 
 impl FaultKind {
@@ -65,6 +69,8 @@ impl FaultKind {
             FaultKind::LinkLatency => "link-latency",
             FaultKind::LinkLoss => "link-loss",
             FaultKind::LinkRestore => "link-restore",
+            FaultKind::DiskFull => "disk-full",
+            FaultKind::DiskRestore => "disk-restore",
         }
     }
 
@@ -79,6 +85,7 @@ impl FaultKind {
                 | FaultKind::Terminate
                 | FaultKind::RedisRestore
                 | FaultKind::LinkRestore
+                | FaultKind::DiskRestore
         )
     }
 }

@@ -29,6 +29,7 @@ fn settings() -> Settings {
         refresh_max_lifetime_s: 3_600,
         max_connections_per_user: 4,
         cb_window_ms: 1_000,
+        cb_failures: 3,
         gc_force_skip: 3,
     }
 }
@@ -67,6 +68,7 @@ fn clean() -> Vec<Record> {
         from,
         to,
         open_ms: None,
+        failures: None,
     };
     vec![
         at(
@@ -238,6 +240,7 @@ fn each_broken_variant_fails_with_its_checker_and_exit_code() {
                         from: BreakerState::Open,
                         to: BreakerState::Closed,
                         open_ms: None,
+                        failures: None,
                     },
                 );
             }),

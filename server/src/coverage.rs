@@ -152,6 +152,10 @@ pub const CATALOG: &[(&str, &str)] = &[
         "ratelimit.http_denied",
         "an HTTP request was over the user's bucket (or in its block)",
     ),
+    (
+        "ratelimit.swept",
+        "the in-memory limiter held SPIRAL_RATE_LIMIT_BUCKETS buckets and swept the idle ones",
+    ),
     // surfaces
     (
         "conn.cap_refused",
@@ -263,8 +267,12 @@ mod tests {
     fn sites() -> BTreeSet<String> {
         let mut found = BTreeSet::new();
         for (_, text) in sources() {
-            for part in text.split("reached!(\"").skip(1) {
-                found.insert(part.split('"').next().unwrap().to_owned());
+            // `reached!("marker")`, or `reached!(` and the marker on the next line (rustfmt's
+            // layout of a long `reached!("marker" if cond)`).
+            for part in text.split("reached!(").skip(1) {
+                if let Some(rest) = part.trim_start().strip_prefix('"') {
+                    found.insert(rest.split('"').next().unwrap().to_owned());
+                }
             }
         }
         found

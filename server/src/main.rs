@@ -217,7 +217,11 @@ async fn serve(serve: ServeArgs, storage: StorageArgs, engine: EngineArgs) -> an
         .open_for_server(clock.clone())
         .await
         .context("opening storage")?;
-    let shared = Arc::new(shared.fail_closed(serve.auth_fail_closed));
+    let shared = Arc::new(
+        shared
+            .fail_closed(serve.auth_fail_closed)
+            .bucket_limit(serve.rate_limit_buckets as usize),
+    );
     // A degraded journal kept from an earlier run is replayed before the engine opens; while
     // storage cannot take it, wait (it stays on disk whatever happens).
     let mut shutdown = Box::pin(shutdown_signal());

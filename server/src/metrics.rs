@@ -187,6 +187,7 @@ pub struct Snapshot {
     pub redis_tls_disabled: Option<bool>,
     pub journal_len: u64,
     pub shared_state_fallbacks: u64,
+    pub ratelimit_buckets: u64,
 }
 
 /// The server's metrics.
@@ -505,6 +506,13 @@ impl Metrics {
             "counter",
             "Rate-limit and token decisions taken locally because Redis was unreachable.",
             snap.shared_state_fallbacks,
+        );
+        scalar(
+            o,
+            "spiral_ratelimit_buckets",
+            "gauge",
+            "Rate-limit buckets held in process memory (bounded by SPIRAL_RATE_LIMIT_BUCKETS plus the ones in use).",
+            snap.ratelimit_buckets,
         );
         if let Some(off) = snap.redis_tls_disabled {
             scalar(

@@ -98,10 +98,14 @@ pub enum Bug {
     /// WebSockets it asked to close, as before — the process exits under them, a command in
     /// flight goes unanswered and the peer gets no 1001.
     ShutdownAbandonsSockets,
+    /// Rate limiter: its sweep asks whether a bucket is idle by deciding a request on it, which
+    /// takes one from the bucket, so no bucket ever looks full: nothing is swept and the
+    /// in-memory limiter grows with every user it has seen, whatever SPIRAL_RATE_LIMIT_BUCKETS.
+    LimiterNeverSweeps,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 30] = [
+    pub const ALL: [Bug; 31] = [
         Bug::CountRace,
         Bug::DoubleCollect,
         Bug::AckBeforePersist,
@@ -132,6 +136,7 @@ impl Bug {
         Bug::QueueUnboundedBytes,
         Bug::JournalFullLands,
         Bug::ShutdownAbandonsSockets,
+        Bug::LimiterNeverSweeps,
     ];
 
     pub fn name(self) -> &'static str {
@@ -166,6 +171,7 @@ impl Bug {
             Bug::QueueUnboundedBytes => "queue-unbounded-bytes",
             Bug::JournalFullLands => "journal-full-lands",
             Bug::ShutdownAbandonsSockets => "shutdown-abandons-sockets",
+            Bug::LimiterNeverSweeps => "limiter-never-sweeps",
         }
     }
 

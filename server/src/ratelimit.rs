@@ -252,17 +252,54 @@ pub const VECTORS: &[Vector] = &[
 
 /// Buckets of one process. Idle buckets are dropped once the map grows, since a dropped bucket
 /// and a full one decide the same.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryLimiter {
     buckets: crate::sync::Mutex<HashMap<String, (Bucket, Limit)>>,
+    /// Buckets kept before idle ones are swept (`SPIRAL_RATE_LIMIT_BUCKETS`).
+    sweep_at: usize,
 }
 
-/// Buckets kept before idle ones are swept.
-const SWEEP_AT: usize = 10_000;
+/// Whether forgetting `b` changes no decision at `now_ms`: refilled to full and not blocked, it
+/// is the bucket a user never seen gets.
+fn idle(b: &Bucket, now_ms: u64, limit: &Limit) -> bool {
+    let refilled = b.units.saturating_add(
+        now_ms
+            .saturating_sub(b.updated_ms)
+            .saturating_mul(limit.capacity),
+    );
+    refilled >= limit.full() && now_ms >= b.blocked_until_ms
+}
+
+/// Buckets kept before idle ones are swept, unless configured otherwise.
+pub const SWEEP_AT: usize = 10_000;
+
+impl Default for MemoryLimiter {
+    fn default() -> Self {
+        Self::with_sweep_at(SWEEP_AT)
+    }
+}
 
 impl MemoryLimiter {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A limiter that, holding `sweep_at` buckets, forgets the idle ones (full again and not
+    /// blocked: forgetting them changes no decision) before it adds another.
+    pub fn with_sweep_at(sweep_at: usize) -> Self {
+        Self {
+            buckets: Default::default(),
+            sweep_at: sweep_at.max(1),
+        }
+    }
+
+    /// Buckets held now: the limiter's memory (`spiral_ratelimit_buckets`).
+    pub fn len(&self) -> usize {
+        crate::sync::lock(&self.buckets).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Decide for `key` at `now_ms` and remember the bucket.
@@ -274,11 +311,18 @@ impl MemoryLimiter {
             return d;
         }
         let (d, b) = decide(None, now_ms, limit);
-        if map.len() >= SWEEP_AT {
-            map.retain(|_, (b, l)| {
-                let (probe, _) = decide(Some(*b), now_ms, l);
-                probe.reset_after_ms > 0 || now_ms < b.blocked_until_ms
-            });
+        if map.len() >= self.sweep_at {
+            crate::reached!("ratelimit.swept");
+            if crate::planted!(LimiterNeverSweeps) {
+                // Planted: idleness judged by deciding a request, which takes one from the
+                // bucket, so no bucket ever looks full and nothing is swept.
+                map.retain(|_, (b, l)| {
+                    let (probe, _) = decide(Some(*b), now_ms, l);
+                    probe.reset_after_ms > 0 || now_ms < b.blocked_until_ms
+                });
+            } else {
+                map.retain(|_, (b, l)| !idle(b, now_ms, l));
+            }
         }
         map.insert(key.to_owned(), (b, *limit));
         d
@@ -289,6 +333,38 @@ impl MemoryLimiter {
 #[cfg(not(spiral_loom))]
 mod tests {
     use super::*;
+
+    /// The limiter's memory bound: at `sweep_at` buckets it forgets the idle ones (full again,
+    /// not blocked) and only those, so a sweep changes no decision.
+    #[test]
+    fn a_sweep_forgets_idle_buckets_and_keeps_used_and_blocked_ones() {
+        let limit = Limit::new(2, 1_000, 5_000);
+        let limiter = MemoryLimiter::with_sweep_at(3);
+        assert!(limiter.check("idle", 0, &limit).allowed);
+        assert!(limiter.check("used", 1_400, &limit).allowed);
+        for _ in 0..3 {
+            limiter.check("blocked", 900, &limit);
+        }
+        // At 1 500 ms `idle` is full again (2 a second refill it); `used`, used 100 ms ago, is
+        // not; `blocked` is refused until 5 900.
+        assert!(limiter.check("new", 1_500, &limit).allowed);
+        let keys: Vec<String> = {
+            let map = crate::sync::lock(&limiter.buckets);
+            let mut k: Vec<String> = map.keys().cloned().collect();
+            k.sort();
+            k
+        };
+        assert_eq!(keys, ["blocked", "new", "used"]);
+        assert!(
+            !limiter.check("blocked", 1_500, &limit).allowed,
+            "still blocked"
+        );
+        let used = limiter.check("used", 1_500, &limit);
+        assert!(
+            used.allowed && used.remaining == 0,
+            "{used:?}: its bucket was kept"
+        );
+    }
 
     #[test]
     fn every_vector_holds_in_memory() {

@@ -67,6 +67,11 @@ pub enum Fault {
     LinkLoss { a: String, b: String, rate: f64 },
     /// The link between hosts `a` and `b` is back to the world's latency and loses nothing.
     LinkRestore { a: String, b: String },
+    /// Server `a`'s disk refuses writes: its degraded journal cannot make an entry durable, so a
+    /// write that would be journaled is refused (never acknowledged) until `disk-restore`.
+    DiskFull { a: String },
+    /// Server `a`'s disk takes writes again.
+    DiskRestore { a: String },
 }
 
 /// How the Redis host fails during a `redis-outage`.
@@ -101,6 +106,8 @@ impl Fault {
             Fault::LinkLatency { .. } => FaultKind::LinkLatency,
             Fault::LinkLoss { .. } => FaultKind::LinkLoss,
             Fault::LinkRestore { .. } => FaultKind::LinkRestore,
+            Fault::DiskFull { .. } => FaultKind::DiskFull,
+            Fault::DiskRestore { .. } => FaultKind::DiskRestore,
         }
     }
 
@@ -119,6 +126,8 @@ impl Fault {
             Fault::Crash { a }
             | Fault::Bounce { a }
             | Fault::Terminate { a }
+            | Fault::DiskFull { a }
+            | Fault::DiskRestore { a }
             | Fault::ClockSkew { a, .. } => (Some(a), None),
             Fault::RedisOutage { .. }
             | Fault::RedisRestore {}
@@ -171,6 +180,9 @@ impl FaultAt {
         match &self.fault {
             Fault::ClockSkew { a, .. } if !a.starts_with("server-") => {
                 Err("clock-skew applies to a server host".into())
+            }
+            Fault::DiskFull { a } | Fault::DiskRestore { a } if !a.starts_with("server-") => {
+                Err(format!("{} applies to a server host", self.kind().name()))
             }
             Fault::RedisErrors { rate } if !(0.0..=1.0).contains(rate) => {
                 Err("redis-errors needs rate in [0, 1]".into())
@@ -240,6 +252,10 @@ pub struct Swarm {
     /// Graceful stops (SIGTERM) of a random server per minute; each starts again once stopped.
     #[serde(default)]
     pub terminations_per_min: f64,
+    /// A random server's disk refusing writes (its degraded journal cannot append), per
+    /// minute, healed after `heal_after_s`.
+    #[serde(default)]
+    pub disk_faults_per_min: f64,
     /// Redis outages per minute (needs `storage = "redis"`).
     #[serde(default)]
     pub redis_outages_per_min: f64,

@@ -110,6 +110,7 @@ impl Scenario {
             refresh_max_lifetime_s: server.get("refresh_max_lifetime_s"),
             max_connections_per_user: server.get("max_connections_per_user"),
             cb_window_ms: server.get("cb_window_ms"),
+            cb_failures: server.get("cb_failures") as u32,
             gc_force_skip: server.get("gc_force_skip"),
             gc_grace_ms: self.checks.gc_grace_ms,
             liveness_within_ms: (self.checks.liveness_within_s * 1000.0) as u64,
@@ -267,6 +268,18 @@ mod tests {
             }
         }
         assert!(n >= 8, "only {n} scenarios in {}", dir.display());
+    }
+
+    /// The reproducers of open defects (`scenarios/open/`, outside the CI sweep) stay runnable.
+    #[test]
+    fn every_open_defect_reproducer_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/open");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Scenario::load(&path).unwrap();
+            }
+        }
     }
 
     #[test]

@@ -111,6 +111,13 @@ pub const KNOBS: &[(&str, u64, u64, u64, &str)] = &[
         "a user over its HTTP limit is refused this long (RATE_LIMIT_BLOCK_SECONDS, in ms here)",
     ),
     (
+        "rate_limit_buckets",
+        10_000,
+        1,
+        100_000_000,
+        "rate-limit buckets kept in memory before the idle ones are swept (SPIRAL_RATE_LIMIT_BUCKETS)",
+    ),
+    (
         "gc_time_budget_ms",
         25,
         1,

@@ -56,6 +56,14 @@ pub(super) fn apply(ctx: &Ctx, sim: &mut turmoil::Sim<'_>, f: &FaultAt) {
         Fault::LinkLatency { a, b, ms } => {
             sim.set_link_latency(a.as_str(), b.as_str(), Duration::from_millis(*ms));
         }
+        Fault::DiskFull { a } | Fault::DiskRestore { a } => {
+            if let Some(s) = server_index(a) {
+                let full = matches!(f.fault, Fault::DiskFull { .. });
+                ctx.servers[s as usize]
+                    .disk_full
+                    .store(full, Ordering::SeqCst);
+            }
+        }
         Fault::LinkLoss { a, b, rate } => sim.set_link_fail_rate(a.as_str(), b.as_str(), *rate),
         Fault::LinkRestore { a, b } => {
             let w = &ctx.sc.world;
@@ -139,6 +147,8 @@ fn note_disturbance(ctx: &Ctx, fault: &Fault, t_ms: u64) {
         // A stop in effect is recorded where it is signalled (only a running server stops).
         Fault::Terminate { .. } => {}
         Fault::ClockSkew { .. } => {}
+        // The disk refuses journal entries: writes are refused, none acknowledged and lost.
+        Fault::DiskFull { .. } | Fault::DiskRestore { .. } => {}
         Fault::LinkLatency { a, b, .. }
         | Fault::LinkLoss { a, b, .. }
         | Fault::LinkRestore { a, b } => {
@@ -216,6 +226,8 @@ pub(super) fn record_breaker(ctx: &Ctx, server: u32, st: &AppState, t_ms: u64) {
                 from: t.from,
                 to: t.to,
                 open_ms,
+                failures: (t.from == BreakerState::Closed && t.to == BreakerState::Open)
+                    .then_some(t.failures),
             },
             t_ms,
         );

@@ -75,6 +75,8 @@ pub(crate) struct ServerSlot {
     pub terminations: AtomicU32,
     /// The server has stopped gracefully: its host is to be restarted (the run loop does it).
     pub stopped: std::sync::atomic::AtomicBool,
+    /// The host's disk refuses writes (`disk-full`): appending to the journal fails.
+    pub disk_full: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Everything the hosts of one run share.
@@ -234,6 +236,11 @@ impl Ctx {
         let at = m.trace.len();
         let found = m.panel.observe(&record.event, at);
         m.violations(found);
+    }
+
+    /// The tenant whose store of `id` was acknowledged, while the node is on record.
+    pub fn acked_tenant(&self, id: &str) -> Option<String> {
+        lock(&self.model).acked.get(id).map(|(t, _)| t.clone())
     }
 
     /// Up to `n` acknowledged ids of tenants other than `tenant`, in id order.

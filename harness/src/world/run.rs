@@ -277,9 +277,10 @@ pub(super) async fn final_checks(ctx: &Arc<Ctx>) {
     while ctx.clients_done.load(Ordering::SeqCst) < workers {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let final_ms = now_ms();
     ctx.record(Event::Phase {
         phase: Phase::Final,
-        at_ms: now_ms(),
+        at_ms: final_ms,
     });
     // Settle: journals replayed, breakers closed (bounded; a stuck journal is the acked-write
     // checker's to judge).
@@ -406,6 +407,43 @@ pub(super) async fn final_checks(ctx: &Arc<Ctx>) {
             open: st.conns.open(),
             users: st.conns.users(),
             waited_ms: now_ms() - t0,
+        });
+    }
+    limiter_at_rest(ctx, final_ms).await;
+}
+
+/// The limiter's memory bound (`rate_limit`), where the run set it below the default (a bound
+/// of 10 000 buckets is out of a simulated run's reach) and the in-memory limiter decides (no
+/// Redis): once every bucket is idle — the longest
+/// window and block have passed since the last client finished, at `final_ms` — a request of a
+/// user no server has seen makes a limiter at its bound sweep the idle buckets, and it must then
+/// hold no more than its bound.
+async fn limiter_at_rest(ctx: &Arc<Ctx>, final_ms: u64) {
+    let bound = ctx.settings.get("rate_limit_buckets");
+    if bound >= spiral_server::ratelimit::SWEEP_AT as u64 {
+        return;
+    }
+    let cfg = server::server_config(ctx);
+    let idle_ms = [cfg.ws_rate, cfg.store_rate, cfg.http_rate]
+        .iter()
+        .map(|l| l.window_ms.max(l.block_ms))
+        .max()
+        .unwrap_or(0)
+        + 1_000;
+    let wait = (final_ms + idle_ms).saturating_sub(now_ms());
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    for s in 0..ctx.sc.world.servers {
+        let Some(st) = ctx.state(s) else { continue };
+        // With Redis, buckets live there; the local ones are the fallback's, swept only when an
+        // outage sends a new user to them, which a probe to a healthy Redis does not.
+        if st.shared.backend() == "redis" {
+            continue;
+        }
+        st.rate("http", "limiter-probe", &st.cfg.http_rate).await;
+        ctx.record(Event::LimiterAtRest {
+            server: s,
+            buckets: st.shared.local_buckets() as u64,
+            bound,
         });
     }
 }

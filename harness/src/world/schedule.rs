@@ -150,6 +150,11 @@ pub fn schedule(sc: &Scenario, rng: &mut SplitMix64) -> Vec<FaultAt> {
         let a = server(rng);
         out.push(fault(t, Fault::Terminate { a }));
     }
+    for t in arrivals(sw.disk_faults_per_min, rng) {
+        let a = server(rng);
+        out.push(fault(t, Fault::DiskFull { a: a.clone() }));
+        out.push(fault(t + heal, Fault::DiskRestore { a }));
+    }
     out.sort_by_key(FaultAt::at_ms);
     out
 }

@@ -3,7 +3,7 @@
 //! follows simulated time plus the host's skew.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,7 +13,9 @@ use spiral_server::auth::Shared;
 use spiral_server::clock::{Clock, EpochClock, Instant, SharedClock};
 use spiral_server::engine::{EngineConfig, EngineEvent};
 use spiral_server::ratelimit::Limit;
-use spiral_server::resilience::{ResilienceConfig, ResilientStorage};
+use spiral_server::resilience::{
+    JournalLog, JournalOp, MemLog, ResilienceConfig, ResilientStorage,
+};
 use spiral_server::storage::redis::{RedisConnectionInfo, RedisStorage, dial_stream};
 use spiral_server::storage::{SharedStorage, Storage, StorageResult};
 
@@ -111,6 +113,35 @@ impl Storage for Slow {
     }
 }
 
+/// A server host's disk, holding its degraded journal: while `full` (the `disk-full` fault) an
+/// append fails as a write to a full disk does; what is on it stays.
+#[derive(Debug)]
+struct Disk {
+    journal: MemLog,
+    full: Arc<AtomicBool>,
+}
+
+impl JournalLog for Disk {
+    fn append(&self, first: u64, ops: &[JournalOp]) -> std::io::Result<()> {
+        if self.full.load(Ordering::SeqCst) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "no space left on device",
+            ));
+        }
+        self.journal.append(first, ops)
+    }
+    fn ack(&self, seq: u64, drained: bool) -> std::io::Result<()> {
+        self.journal.ack(seq, drained)
+    }
+    fn load(&self) -> std::io::Result<Vec<JournalOp>> {
+        self.journal.load()
+    }
+    fn describe(&self) -> String {
+        self.journal.describe()
+    }
+}
+
 fn redis_adapter() -> RedisStorage {
     RedisStorage::with_dialer("sim-redis", || async {
         let stream = turmoil::net::TcpStream::connect("redis:6379").await?;
@@ -119,7 +150,7 @@ fn redis_adapter() -> RedisStorage {
     .with_timeouts(250, 250)
 }
 
-fn server_config(ctx: &Ctx) -> ServerConfig {
+pub(super) fn server_config(ctx: &Ctx) -> ServerConfig {
     let w = &ctx.sc.world;
     let knob = |name| ctx.settings.get(name);
     let defaults = ServerConfig::default();
@@ -183,14 +214,17 @@ pub(crate) async fn main(ctx: Arc<Ctx>, s: u32) -> Result<(), Box<dyn std::error
         journal_max: ctx.settings.get("journal_max") as usize,
     };
     // The journal survives the crash on the host's disk; a restarted server replays it.
-    let disk = Arc::new(ctx.servers[s as usize].journal.clone());
+    let disk = Arc::new(Disk {
+        journal: ctx.servers[s as usize].journal.clone(),
+        full: ctx.servers[s as usize].disk_full.clone(),
+    });
     let resilient = Arc::new(ResilientStorage::with_log(
         storage,
         resilience,
         clock.clone(),
         disk,
     )?);
-    let shared = Arc::new(shared);
+    let shared = Arc::new(shared.bucket_limit(ctx.settings.get("rate_limit_buckets") as usize));
     // Opening reads storage; while it is unreachable, keep trying (a real supervisor would).
     let state = loop {
         let opened = ServerBuilder::new(super::net::server_keys(), clock.clone())
@@ -231,17 +265,23 @@ pub(crate) async fn main(ctx: Arc<Ctx>, s: u32) -> Result<(), Box<dyn std::error
     Ok(())
 }
 
-/// GC passes and GC removals, from the engine's own event channel.
+/// GC passes and GC removals, from the engine's own event channel. What a pass took from each
+/// tenant is the world's own count — its removals of nodes whose stores the world saw
+/// acknowledged, by the tenant that stored them — not the server's report of its selection.
 fn watch_engine(ctx: &Arc<Ctx>, s: u32, state: &AppState) {
     let mut events = state.engine.subscribe();
     let ctx = ctx.clone();
     tokio::spawn(async move {
         use tokio::sync::broadcast::error::RecvError;
+        let mut taken: std::collections::BTreeMap<String, u64> = Default::default();
         loop {
             match events.recv().await {
                 Ok(EngineEvent::Collected {
                     id, by_gc: true, ..
                 }) => {
+                    if let Some(tenant) = ctx.acked_tenant(&id) {
+                        *taken.entry(tenant).or_default() += 1;
+                    }
                     ctx.record(Event::GcRemoved { server: s, id });
                 }
                 Ok(EngineEvent::Gc(r)) => {
@@ -255,12 +295,13 @@ fn watch_engine(ctx: &Arc<Ctx>, s: u32, state: &AppState) {
                                 .map(|t| TenantShare {
                                     tenant: t.tenant.to_string(),
                                     held: t.held,
-                                    taken: t.taken,
+                                    taken: taken.get(&*t.tenant).copied().unwrap_or(0),
                                 })
                                 .collect(),
                             max_nodes: ctx.sc.world.max_nodes,
                         });
                     }
+                    taken.clear();
                     ctx.record(Event::Gc {
                         server: s,
                         pause_ms: r.pause_ms,

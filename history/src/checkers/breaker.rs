@@ -1,7 +1,7 @@
 //! Circuit-breaker legality: every transition a server's breaker made is one the state machine
 //! allows (closed → open → half_open → closed | open; never open → closed without a probe), and an
 //! open breaker lets its probe through (open → half_open) no sooner than `CB_WINDOW` after it
-//! opened.
+//! opened, and a closed breaker opens only after `CB_FAILURES` consecutive failed calls.
 //!
 //! The table is the checker's own, written from SPEC §1.6, not the server's: a check that asked
 //! the server whether its transition was legal would agree with any bug in that answer.
@@ -20,15 +20,19 @@ const LEGAL: [(BreakerState, BreakerState); 4] = [
     (HalfOpen, Open),
 ];
 
-/// Legality, and the open window.
+/// Legality, the open window, and what opens a closed breaker.
 #[derive(Debug)]
 pub struct BreakerCheck {
     window_ms: u64,
+    failures: u32,
 }
 
 impl BreakerCheck {
-    pub fn new(window_ms: u64) -> Self {
-        Self { window_ms }
+    pub fn new(window_ms: u64, failures: u32) -> Self {
+        Self {
+            window_ms,
+            failures,
+        }
     }
 }
 
@@ -48,6 +52,14 @@ impl Checker for BreakerCheck {
             } if open + 1 < self.window_ms => Err(format!(
                 "server-{server}: the breaker let a probe through {open} ms after it opened, before its window of {} ms",
                 self.window_ms
+            )),
+            Event::Breaker {
+                server,
+                failures: Some(n),
+                ..
+            } if *n < self.failures => Err(format!(
+                "server-{server}: the breaker opened after {n} consecutive failed calls; CB_FAILURES is {}",
+                self.failures
             )),
             _ => Ok(()),
         }
@@ -107,6 +119,7 @@ mod tests {
             from,
             to,
             open_ms: None,
+            failures: None,
         }
     }
 
@@ -117,13 +130,31 @@ mod tests {
             from: Open,
             to: HalfOpen,
             open_ms: Some(ms),
+            failures: None,
         };
-        let mut ok = BreakerCheck::new(1000);
+        let mut ok = BreakerCheck::new(1000, 3);
         crate::hand::run(&mut ok, &[t(Closed, Open), probe(1000)]).unwrap();
-        let mut early = BreakerCheck::new(1000);
+        let mut early = BreakerCheck::new(1000, 3);
         let e = crate::hand::run(&mut early, &[t(Closed, Open), probe(400)]).unwrap_err();
         assert!(
             e.contains("400 ms after it opened, before its window of 1000 ms"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_breaker_opened_by_fewer_failures_than_cb_failures_is_caught() {
+        let opened = |n| Event::Breaker {
+            server: 0,
+            from: Closed,
+            to: Open,
+            open_ms: None,
+            failures: Some(n),
+        };
+        crate::hand::run(&mut BreakerCheck::new(1000, 3), &[opened(3)]).unwrap();
+        let e = crate::hand::run(&mut BreakerCheck::new(1000, 3), &[opened(1)]).unwrap_err();
+        assert!(
+            e.contains("opened after 1 consecutive failed calls; CB_FAILURES is 3"),
             "{e}"
         );
     }

@@ -130,6 +130,8 @@ pub struct Settings {
     pub max_connections_per_user: u64,
     /// The servers' `CB_WINDOW` (ms).
     pub cb_window_ms: u64,
+    /// Consecutive failed storage calls that open a closed breaker (`CB_FAILURES`).
+    pub cb_failures: u32,
     /// The servers' `GC_FORCE_SKIP`.
     pub gc_force_skip: u64,
 }
@@ -171,7 +173,7 @@ pub fn all(s: &Settings) -> Vec<Box<dyn Checker + Send>> {
             s.ws_rate_window_ms,
             s.http_rate,
         )),
-        Box::new(breaker::BreakerCheck::new(s.cb_window_ms)),
+        Box::new(breaker::BreakerCheck::new(s.cb_window_ms, s.cb_failures)),
         Box::new(gc_budget::GcBudget::new(s.gc_grace_ms)),
         Box::new(EachEvent::new("gc_keeps_up", gc_keeps_up::judge)),
         Box::new(EachEvent::new("close_codes", close_codes::judge)),

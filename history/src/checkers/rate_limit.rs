@@ -11,6 +11,9 @@
 //! that, and `X-RateLimit-Reset` (unix seconds, rounded up) no earlier than the request was sent
 //! and no later than one window after the answer — a refused request's block may take it to the
 //! block's end instead. Judged only when no clock fault moved the server's clock meanwhile.
+//!
+//! The limiter's memory: at rest, with every bucket idle, a server holds no more buckets than
+//! its bound (`SPIRAL_RATE_LIMIT_BUCKETS`) once a new user's request has made it sweep.
 
 use std::collections::BTreeMap;
 
@@ -147,6 +150,17 @@ impl Checker for RateLimit {
     }
 
     fn observe(&mut self, event: &Event) -> Result<(), String> {
+        if let Event::LimiterAtRest {
+            server,
+            buckets,
+            bound,
+        } = event
+            && *buckets > *bound
+        {
+            return Err(format!(
+                "server-{server} holds {buckets} rate-limit buckets at rest, every one idle but the last; it keeps at most {bound} before sweeping the idle ones"
+            ));
+        }
         judge_headers(&self.http, event)?;
         judge_flood(&self.http, event)?;
         if let Event::Op {

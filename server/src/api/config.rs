@@ -172,6 +172,11 @@ pub struct ServeArgs {
         default_value_t = 60
     )]
     pub rate_limit_block_seconds: u64,
+    /// Rate-limit buckets kept in process memory before the idle ones (full again, not blocked)
+    /// are swept: the limiter's memory bound.
+    #[arg(long = "rate-limit-buckets", env = "SPIRAL_RATE_LIMIT_BUCKETS", value_name = "SPIRAL_RATE_LIMIT_BUCKETS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub rate_limit_buckets: u64,
     /// Event-stream frames per second per client; the excess is dropped.
     #[arg(long = "stream-max-fps", env = "SPIRAL_STREAM_MAX_FPS", value_name = "SPIRAL_STREAM_MAX_FPS", default_value_t = 20,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]

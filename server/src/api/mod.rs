@@ -295,6 +295,7 @@ impl AppState {
             redis_tls_disabled: self.redis_tls_disabled,
             journal_len: status.journal_len as u64,
             shared_state_fallbacks: self.shared.fallbacks(),
+            ratelimit_buckets: self.shared.local_buckets() as u64,
         }
     }
 

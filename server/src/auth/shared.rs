@@ -148,6 +148,19 @@ impl Shared {
         self
     }
 
+    /// Rate-limit buckets this process holds (the memory backend's, or the Redis backend's
+    /// fallback ones).
+    pub fn local_buckets(&self) -> usize {
+        self.local.limiter.len()
+    }
+
+    /// Rate-limit buckets kept in this process (the memory backend, and the Redis backend's
+    /// fallback) before the idle ones are swept (`SPIRAL_RATE_LIMIT_BUCKETS`).
+    pub fn bucket_limit(mut self, buckets: usize) -> Self {
+        self.local.limiter = MemoryLimiter::with_sweep_at(buckets);
+        self
+    }
+
     pub fn backend(&self) -> &'static str {
         match (&self.redis, &self.store) {
             (Some(_), _) => "redis",

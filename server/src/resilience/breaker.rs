@@ -114,6 +114,9 @@ pub struct Transition {
     pub from: StateKind,
     pub to: StateKind,
     pub at: Instant,
+    /// Closed → open: the consecutive failed calls that opened it (SPEC §1.6: `CB_FAILURES`);
+    /// 0 for every other transition.
+    pub failures: u32,
 }
 
 /// Leave to make one call, handed out by [`Breaker::admit`] and handed back with its outcome.
@@ -220,10 +223,11 @@ impl Breaker {
                             consecutive_failures: 0,
                         },
                         now,
+                        0,
                     );
                     return Some(self.permit(false));
                 }
-                self.go(BreakerState::HalfOpen, now);
+                self.go(BreakerState::HalfOpen, now, 0);
                 Some(self.permit(true))
             }
             BreakerState::Open { .. } | BreakerState::HalfOpen => None,
@@ -249,7 +253,7 @@ impl Breaker {
             ) => {
                 let n = consecutive_failures.saturating_add(1);
                 if n >= self.cfg.failures {
-                    self.open(now);
+                    self.open(now, n);
                 } else {
                     self.state = BreakerState::Closed {
                         consecutive_failures: n,
@@ -264,11 +268,12 @@ impl Breaker {
                         consecutive_failures: 0,
                     },
                     now,
+                    0,
                 );
             }
             (BreakerState::HalfOpen, Outcome::Outage | Outcome::Abandoned) if permit.probe => {
                 crate::reached!("breaker.probe_failed");
-                self.open(now)
+                self.open(now, 0)
             }
             // Open, or a non-probe permit in half-open: cannot happen with a current epoch.
             _ => {}
@@ -282,14 +287,15 @@ impl Breaker {
         }
     }
 
-    fn open(&mut self, now: Instant) {
+    /// Open the breaker; `failures`: the consecutive failed calls that opened a closed one.
+    fn open(&mut self, now: Instant, failures: u32) {
         let until = deadline(now, self.cfg.window_ms);
         crate::reached!("breaker.opened");
         self.opens_total += 1;
-        self.go(BreakerState::Open { until }, now);
+        self.go(BreakerState::Open { until }, now, failures);
     }
 
-    fn go(&mut self, to: BreakerState, now: Instant) {
+    fn go(&mut self, to: BreakerState, now: Instant, failures: u32) {
         let from = self.state.kind();
         self.state = to;
         self.epoch += 1;
@@ -300,6 +306,7 @@ impl Breaker {
             from,
             to: to.kind(),
             at: now,
+            failures,
         });
     }
 }

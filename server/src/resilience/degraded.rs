@@ -333,9 +333,9 @@ impl ResilienceCore {
             Err(e) if e.is_outage() => {
                 // It may have landed: journal it whatever the bound, so that it lands for sure
                 // (a refusal here would be a lie if it had).
-                if st.journal.len() + ops.len() > st.journal.max() {
-                    crate::reached!("journal.in_doubt_past_bound");
-                }
+                crate::reached!(
+                    "journal.in_doubt_past_bound" if st.journal.len() + ops.len() > st.journal.max()
+                );
                 let (first, _) = st.journal.append_in_doubt(ops.clone());
                 // Not durable, so not acknowledged — but not a clear refusal either: it may have
                 // landed. The caller hears `timeout` (outcome unknown), never `unavailable`.
