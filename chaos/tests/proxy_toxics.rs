@@ -137,6 +137,15 @@ fn decisions_of(log: &DecisionLog, toxic: &str) -> Vec<(u64, Decision)> {
         .collect()
 }
 
+/// `toxic` made `decision` on some connection.
+fn assert_logged(log: &DecisionLog, toxic: &str, decision: Decision) {
+    let made = decisions_of(log, toxic);
+    assert!(
+        made.iter().any(|(_, d)| *d == decision),
+        "{toxic}: no {decision:?} in {made:?}"
+    );
+}
+
 #[tokio::test]
 async fn latency_delays_every_downstream_chunk_by_at_least_its_latency() {
     let (p, log) = proxy_to(echo().await, 1).await;
@@ -196,11 +205,7 @@ async fn slow_close_delays_the_close_but_delivers_the_data() {
     end.unwrap();
     assert_eq!(got, b"bye");
     assert!(took >= ms(300), "closed after {took:?}");
-    assert!(
-        decisions_of(&log, "sc")
-            .iter()
-            .any(|(_, d)| *d == Decision::SlowClose { delay_ms: 300 })
-    );
+    assert_logged(&log, "sc", Decision::SlowClose { delay_ms: 300 });
 }
 
 #[tokio::test]
@@ -219,11 +224,7 @@ async fn timeout_passes_nothing_and_closes_the_connection_after_its_timeout() {
     let took = start.elapsed();
     assert!(got.is_empty(), "data passed a timeout toxic: {got:?}");
     assert!(took >= ms(300), "closed after {took:?}");
-    assert!(
-        decisions_of(&log, "to")
-            .iter()
-            .any(|(_, d)| *d == Decision::TimedOut { timeout_ms: 300 })
-    );
+    assert_logged(&log, "to", Decision::TimedOut { timeout_ms: 300 });
 }
 
 #[tokio::test]
@@ -260,11 +261,7 @@ async fn reset_peer_resets_the_connection_after_its_timeout() {
     let err = end.expect_err("a reset, not a clean close");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
     assert!(took >= ms(200), "reset after {took:?}");
-    assert!(
-        decisions_of(&log, "rst")
-            .iter()
-            .any(|(_, d)| *d == Decision::Reset { timeout_ms: 200 })
-    );
+    assert_logged(&log, "rst", Decision::Reset { timeout_ms: 200 });
 }
 
 #[tokio::test]
@@ -343,11 +340,7 @@ async fn limit_data_closes_the_connection_after_that_many_bytes() {
     let (got, end) = read_to_close(&mut s).await;
     end.unwrap();
     assert_eq!(got, vec![9u8; 100]);
-    assert!(
-        decisions_of(&log, "lim")
-            .iter()
-            .any(|(_, d)| *d == Decision::LimitReached { bytes: 100 })
-    );
+    assert_logged(&log, "lim", Decision::LimitReached { bytes: 100 });
 }
 
 #[tokio::test]

@@ -19,6 +19,7 @@
 //! - [`storage`] — the adapter contract and the `memory`, `embedded` (redb) and `redis` adapters.
 //! - [`resilience`] — circuit breaker and degraded mode (bounded journal, replay) around an adapter.
 //! - [`repair`] — `spiral repair`: rebuild statistics against the configured storage and report.
+//! - [`signal`] — SIGTERM / Ctrl-C as a shutdown future, for the binaries.
 //! - [`planted`] — deliberately broken variants (feature `planted-bugs` only).
 //! - `test_support` — the test secret, tokens and a JSON WebSocket client shared by the test
 //!   suites (feature `test-support` only).
@@ -38,6 +39,7 @@ pub mod ratelimit;
 pub mod repair;
 pub mod resilience;
 pub mod rng;
+pub mod signal;
 pub mod storage;
 pub mod sync;
 #[cfg(feature = "test-support")]

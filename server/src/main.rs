@@ -224,7 +224,7 @@ async fn serve(serve: ServeArgs, storage: StorageArgs, engine: EngineArgs) -> an
     );
     // A degraded journal kept from an earlier run is replayed before the engine opens; while
     // storage cannot take it, wait (it stays on disk whatever happens).
-    let mut shutdown = Box::pin(shutdown_signal());
+    let mut shutdown = Box::pin(spiral_server::signal::shutdown());
     let (state, report) = loop {
         let opened = ServerBuilder::new(keys.clone(), clock.clone())
             .storage(resilient.clone())
@@ -270,28 +270,6 @@ async fn serve(serve: ServeArgs, storage: StorageArgs, engine: EngineArgs) -> an
     api::serve(listeners, state, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
 }
 
 #[allow(clippy::too_many_arguments)]

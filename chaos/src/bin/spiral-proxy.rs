@@ -65,7 +65,12 @@ async fn main() -> anyhow::Result<()> {
         "spiral-proxy control=http://{}",
         listener.local_addr()?
     ));
-    http::serve(listener, registry.clone(), shutdown_signal()).await?;
+    http::serve(
+        listener,
+        registry.clone(),
+        spiral_server::signal::shutdown(),
+    )
+    .await?;
     registry.shutdown().await;
     say("spiral-proxy stopped");
     Ok(())
@@ -75,28 +80,4 @@ async fn main() -> anyhow::Result<()> {
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
 }
