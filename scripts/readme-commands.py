@@ -66,6 +66,7 @@ ROWS = {
         # 2 (a measurement could not run) and a panic fail.
         kind="run", timeout=1200, codes=[0, 1], expect=r"rebuild"),
     "criterion benchmarks": dict(kind="bounded", timeout=240),
+    "the seeded fault proxy": dict(kind="serve", timeout=900, health="http://127.0.0.1:8474/version"),
     "loom models": dict(kind="test.sh"),
     "planted-bug demonstrations": dict(kind="test.sh"),
     "WebSocket conformance (Autobahn|Testsuite)": dict(kind="test.sh"),
