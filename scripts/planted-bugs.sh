@@ -157,6 +157,7 @@ sim_demo queue-unbounded-bytes bad-clients
 sim_demo journal-full-lands  redis-outage
 sim_demo shutdown-abandons-sockets server-crash-restart
 sim_demo limiter-never-sweeps bad-clients
+sim_demo in-doubt-dropped     chaos
 
 # The coverage gate must fail when a required marker is out of the sweep's reach: the smoke
 # scenario alone reaches none of the fault paths the CI sweep must reach, so the same gate over it

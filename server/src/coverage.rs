@@ -43,6 +43,10 @@ pub const CATALOG: &[(&str, &str)] = &[
         "a degraded write was refused: its journal entry could not be made durable",
     ),
     (
+        "journal.in_doubt_undurable",
+        "a write that failed in doubt could not be journaled durably; kept in memory to land",
+    ),
+    (
         "journal.replayed",
         "a journal entry reached storage on replay",
     ),

@@ -19,6 +19,15 @@ pub enum StorageError {
     /// not acknowledged, so nothing was lost.
     #[error("storage unavailable and the degraded journal is full ({0} entries)")]
     JournalFull(usize),
+    /// A write whose outcome storage left in doubt (it timed out, so it may have landed) could not
+    /// be made durable in the degraded journal (the disk refused the entry). It is queued in
+    /// memory and lands when storage returns, unless this process stops first: not acknowledged
+    /// (the caller hears `timeout`, outcome unknown), but callers keeping an index count it as
+    /// done, since storage will hold it.
+    #[error(
+        "storage call timed out after {0} ms; the write lands when storage returns unless this server stops first"
+    )]
+    InDoubt(u64),
     /// The adapter was configured wrongly (bad URL, refused insecure connection, unreadable CA).
     #[error("storage configuration: {0}")]
     Config(String),
@@ -30,7 +39,7 @@ impl StorageError {
     pub fn is_outage(&self) -> bool {
         matches!(
             self,
-            StorageError::Unavailable(_) | StorageError::Timeout(_)
+            StorageError::Unavailable(_) | StorageError::Timeout(_) | StorageError::InDoubt(_)
         )
     }
 }

@@ -102,10 +102,15 @@ pub enum Bug {
     /// takes one from the bucket, so no bucket ever looks full: nothing is swept and the
     /// in-memory limiter grows with every user it has seen, whatever SPIRAL_RATE_LIMIT_BUCKETS.
     LimiterNeverSweeps,
+    /// Degraded journal: a write whose outcome storage left in doubt, and whose journal entry the
+    /// disk refused, is taken back like a new write and its caller told `timeout` — so an index
+    /// forgets a write that may have landed (storage holds a node the engine does not count), as
+    /// before such a write was kept in memory until it landed.
+    InDoubtDropped,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 31] = [
+    pub const ALL: [Bug; 32] = [
         Bug::CountRace,
         Bug::DoubleCollect,
         Bug::AckBeforePersist,
@@ -137,6 +142,7 @@ impl Bug {
         Bug::JournalFullLands,
         Bug::ShutdownAbandonsSockets,
         Bug::LimiterNeverSweeps,
+        Bug::InDoubtDropped,
     ];
 
     pub fn name(self) -> &'static str {
@@ -172,6 +178,7 @@ impl Bug {
             Bug::JournalFullLands => "journal-full-lands",
             Bug::ShutdownAbandonsSockets => "shutdown-abandons-sockets",
             Bug::LimiterNeverSweeps => "limiter-never-sweeps",
+            Bug::InDoubtDropped => "in-doubt-dropped",
         }
     }
 

@@ -107,7 +107,8 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::NotFound => ApiError::NotFound,
             EngineError::BadRequest(m) => ApiError::BadRequest(m),
-            EngineError::LockTimeout(_) | EngineError::Storage(StorageError::Timeout(_)) => {
+            EngineError::LockTimeout(_)
+            | EngineError::Storage(StorageError::Timeout(_) | StorageError::InDoubt(_)) => {
                 ApiError::Timeout
             }
             EngineError::Storage(StorageError::Unavailable(_) | StorageError::JournalFull(_)) => {

@@ -11,7 +11,7 @@ use super::Engine;
 use super::core::Tenant;
 use super::gc::GcTrigger;
 use super::records::{EngineEvent, GcReport, GcTotals, node_key};
-use crate::error::EngineError;
+use crate::error::{EngineError, StorageError};
 
 /// Nodes one GC delete batch removes (one storage transaction or round trip).
 const GC_BATCH: usize = 32;
@@ -93,7 +93,12 @@ impl Engine {
             }
             let keys: Vec<String> = batch.iter().map(|id| node_key(id)).collect();
             let t0 = clock.now();
-            if self.inner.storage.del_many(&keys).await.is_err() {
+            // A batch left in doubt but kept to land (StorageError::InDoubt) is deleted as far
+            // as the index goes; the pass still ends, storage being in trouble.
+            let deleted = self.inner.storage.del_many(&keys).await;
+            if let Err(e) = &deleted
+                && !matches!(e, StorageError::InDoubt(_))
+            {
                 crate::reached!("gc.batch_failed");
                 self.abort_all(batch)?;
                 break;
@@ -117,6 +122,9 @@ impl Engine {
                         by_gc: true,
                     });
                 }
+            }
+            if deleted.is_err() {
+                break;
             }
         }
         // Whatever was taken but not deleted goes back.

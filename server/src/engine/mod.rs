@@ -221,6 +221,11 @@ impl Engine {
                 Ok(()) => {
                     self.inner.core.commit_store_async(&r.id).await?;
                 }
+                Err(e @ StorageError::InDoubt(_)) => {
+                    // It lands when storage returns: count it, though the caller hears `timeout`.
+                    self.inner.core.commit_store_async(&r.id).await?;
+                    return Err(e.into());
+                }
                 Err(e) => {
                     crate::reached!("store.rolled_back");
                     self.inner.core.abort_store(&r.id)?;
@@ -296,6 +301,11 @@ impl Engine {
         match self.inner.storage.del(&node_key(id)).await {
             Ok(()) => {
                 self.inner.core.commit_collect(id)?;
+            }
+            Err(e @ StorageError::InDoubt(_)) => {
+                // The delete lands when storage returns: the node is gone as far as the index goes.
+                self.inner.core.commit_collect(id)?;
+                return Err(e.into());
             }
             Err(e) => {
                 self.inner.core.abort_collect(id)?;

@@ -337,10 +337,27 @@ impl ResilienceCore {
                     "journal.in_doubt_past_bound" if st.journal.len() + ops.len() > st.journal.max()
                 );
                 let (first, _) = st.journal.append_in_doubt(ops.clone());
-                // Not durable, so not acknowledged — but not a clear refusal either: it may have
-                // landed. The caller hears `timeout` (outcome unknown), never `unavailable`.
-                let in_doubt = StorageError::Timeout(st.breaker.config().timeout_ms);
-                Self::persist(&mut st, first, ops).map_err(|_| in_doubt)
+                let timeout_ms = st.breaker.config().timeout_ms;
+                if crate::planted!(InDoubtDropped) {
+                    // Planted: a disk error takes the entry back like a new write's, so the
+                    // write may have landed while its caller was told to take it back.
+                    return Self::persist(&mut st, first, ops)
+                        .map_err(|_| StorageError::Timeout(timeout_ms));
+                }
+                if let Err(e) = st.log.append(first, &ops) {
+                    // The disk refused the entry. Taking it back would leave the outcome to
+                    // chance (it may have landed); keeping it in memory settles it: it lands on
+                    // replay unless this process stops first (and then the next boot rebuilds
+                    // from whatever storage holds). Not durable, so not acknowledged: the caller
+                    // hears `timeout`, and an index counts it as done (StorageError::InDoubt).
+                    crate::reached!("journal.in_doubt_undurable");
+                    tracing::warn!(error = %e, log = %st.log.describe(), "in-doubt write kept in memory only");
+                    Self::show(&mut st, ops);
+                    return Err(StorageError::InDoubt(timeout_ms));
+                }
+                crate::reached!("journal.appended");
+                Self::show(&mut st, ops);
+                Ok(())
             }
             Err(e) => Err(e),
         }
@@ -366,12 +383,17 @@ impl ResilienceCore {
                 st.log.describe()
             )));
         }
-        st.write_gen += 1;
         crate::reached!("journal.appended");
+        Self::show(st, ops);
+        Ok(())
+    }
+
+    /// Journaled writes `ops` will land: reads see them from now on.
+    fn show(st: &mut State, ops: Vec<JournalOp>) {
+        st.write_gen += 1;
         for op in ops {
             apply(&mut st.view, op);
         }
-        Ok(())
     }
 
     // --- reads ------------------------------------------------------------------------------

@@ -644,6 +644,84 @@ async fn a_write_the_disk_cannot_keep_is_refused_not_acknowledged() {
     assert_eq!(w.store.get("a").await, Ok(None), "and not in the view");
 }
 
+/// A journal log on a disk that can fill up and be cleared again.
+#[derive(Debug, Default)]
+struct FillableDisk {
+    log: MemLog,
+    full: std::sync::atomic::AtomicBool,
+}
+
+impl FillableDisk {
+    fn check(&self) -> std::io::Result<()> {
+        if self.full.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("injected: disk full"));
+        }
+        Ok(())
+    }
+}
+
+impl JournalLog for FillableDisk {
+    fn append(&self, first: u64, ops: &[JournalOp]) -> std::io::Result<()> {
+        self.check()?;
+        self.log.append(first, ops)
+    }
+    fn ack(&self, seq: u64, drained: bool) -> std::io::Result<()> {
+        self.check()?;
+        self.log.ack(seq, drained)
+    }
+    fn load(&self) -> std::io::Result<Vec<JournalOp>> {
+        self.log.load()
+    }
+    fn describe(&self) -> String {
+        "fillable".into()
+    }
+}
+
+/// A write that timed out (so it may have landed) whose journal entry the disk refuses is kept in
+/// memory to land on replay, and its caller told so (`InDoubt`): never taken back, which would
+/// leave storage holding a write its caller's index had forgotten.
+#[tokio::test]
+async fn a_write_in_doubt_the_disk_refuses_is_kept_in_memory_to_land() {
+    let faulty = Arc::new(Faulty::default());
+    let clock = ManualClock::new(1_700_000_000_000);
+    let disk = Arc::new(FillableDisk::default());
+    let cfg = ResilienceConfig {
+        timeout_ms: 100,
+        ..ResilienceConfig::default()
+    };
+    let w = World {
+        faulty: faulty.clone(),
+        store: ResilientStorage::with_log(
+            faulty.clone(),
+            cfg,
+            Arc::new(clock.clone()),
+            disk.clone(),
+        )
+        .unwrap(),
+        clock: clock.clone(),
+    };
+    w.faulty.set_mode(LAND_THEN_HANG);
+    disk.full.store(true, Ordering::SeqCst);
+    assert_eq!(
+        w.store.set("a", &json!(1)).await,
+        Err(StorageError::InDoubt(100))
+    );
+    assert_eq!(w.store.status().journal_len, 1, "kept, though not durable");
+    assert!(disk.log.load().unwrap().is_empty(), "the disk has nothing");
+    // Whether it had landed or not, it lands on replay.
+    w.faulty.mem.del("a").await.unwrap();
+    w.faulty.set_mode(FAIL);
+    assert_eq!(w.store.get("a").await, Ok(Some(json!(1))), "reads see it");
+    disk.full.store(false, Ordering::SeqCst);
+    w.faulty.set_mode(HEALTHY);
+    w.advance_ms(30_001);
+    while w.store.status().journal_len > 0 {
+        w.store.recover().await;
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(w.faulty.mem.get("a").await, Ok(Some(json!(1))), "it landed");
+}
+
 #[tokio::test]
 async fn the_ready_probe_reads_through_the_breaker_and_never_writes() {
     let w = default_world();
