@@ -16,11 +16,15 @@
 //! - [`proxy`] — `spiral-proxy`: a seeded TCP fault proxy with Toxiproxy's toxics (plus `loss`)
 //!   and a Toxiproxy-compatible HTTP API, driven in-process or by `src/bin/spiral-proxy.rs`;
 //!   every toxic is tested on loopback in `tests/proxy_toxics.rs`.
+//! - [`world`] — `spiral-chaos run` / `diff`: a scenario against real `spiral` processes, a real
+//!   Redis and a proxy on every link, judged by the simulator's checkers
+//!   (`src/bin/spiral-chaos.rs`).
 //! - `scripts/build-redis-image.sh` (repository root) — the local image `spiral-redis:local`,
 //!   built without a registry.
 
 pub mod proxy;
 pub mod redis_fixture;
+pub mod world;
 
 use std::sync::Arc;
 

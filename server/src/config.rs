@@ -56,6 +56,15 @@ pub struct StorageArgs {
     #[arg(long = "redis-cluster", env = "SPIRAL_REDIS_CLUSTER", value_name = "SPIRAL_REDIS_CLUSTER",
           action = ArgAction::Set, value_parser = BoolishValueParser::new(), default_value = "false")]
     pub redis_cluster: bool,
+    /// Keyspace of this instance's nodes in Redis (a prefix of every data key), so that instances
+    /// sharing one Redis each keep — and count — their own; rate limits, token ids and
+    /// revocations stay in the shared default keyspace. Unset: the default keyspace.
+    #[arg(
+        long = "redis-namespace",
+        env = "SPIRAL_REDIS_NAMESPACE",
+        value_name = "SPIRAL_REDIS_NAMESPACE"
+    )]
+    pub redis_namespace: Option<String>,
     /// Consecutive storage failures that open the circuit breaker.
     #[arg(long = "cb-failures", env = "CB_FAILURES", value_name = "CB_FAILURES", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -176,7 +185,7 @@ impl StorageArgs {
         Ok(match self.backend() {
             Backend::Memory => Arc::new(MemoryStorage::new()),
             Backend::Embedded => Arc::new(EmbeddedStorage::open(self.db_path())?),
-            Backend::Redis => Arc::new(RedisStorage::connect(self.redis_config()?).await?),
+            Backend::Redis => Arc::new(self.redis_data().await?),
         })
     }
 
@@ -190,6 +199,13 @@ impl StorageArgs {
         clock: SharedClock,
     ) -> Result<(Arc<ResilientStorage>, crate::auth::Shared), StorageError> {
         let (inner, shared): (SharedStorage, _) = match self.backend() {
+            Backend::Redis if self.redis_namespace.is_some() => {
+                let shared = Arc::new(RedisStorage::connect(self.redis_config()?).await?);
+                (
+                    Arc::new(self.redis_data().await?),
+                    crate::auth::Shared::redis(shared),
+                )
+            }
             Backend::Redis => {
                 let redis = Arc::new(RedisStorage::connect(self.redis_config()?).await?);
                 (redis.clone(), crate::auth::Shared::redis(redis))
@@ -213,6 +229,15 @@ impl StorageArgs {
                 .split(',')
                 .all(|u| u.trim().starts_with("rediss://"))
         })
+    }
+
+    /// The Redis adapter for nodes, in SPIRAL_REDIS_NAMESPACE if set.
+    async fn redis_data(&self) -> Result<RedisStorage, StorageError> {
+        let redis = RedisStorage::connect(self.redis_config()?).await?;
+        match &self.redis_namespace {
+            Some(ns) => redis.with_namespace(ns.clone()),
+            None => Ok(redis),
+        }
     }
 
     fn redis_config(&self) -> Result<RedisConfig, StorageError> {

@@ -33,7 +33,7 @@
 
 mod checks;
 mod fault;
-mod server;
+pub(crate) mod server;
 mod workload;
 mod world;
 

@@ -112,7 +112,11 @@ pub(super) fn apply(ctx: &Ctx, sim: &mut turmoil::Sim<'_>, f: &FaultAt) {
             }
         }
     }
-    let t_ms = sim.elapsed().as_millis() as u64;
+    record_fault(ctx, f, detail, sim.elapsed().as_millis() as u64);
+}
+
+/// A fault fired at `t_ms`: the disturbance it causes, and its record. Both worlds call it.
+pub(super) fn record_fault(ctx: &Ctx, f: &FaultAt, detail: Option<String>, t_ms: u64) {
     note_disturbance(ctx, &f.fault, t_ms);
     let (a, b) = f.fault.hosts();
     ctx.record_at(

@@ -37,6 +37,25 @@ pub(super) fn context(
         ) as SharedStorage),
         StorageKind::Redis => None,
     };
+    let redis = (scenario.world.storage == StorageKind::Redis).then(|| SimRedis::new(redis_seed));
+    Ok(context_over(
+        scenario,
+        settings,
+        server_seed,
+        durable,
+        redis,
+    ))
+}
+
+/// [`context`] over the given storage: none in the real-process world, where storage lives in
+/// the server processes and a real Redis.
+pub(super) fn context_over(
+    scenario: &Scenario,
+    settings: ServerSettings,
+    server_seed: u64,
+    durable: Option<SharedStorage>,
+    redis: Option<SimRedis>,
+) -> Arc<Ctx> {
     // The run's world: `[world]` with what `[server]` drew for it in place.
     let mut sc = scenario.clone();
     settings.apply_to(&mut sc.world);
@@ -54,7 +73,7 @@ pub(super) fn context(
             .map(|_| ServerSlot::default())
             .collect(),
         durable,
-        redis: (scenario.world.storage == StorageKind::Redis).then(|| SimRedis::new(redis_seed)),
+        redis,
         server_seed,
         clients_done: AtomicU32::new(0),
         failed: Mutex::new(None),
@@ -68,7 +87,7 @@ pub(super) fn context(
         },
         0,
     );
-    Ok(ctx)
+    ctx
 }
 
 /// The simulation: the Redis host (if any), one host per server, the client hosts (each running

@@ -25,6 +25,7 @@ mod bad;
 mod build;
 mod client;
 mod net;
+pub mod real;
 pub mod run;
 pub mod schedule;
 mod server;
@@ -181,9 +182,13 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Simulated milliseconds since the run started.
+/// Milliseconds since the run started: simulated, or in the real-process world the wall time
+/// since it began.
 pub(crate) fn now_ms() -> u64 {
-    turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64)
+    match real::world() {
+        Some(w) => w.elapsed_ms(),
+        None => turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64),
+    }
 }
 
 impl Ctx {

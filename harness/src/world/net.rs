@@ -1,4 +1,5 @@
-//! The clients' side of the simulated network: tokens, WebSocket handshakes over turmoil streams
+//! The clients' side of the network — simulated, or real sockets in the real-process world
+//! ([`real`](super::real)): tokens, WebSocket handshakes over its streams
 //! (tokio-tungstenite `client_async`), reading answers and close frames, and HTTP requests through
 //! the project's one HTTP client.
 
@@ -21,7 +22,79 @@ use super::SECRET;
 /// A client waits this long for an answer before it gives up on the connection.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub type SimWs = tokio_tungstenite::WebSocketStream<turmoil::net::TcpStream>;
+/// A client's TCP connection: across the simulated network, or — in the real-process world
+/// ([`real`](super::real)) — a real socket to a server's proxy.
+pub enum Conn {
+    Sim(turmoil::net::TcpStream),
+    Real(tokio::net::TcpStream),
+}
+
+impl tokio::io::AsyncRead for Conn {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Sim(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Conn::Real(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Conn {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Sim(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Conn::Real(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Sim(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Conn::Real(s) => std::pin::Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Sim(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Conn::Real(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Connect to `host:port` (`server-N` and one of its ports): in the simulation, across the
+/// simulated network; in the real-process world, to the address that world gave for it.
+pub async fn tcp(host: &str, port: u16) -> std::io::Result<Conn> {
+    match super::real::world() {
+        Some(w) => {
+            let addr = w.endpoint(host, port).ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("the real-process world has no {host}:{port}"),
+                )
+            })?;
+            tokio::net::TcpStream::connect(addr).await.map(Conn::Real)
+        }
+        None => turmoil::net::TcpStream::connect((host, port))
+            .await
+            .map(Conn::Sim),
+    }
+}
+
+pub type SimWs = tokio_tungstenite::WebSocketStream<Conn>;
 
 /// Claims for `sub` with expiry `exp_s` and issue time `iat_s` (unix seconds).
 pub fn claims(
@@ -107,6 +180,8 @@ fn client_config() -> WebSocketConfig {
     WebSocketConfig::default().read_buffer_size(8 * 1024)
 }
 
+/// The HTTP port.
+pub const HTTP: u16 = 3000;
 /// The command channel's port.
 pub const COMMANDS: u16 = 3001;
 /// The event stream's port.
@@ -147,7 +222,7 @@ pub async fn connect_to(server: u32, port: u16, token: Option<&str>) -> Handshak
         req.headers_mut().insert("authorization", v);
     }
     // A crashed server or a cut link answers nothing, not even a refusal.
-    let connect = turmoil::net::TcpStream::connect((host.as_str(), port));
+    let connect = tcp(&host, port);
     let stream = match tokio::time::timeout(ANSWER_TIMEOUT, connect).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return fail(None, e.to_string()),
@@ -245,9 +320,7 @@ pub async fn abandon(
 ) -> Result<(), String> {
     use tokio::io::AsyncWriteExt;
     let host = format!("server-{server}");
-    let mut stream = turmoil::net::TcpStream::connect((host.as_str(), 3000))
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut stream = tcp(&host, HTTP).await.map_err(|e| e.to_string())?;
     let body = body.to_string();
     let head = format!(
         "{method} {path} HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
@@ -285,9 +358,7 @@ pub async fn http_reply(
     let host = format!("server-{server}");
     let method = Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
     let exchange = async {
-        let stream = turmoil::net::TcpStream::connect((host.as_str(), 3000))
-            .await
-            .map_err(|e| e.to_string())?;
+        let stream = tcp(&host, HTTP).await.map_err(|e| e.to_string())?;
         let body = body.map(|b| b.to_string().into_bytes());
         client::request(stream, method, &host, path, token, body).await
     };

@@ -125,7 +125,6 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunResult {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-    let mut m = lock(&ctx.model);
     let crash = match outcome {
         Err(p) => Some(
             p.downcast_ref::<String>()
@@ -134,14 +133,25 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunResult {
                 .unwrap_or_else(|| "panic".into()),
         ),
         Ok(Err(e)) => Some(e),
-        Ok(Ok(())) => {
-            let failed = lock(&ctx.failed).clone();
-            if failed.is_none() {
-                m.finish();
-            }
-            failed
-        }
+        Ok(Ok(())) => None,
     };
+    finish(&ctx, seed, crash, checks, reached)
+}
+
+/// The end of a run in either world: unless it crashed (`crash`, or a harness error on record),
+/// the checkers' final verdicts; then the verdict line and the result.
+pub(super) fn finish(
+    ctx: &Ctx,
+    seed: u64,
+    crash: Option<String>,
+    checks: Vec<&'static str>,
+    reached: BTreeMap<String, u64>,
+) -> RunResult {
+    let mut m = lock(&ctx.model);
+    let crash = crash.or_else(|| lock(&ctx.failed).clone());
+    if crash.is_none() {
+        m.finish();
+    }
     let (failure, violation_at) = match (crash, m.failure()) {
         (Some(e), _) => (Some(Failure::Crash(e)), None),
         (None, Some((f, at))) => (Some(f), Some(at)),

@@ -11,9 +11,8 @@ use spiral_history::Event;
 use spiral_server::auth::{Claims, STREAM_SCOPE};
 use spiral_server::rng::SplitMix64;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use turmoil::net::TcpStream;
 
-use crate::world::net;
+use crate::world::net::{self, Conn as TcpStream};
 use crate::world::{Ctx, EPOCH_MS, now_ms};
 
 /// Sockets on the HTTP port (the WebSocket ports get as many as the connection cap).
@@ -49,7 +48,7 @@ impl Kind {
 async fn open(server: u32, port: u16, kind: Kind) -> Option<TcpStream> {
     let host = format!("server-{server}");
     // A server that crashed or a cut link answers nothing, not even a refusal.
-    let connect = TcpStream::connect((host.as_str(), port));
+    let connect = net::tcp(&host, port);
     let mut s = tokio::time::timeout(net::ANSWER_TIMEOUT, connect)
         .await
         .ok()?
