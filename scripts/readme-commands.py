@@ -67,6 +67,9 @@ ROWS = {
         kind="run", timeout=1200, codes=[0, 1], expect=r"rebuild"),
     "criterion benchmarks": dict(kind="bounded", timeout=240),
     "the seeded fault proxy": dict(kind="serve", timeout=900, health="http://127.0.0.1:8474/version"),
+    "a scenario in the simulator and for real, verdicts compared": dict(
+        kind="run", timeout=600, codes=[0], expect=r"^identical verdicts$"),
+    "the real-process world's CI set": dict(kind="test.sh"),
     "loom models": dict(kind="test.sh"),
     "planted-bug demonstrations": dict(kind="test.sh"),
     "WebSocket conformance (Autobahn|Testsuite)": dict(kind="test.sh"),

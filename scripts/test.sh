@@ -102,3 +102,7 @@ readme 'loom models'
 # --- the suites have teeth ---------------------------------------------------------------------
 step "planted-bug demonstrations, each must FAIL (README: $(python3 scripts/readme-commands.py get 'planted-bug demonstrations'))"
 readme 'planted-bug demonstrations'
+
+# --- the real-process world ----------------------------------------------------------------------
+step "the real-process world (README: $(python3 scripts/readme-commands.py get "the real-process world's CI set"))"
+readme "the real-process world's CI set"

@@ -2,7 +2,7 @@
 //!
 //! - `spiral-chaos run SCENARIO --seed N` — real `spiral` servers, a real Redis, a fault proxy on
 //!   every link; the history judged by the simulator's checkers. Exits as `spiral-harness sim`
-//!   does (0 pass, 1 correctness, 2 liveness, 3 crash) and leaves a run directory.
+//!   does (0 pass, 129 correctness, 128 liveness, 127 crash; 64: not set up) and leaves a run directory.
 //! - `spiral-chaos diff SCENARIO --seed N` — the same seed in the simulator and for real, each
 //!   checker's verdict side by side; exits 0 when every verdict agrees, 6 on a divergence.
 
@@ -64,9 +64,12 @@ fn options(c: &Common, suffix: &str) -> anyhow::Result<RunOptions> {
     let name = Scenario::load(&c.scenario)
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .name;
-    let out = c.out.clone().unwrap_or_else(|| {
-        PathBuf::from(format!("target/chaos-runs/{name}-seed{}{suffix}", c.seed))
-    });
+    // `diff` keeps its two worlds apart: OUT/sim and OUT/real.
+    let out = match &c.out {
+        Some(o) if suffix.is_empty() => o.clone(),
+        Some(o) => o.join(suffix.trim_start_matches('-')),
+        None => PathBuf::from(format!("target/chaos-runs/{name}-seed{}{suffix}", c.seed)),
+    };
     let spiral_bin = c.spiral_bin.clone().unwrap_or_else(default_bin);
     Ok(RunOptions {
         scenario: c.scenario.clone(),

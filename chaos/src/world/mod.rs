@@ -3,7 +3,7 @@
 //! the run's own when the scenario stores in Redis, a [`spiral-proxy`](crate::proxy) on every
 //! client-host → server link and every server → Redis link, and the simulator's own clients
 //! ([`spiral_harness::world::real`]) speaking to the proxies. The scenario's faults become real
-//! ones ([`faults`]); the history is judged by the same checkers.
+//! ones (`faults.rs`); the history is judged by the same checkers.
 //!
 //! A real run is not byte-replayable — the OS schedules it — but its settings, fault schedule
 //! and workload are the seed's, exactly as in the simulator.

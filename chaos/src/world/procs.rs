@@ -76,6 +76,8 @@ pub struct Server {
     /// It should be running: a process that exits meanwhile is started again by the
     /// supervisor. False from a crash (SIGKILL) or a stop until the next start.
     pub wanted: bool,
+    /// The listen ports, held until the first start.
+    reserved: Vec<TcpListener>,
 }
 
 impl Server {
@@ -87,10 +89,14 @@ impl Server {
         base_offset_s: i64,
     ) -> anyhow::Result<Server> {
         std::fs::create_dir_all(&dir)?;
+        // Held until the first start, so that nothing else of the run (a proxy) takes them.
+        let reserved = (0..3)
+            .map(|_| TcpListener::bind("127.0.0.1:0"))
+            .collect::<std::io::Result<Vec<_>>>()?;
         let addrs = [
-            SocketAddr::from(([127, 0, 0, 1], free_port()?)),
-            SocketAddr::from(([127, 0, 0, 1], free_port()?)),
-            SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+            reserved[0].local_addr()?,
+            reserved[1].local_addr()?,
+            reserved[2].local_addr()?,
         ];
         let s = Server {
             index,
@@ -104,6 +110,7 @@ impl Server {
             child: None,
             lives: 0,
             wanted: false,
+            reserved,
         };
         s.write_offset()?;
         Ok(s)
@@ -156,6 +163,7 @@ impl Server {
     /// Start the process and return at once: it boots as long as its boot takes (one that
     /// cannot reach storage exits, and the supervisor starts it again).
     pub fn spawn(&mut self) -> anyhow::Result<()> {
+        self.reserved.clear();
         self.wanted = true;
         self.lives += 1;
         let log = File::create(

@@ -17,7 +17,9 @@
 //! - [`schedule`](mod@schedule) — the timed faults plus the seeded swarm;
 //! - `apply` — what each fault does to the simulation;
 //! - `server`, `client`, `bad`, `net` — the hosts and their simulated network;
-//! - `attacks` — the bad clients' larger attacks, one module each.
+//! - `attacks` — the bad clients' larger attacks, one module each;
+//! - [`real`](mod@real) — the same clients and checkers in the real-process world
+//!   (`spiral-chaos run`): real sockets and the wall clock instead of turmoil's.
 
 mod apply;
 mod attacks;

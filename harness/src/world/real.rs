@@ -4,8 +4,8 @@
 //!
 //! - [`enter`] switches this process to real sockets: every client connection goes to the
 //!   address the caller gave for its (client host, server, port) — a fault proxy's — and the
-//!   run's clock ([`now_ms`](super::now_ms)) is wall time since [`Session::new`]. A process
-//!   runs one real world.
+//!   run's clock (`now_ms`) is wall time since the start the caller gives. A process runs one
+//!   real world.
 //! - [`Session`] is one run: the settings and fault schedule the seed draws (exactly as the
 //!   simulator draws them), the environment each server process gets, the clients, the record
 //!   of each fault the caller applies, and the verdict.

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The real-process world (docs/real-world.md): shipped scenarios against the release `spiral`
+# binary, a real redis-server and a fault proxy on every link, judged by the simulator's
+# checkers — and compared with the simulator's verdicts for the same seed. (The README's row
+# "a scenario in the simulator and for real" diffs partition-heal seed 1: a client host
+# partitioned through its proxies, another held by timeout toxics.)
+#
+#   1. diff redis-outage seed 1: Redis paused (SIGSTOP), the journal's disk filled, the server
+#      killed (SIGKILL) in degraded mode and restarted, Redis errors (reset_peer) — real and
+#      simulated verdicts must agree (and pass);
+#   2. redis-outage seed 1 on the planted `journal-volatile` server: must FAIL, with
+#      `acked_writes` (acknowledged writes lost in the crash).
+#
+# Each run prints the Redis it used and every real fault it applied; its run directory
+# (history.jsonl, faults.jsonl, proxies.jsonl, each process's log, verdict.json, rerun.sh) is
+# under $REAL_WORLD_OUT (default $CARGO_TARGET_DIR/real-world). Exits 1 if any step did not end
+# as it must.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+out=${REAL_WORLD_OUT:-$CARGO_TARGET_DIR/real-world}
+rel=$CARGO_TARGET_DIR/release
+mkdir -p "$out"
+
+for tool in redis-server faketime; do
+  command -v "$tool" >/dev/null || { echo "real-world: $tool is missing (Debian: apt-get install redis-server faketime)" >&2; exit 1; }
+done
+
+set -e
+# The planted server shares its library build with the planted-bug demonstrations' harness
+# (same features), then the plain one; `spiral-chaos` itself.
+cargo build -q --release --locked -p spiral-server --bin spiral --features planted-bugs,coverage
+cp "$rel/spiral" "$rel/spiral-planted"
+cargo build -q --release --locked -p spiral-server --bin spiral
+cargo build -q --release --locked -p spiral-chaos --bin spiral-chaos
+set +e
+chaos=$rel/spiral-chaos
+
+failed=0
+# step NAME WANTED_EXIT LOG -- COMMAND...: run it, show its output, check its exit status.
+step() {
+  local name=$1 want=$2 log=$3
+  shift 4
+  echo "--- $name"
+  "$@" >"$log" 2>&1
+  local rc=$?
+  cat "$log"
+  if [ "$rc" -ne "$want" ]; then
+    echo "FAILED  $name: exit $rc, wanted $want"
+    failed=1
+    return 1
+  fi
+  echo "ok      $name (exit $rc)"
+}
+
+step "diff redis-outage seed 1" 0 "$out/diff-redis-outage.log" -- \
+  "$chaos" diff scenarios/redis-outage.toml --seed 1 --out "$out/redis-outage"
+if step "planted journal-volatile: redis-outage seed 1 must fail" 129 "$out/planted-journal-volatile.log" -- \
+  env SPIRAL_PLANTED_BUG=journal-volatile "$chaos" run scenarios/redis-outage.toml --seed 1 \
+  --spiral-bin "$rel/spiral-planted" --out "$out/planted-journal-volatile"; then
+  if ! grep -q '"failure": "correctness \[acked_writes\]' "$out/planted-journal-volatile/verdict.json"; then
+    echo "FAILED  planted journal-volatile: the verdict is not acked_writes'"
+    failed=1
+  fi
+fi
+
+[ "$failed" -eq 0 ] && echo "real world: every step ended as it must" || echo "real world: FAILED"
+exit "$failed"
