@@ -522,14 +522,14 @@ fn scratch_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-struct Spawned {
-    pid: u32,
-    port: u16,
+pub(crate) struct Spawned {
+    pub(crate) pid: u32,
+    pub(crate) port: u16,
 }
 
 /// Start one `redis-server` on a free loopback port, retrying if another process took the port
 /// between our probe and Redis's bind.
-fn spawn_server(dir: &Path, extra: &[String]) -> anyhow::Result<Spawned> {
+pub(crate) fn spawn_server(dir: &Path, extra: &[String]) -> anyhow::Result<Spawned> {
     let binary = redis_binary("redis-server")?;
     let mut last = anyhow!("not tried");
     for _ in 0..5 {

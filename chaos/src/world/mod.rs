@@ -10,7 +10,7 @@
 //!
 //! The run directory (Jepsen's `store/`): `history.jsonl` (the trace), `faults.jsonl` (each
 //! fault with the wall time it was applied and what was done), `proxies.jsonl` (every proxy
-//! decision), `server-N/` (each lifetime's log, its storage and journal), `redis.log`,
+//! decision), `server-N/` (each lifetime's log, its storage and journal), `redis-PORT.log`,
 //! `verdict.json` and `rerun.sh`.
 
 mod faults;
@@ -235,7 +235,7 @@ async fn run_in(opts: &RunOptions, session: Arc<Session>, dir: &Path) -> anyhow:
     let w = &sc.world;
     let (start, base_offset_s) = start_on_a_whole_second().await;
     let redis = if w.storage == StorageKind::Redis {
-        let r = Redis::start(dir).await?;
+        let r = Redis::start(dir)?;
         println!(
             "redis: a redis-server process of the run's own at {} (pid {})",
             r.addr,

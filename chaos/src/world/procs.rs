@@ -257,49 +257,31 @@ impl Drop for Server {
 /// kills it, so it keeps its data).
 pub struct Redis {
     pub addr: SocketAddr,
-    child: Child,
+    pid: u32,
     paused: bool,
 }
 
 impl Redis {
-    pub async fn start(dir: &Path) -> anyhow::Result<Redis> {
-        let port = free_port()?;
-        let log = File::create(dir.join("redis.log"))?;
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no", "--protected-mode", "no"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
+    /// A `redis-server` on a free loopback port, its log (`redis-PORT.log`) in `dir` — started
+    /// as the test fixture starts one, and killed when this process exits, whatever happens.
+    pub fn start(dir: &Path) -> anyhow::Result<Redis> {
+        let s = crate::redis_fixture::spawn_server(dir, &[])
             .context("starting redis-server (Debian's redis-server package)")?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let redis = Redis {
-            addr,
-            child,
+        Ok(Redis {
+            addr: SocketAddr::from(([127, 0, 0, 1], s.port)),
+            pid: s.pid,
             paused: false,
-        };
-        if !listening(addr, Duration::from_secs(10)).await {
-            bail!("redis-server did not listen on {addr} within 10 s");
-        }
-        Ok(redis)
+        })
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid
     }
 
     /// SIGSTOP: connections stay open and nothing answers (an outage that hangs).
     pub fn pause(&mut self) -> anyhow::Result<()> {
         if !self.paused {
-            signal(self.child.id(), "STOP")?;
+            signal(self.pid, "STOP")?;
             self.paused = true;
         }
         Ok(())
@@ -308,7 +290,7 @@ impl Redis {
     /// SIGCONT.
     pub fn resume(&mut self) -> anyhow::Result<()> {
         if self.paused {
-            signal(self.child.id(), "CONT")?;
+            signal(self.pid, "CONT")?;
             self.paused = false;
         }
         Ok(())
@@ -318,8 +300,7 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         let _ = self.resume();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = signal(self.pid, "KILL");
     }
 }
 
