@@ -69,13 +69,12 @@ fi
 [ "$mode" = quick ] && exit 0
 
 # --- the simulated world -----------------------------------------------------------------------
-# The simulated world: every scenario over seeds 0..50, and the four scenarios the planted-bug
-# demonstrations target over the rest of 0..200 (without the bugs, those sweeps must pass).
+# The simulated world: every scenario over seeds 0..50 with the coverage gate. (The workflow's
+# simulation job sweeps every scenario over 0..1000, sharded: the rest of the 0..200 the
+# planted-bug demonstrations search, and far beyond.)
 harness() { cargo run -q --release -p spiral-harness --locked -- "$@"; }
 step "simulation sweep: every scenario, seeds 0..50, with the fault-path coverage gate"
 harness sweep scenarios/*.toml --seeds 0..50 --coverage scenarios/coverage/ci.toml
-step "simulation sweep: the planted bugs' scenarios, seeds 50..200"
-harness sweep scenarios/{gc-pressure,server-crash-restart,multi-server,redis-outage}.toml --seeds 50..200
 # The workflow's own determinism step, extracted and run as Actions runs it (`bash -e`).
 step "determinism: the workflow's step (one seed of every scenario, run twice, traces compared)"
 cargo build -q --release -p spiral-harness --locked
