@@ -151,7 +151,7 @@ async fn storages(world: &Mutex<World>) -> anyhow::Result<Vec<Option<SharedStora
     let w = world.lock().await;
     let mut out = Vec::new();
     for (s, server) in w.servers.iter().enumerate() {
-        out.push(match w.storage {
+        out.push(match w.storage() {
             StorageKind::Redis => {
                 let r = w
                     .redis
@@ -209,7 +209,7 @@ pub(super) async fn final_checks(
                 .and_then(|v| v["total_memories"].as_u64()),
         );
     }
-    let embedded = world.lock().await.storage == StorageKind::Embedded;
+    let embedded = world.lock().await.storage() == StorageKind::Embedded;
     if embedded {
         // The file is the server's while it runs: stop them (gracefully) to look inside.
         let mut w = world.lock().await;

@@ -97,7 +97,6 @@ pub(crate) struct World {
     /// server → its proxy to Redis.
     redis_proxies: BTreeMap<u32, ProxyHandle>,
     faults_log: Mutex<std::fs::File>,
-    storage: StorageKind,
 }
 
 impl World {
@@ -111,6 +110,11 @@ impl World {
                 .collect(),
             Link::Redis { server, .. } => self.redis_proxies.get(&server).into_iter().collect(),
         }
+    }
+
+    /// Where the servers keep their nodes.
+    fn storage(&self) -> StorageKind {
+        self.session.scenario().world.storage
     }
 
     fn redis_proxies(&self) -> impl Iterator<Item = &ProxyHandle> {
@@ -376,7 +380,6 @@ async fn run_in(opts: &RunOptions, session: Arc<Session>, dir: &Path) -> anyhow:
         client_proxies,
         redis_proxies,
         faults_log: Mutex::new(std::fs::File::create(dir.join("faults.jsonl"))?),
-        storage: w.storage,
     }));
     let supervising = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let supervisor = tokio::spawn(supervise(world.clone(), supervising.clone()));

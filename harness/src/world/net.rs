@@ -117,7 +117,7 @@ pub fn sign(c: &Claims) -> String {
 
 /// The RS256 public key every simulated server also accepts (`kid` test-1): the server suite's
 /// test fixture.
-const JWKS: &str = include_str!("../../../server/tests/fixtures/rs256-test-jwks.json");
+pub(crate) const JWKS: &str = include_str!("../../../server/tests/fixtures/rs256-test-jwks.json");
 /// Its private key.
 const RS256_KEY: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

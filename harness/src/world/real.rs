@@ -85,7 +85,7 @@ pub fn jwt_secret() -> String {
 
 /// The RS256 key set every server also accepts (`JWK`).
 pub fn jwks() -> &'static str {
-    include_str!("../../../server/tests/fixtures/rs256-test-jwks.json")
+    super::net::JWKS
 }
 
 /// The fixed epoch of every run, in unix ms: a real server's clock is set to it at the start of
