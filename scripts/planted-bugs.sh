@@ -59,6 +59,8 @@ demo unit     embedded-inline     storage::embedded::tests::a_stalled_disk_holds
 demo unit     ready-bypasses-breaker resilience::tests::the_ready_probe_reads_through_the_breaker_and_never_writes -- unit resilience::tests::the_ready_probe_reads_through_the_breaker_and_never_writes
 demo unit     sigil-space-unchecked config::tests::a_sigil_space_too_small_for_the_capacity_is_refused_naming_both -- unit config::tests::a_sigil_space_too_small_for_the_capacity_is_refused_naming_both
 demo unit     insight-array-leaks api::stream::tests::insight_content_goes_from_an_array_of_insights_too -- unit api::stream::tests::insight_content_goes_from_an_array_of_insights_too
+demo sockets  ws-no-linger        ws::a_frame_far_over_the_limit_still_gets_its_1009 -- \
+  cargo test -p spiral-server --locked --features planted-bugs --test surfaces ws::a_frame_far_over_the_limit_still_gets_its_1009
 demo unit     auth-volatile       auth::shared::tests::used_and_revoked_tokens_survive_a_restart_on_durable_state -- unit auth::shared::tests::used_and_revoked_tokens_survive_a_restart_on_durable_state
 
 # The harness sweep: must end with exit 129 (correctness) and print a replay command.
@@ -158,6 +160,7 @@ sim_demo journal-full-lands  redis-outage
 sim_demo shutdown-abandons-sockets server-crash-restart
 sim_demo limiter-never-sweeps bad-clients
 sim_demo in-doubt-dropped     chaos
+sim_demo ws-no-linger         bad-clients
 
 # The coverage gate must fail when a required marker is out of the sweep's reach: the smoke
 # scenario alone reaches none of the fault paths the CI sweep must reach, so the same gate over it

@@ -178,6 +178,10 @@ pub const CATALOG: &[(&str, &str)] = &[
         "ws.closed_oversized",
         "a frame over SPIRAL_MAX_MESSAGE_SIZE closed the connection (1009)",
     ),
+    (
+        "ws.close_lingered",
+        "a closed WebSocket's unread input was read and discarded (a lingering close)",
+    ),
     ("ws.closed_idle", "an idle connection was closed (4000)"),
     (
         "ws.closed_silent",

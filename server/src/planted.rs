@@ -107,10 +107,14 @@ pub enum Bug {
     /// forgets a write that may have landed (storage holds a node the engine does not count), as
     /// before such a write was kept in memory until it landed.
     InDoubtDropped,
+    /// WebSocket: a connection is dropped with whatever input the server has not read, as
+    /// before an upgraded socket's close lingered — the kernel resets it, and the peer still
+    /// sending the rest of a frame refused on its header fails before it reads the 1009.
+    WsNoLinger,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 32] = [
+    pub const ALL: [Bug; 33] = [
         Bug::CountRace,
         Bug::DoubleCollect,
         Bug::AckBeforePersist,
@@ -143,6 +147,7 @@ impl Bug {
         Bug::ShutdownAbandonsSockets,
         Bug::LimiterNeverSweeps,
         Bug::InDoubtDropped,
+        Bug::WsNoLinger,
     ];
 
     pub fn name(self) -> &'static str {
@@ -179,6 +184,7 @@ impl Bug {
             Bug::ShutdownAbandonsSockets => "shutdown-abandons-sockets",
             Bug::LimiterNeverSweeps => "limiter-never-sweeps",
             Bug::InDoubtDropped => "in-doubt-dropped",
+            Bug::WsNoLinger => "ws-no-linger",
         }
     }
 

@@ -44,6 +44,10 @@ struct Common {
     /// Run without a scenario field this world cannot honour (named in the error).
     #[arg(long)]
     accept: Vec<String>,
+    /// Each server process's open-file limit (RLIMIT_NOFILE, via util-linux's `prlimit`): for a
+    /// slowloris or a connection flood against a server that runs out of descriptors.
+    #[arg(long, value_name = "N")]
+    fd_limit: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,6 +81,7 @@ fn options(c: &Common, suffix: &str) -> anyhow::Result<RunOptions> {
         out,
         spiral_bin,
         accept: c.accept.clone(),
+        fd_limit: c.fd_limit,
     })
 }
 

@@ -49,6 +49,9 @@ pub struct RunOptions {
     /// Scenario fields this world cannot honour, accepted by name (`--accept`): the run goes on
     /// without them, and `verdict.json` says so.
     pub accept: Vec<String>,
+    /// Each server's open-file limit (`RLIMIT_NOFILE`), for connection-exhaustion stories: a
+    /// slowloris against a server that runs out of descriptors.
+    pub fd_limit: Option<u64>,
 }
 
 /// A finished real run.
@@ -319,7 +322,9 @@ async fn run_in(opts: &RunOptions, session: Arc<Session>, dir: &Path) -> anyhow:
             }
             StorageKind::Memory => env.push(("SPIRAL_STORAGE".into(), "memory".into())),
         }
-        servers.push(Server::new(s, &opts.spiral_bin, sdir, env, base_offset_s)?);
+        let mut server = Server::new(s, &opts.spiral_bin, sdir, env, base_offset_s)?;
+        server.fd_limit = opts.fd_limit;
+        servers.push(server);
         disks.push(disk);
     }
     let mut client_proxies = BTreeMap::new();
@@ -360,11 +365,14 @@ async fn run_in(opts: &RunOptions, session: Arc<Session>, dir: &Path) -> anyhow:
     for s in &mut servers {
         s.start().await?;
         println!(
-            "server-{}: {} (pid {:?}), HTTP {}",
+            "server-{}: {} (pid {:?}), HTTP {}{}",
             s.index,
             opts.spiral_bin.display(),
             s.pid(),
-            s.addrs[0]
+            s.addrs[0],
+            opts.fd_limit
+                .map(|n| format!(", open-file limit {n}"))
+                .unwrap_or_default()
         );
     }
     real::enter(endpoints, start).map_err(|e| anyhow::anyhow!(e))?;
@@ -533,6 +541,7 @@ fn write_outputs(
         "checks": verdicts(&result.trace),
         "settings": session.settings().values(),
         "accepted_unfaithful": accepted,
+        "fd_limit": opts.fd_limit,
         "ops": result.ops,
         "faults_fired": result.faults_fired,
         "rerun": rerun,
@@ -557,6 +566,9 @@ fn rerun_command(opts: &RunOptions) -> String {
     );
     for a in &opts.accept {
         cmd.push_str(&format!(" --accept {a}"));
+    }
+    if let Some(n) = opts.fd_limit {
+        cmd.push_str(&format!(" --fd-limit {n}"));
     }
     cmd
 }

@@ -78,6 +78,8 @@ pub struct Server {
     pub wanted: bool,
     /// The listen ports, held until the first start.
     reserved: Vec<TcpListener>,
+    /// `RLIMIT_NOFILE` for the process (`--fd-limit`), set by util-linux's `prlimit`.
+    pub fd_limit: Option<u64>,
 }
 
 impl Server {
@@ -111,6 +113,7 @@ impl Server {
             lives: 0,
             wanted: false,
             reserved,
+            fd_limit: None,
         };
         s.write_offset()?;
         Ok(s)
@@ -171,7 +174,15 @@ impl Server {
                 .join(format!("server-{}.{}.log", self.index, self.lives)),
         )?;
         let [http, ws, stream] = self.addrs;
-        let mut cmd = Command::new(&self.bin);
+        // `prlimit --nofile=N:N -- spiral` sets the limit and execs the server: the same pid.
+        let mut cmd = match self.fd_limit {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
         cmd.arg("serve")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("SPIRAL_HTTP_ADDR", http.to_string())

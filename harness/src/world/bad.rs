@@ -465,6 +465,7 @@ impl Bad<'_> {
                 super::attacks::slow_sockets::run(self.ctx, self.c, s, &mut self.rng, sub).await;
             }
             Attack::NonReader => {
+                let _alone = self.ctx.servers[s as usize].non_reader.lock().await;
                 let Some(mut ws) = self.open(s).await else {
                     return;
                 };

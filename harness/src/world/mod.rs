@@ -80,6 +80,9 @@ pub(crate) struct ServerSlot {
     pub stopped: std::sync::atomic::AtomicBool,
     /// The host's disk refuses writes (`disk-full`): appending to the journal fails.
     pub disk_full: Arc<std::sync::atomic::AtomicBool>,
+    /// Held by the non-reading peer attacking this server: it times its reads by the server's
+    /// drop counter, which a second non-reader's drops would move too.
+    pub non_reader: tokio::sync::Mutex<()>,
 }
 
 /// Everything the hosts of one run share.

@@ -215,6 +215,126 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
     }
 }
 
+/// How long an upgraded socket lingers after the server is done with it (see [`Lingering`]).
+const LINGER: Duration = Duration::from_secs(2);
+
+/// A socket that closes an upgraded connection the way a lingering close does. Dropped with input
+/// the server never read — the rest of a frame refused on its header for being over the size
+/// limit, frames that crossed the server's close frame — a socket is reset by the kernel, and
+/// the reset fails the peer's write of the frame it is still sending before it could read the
+/// close frame that explains why. So an upgraded socket's last owner hands it to a task that
+/// sends FIN (the close is final) and then reads and discards until the peer closes too, for at
+/// most [`LINGER`] and `max_bytes` (four times `SPIRAL_MAX_MESSAGE_SIZE` + 1 MiB: the rest of
+/// any frame a client could mean); a peer that keeps sending past either is reset after all.
+/// Plain HTTP connections close at once: a slow or idle one is cut on purpose.
+struct Lingering<I>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    io: Option<I>,
+    watch: Arc<Watch>,
+    max_bytes: usize,
+}
+
+impl<I> Lingering<I>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    fn new(io: I, watch: Arc<Watch>, max_bytes: usize) -> Self {
+        Lingering {
+            io: Some(io),
+            watch,
+            max_bytes,
+        }
+    }
+
+    fn io(&mut self) -> std::io::Result<&mut I> {
+        self.io
+            .as_mut()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))
+    }
+
+    /// FIN, then discard input until the peer's FIN, `max_bytes` or [`LINGER`].
+    async fn linger(mut io: I, max_bytes: usize) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let _ = tokio::time::timeout(LINGER, async {
+            let _ = io.shutdown().await;
+            let mut scratch = vec![0u8; 16 * 1024];
+            let mut left = max_bytes;
+            while let Ok(n @ 1..) = io.read(&mut scratch).await {
+                crate::reached!("ws.close_lingered");
+                let Some(rest) = left.checked_sub(n) else {
+                    break;
+                };
+                left = rest;
+            }
+        })
+        .await;
+    }
+}
+
+impl<I> Drop for Lingering<I>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    fn drop(&mut self) {
+        // Planted: dropped at once, unread input and all, as before the close lingered.
+        if !self.watch.upgraded.load(Ordering::Acquire) || crate::planted!(WsNoLinger) {
+            return;
+        }
+        let (Some(io), Ok(rt)) = (self.io.take(), tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        rt.spawn(Self::linger(io, self.max_bytes));
+    }
+}
+
+impl<I> AsyncRead for Lingering<I>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(self.io()?).poll_read(cx, buf)
+    }
+}
+
+impl<I> AsyncWrite for Lingering<I>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(self.io()?).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(self.io()?).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.as_ref().is_some_and(I::is_write_vectored)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(self.io()?).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(self.io()?).poll_shutdown(cx)
+    }
+}
+
 /// An answer's body that tells the [`Watch`] when it is done (sent, or dropped with the
 /// connection).
 struct Tracked {
@@ -319,8 +439,9 @@ async fn connection<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let watch = Arc::new(Watch::new(st.clock.clone()));
+    let linger_bytes = st.cfg.max_message_size.saturating_mul(4) + 1024 * 1024;
     let io = TokioIo::new(Watched {
-        io,
+        io: Lingering::new(io, watch.clone(), linger_bytes),
         watch: watch.clone(),
     });
     let router = TowerToHyperService::new(router);

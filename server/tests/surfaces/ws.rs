@@ -220,6 +220,33 @@ async fn an_oversized_frame_closes_with_1009_and_spares_the_others() {
     s.stop().await;
 }
 
+/// A frame is refused on its header, and the rest of it is never read: a frame larger than the
+/// socket buffers can hold is still being sent when the server closes. The server must read and
+/// discard the rest (a lingering close) so that the client finishes sending and reads the 1009,
+/// where a socket dropped with unread input is reset under the sender (planted `ws-no-linger`).
+#[tokio::test]
+async fn a_frame_far_over_the_limit_still_gets_its_1009() {
+    let limit = 2 * 1024 * 1024;
+    let s = start(ServerConfig {
+        max_message_size: limit,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut ws = ws_ready(s.ws, &s.user_token("ada", "t1")).await;
+    let big =
+        json!({"id": 1, "command": "memory.store", "args": {"content": "x".repeat(3 * limit)}});
+    let sent = ws.send(Message::Text(big.to_string().into())).await;
+    assert!(
+        sent.is_ok(),
+        "the server reset the connection under the frame it refused: {sent:?}"
+    );
+    assert_eq!(
+        close_code(&mut ws, Duration::from_secs(5)).await,
+        Some(1009)
+    );
+    s.stop().await;
+}
+
 /// A single data frame with any opcode and payload, even ones tungstenite would never send.
 fn raw_frame(opcode: OpData, payload: &[u8]) -> Message {
     Message::Frame(Frame::message(payload.to_vec(), OpCode::Data(opcode), true))
