@@ -5,11 +5,20 @@
 # "a scenario in the simulator and for real" diffs partition-heal seed 1: a client host
 # partitioned through its proxies, another held by timeout toxics.)
 #
-#   1. diff redis-outage seed 1: Redis paused (SIGSTOP), the journal's disk filled, the server
-#      killed (SIGKILL) in degraded mode and restarted, Redis errors (reset_peer) — real and
-#      simulated verdicts must agree (and pass);
-#   2. redis-outage seed 1 on the planted `journal-volatile` server: must FAIL, with
-#      `acked_writes` (acknowledged writes lost in the crash).
+#   scripts/real-world.sh        the CI set (about 4 minutes of runs):
+#     1. diff redis-outage seed 1: Redis paused (SIGSTOP), the journal's disk filled, the server
+#        killed (SIGKILL) in degraded mode and restarted, Redis errors (reset_peer) — real and
+#        simulated verdicts must agree (and pass);
+#     2. redis-outage seed 1 on the planted `journal-volatile` server: must FAIL, with
+#        `acked_writes` (acknowledged writes lost in the crash);
+#     3. slow clients: bad-clients seed 4 with each server's open-file limit lowered to 64 — an
+#        oversized frame past 256 KiB, a peer that never reads, slowloris sockets on every port —
+#        must pass.
+#   scripts/real-world.sh all    the CI set, then the same slow-clients run on three planted
+#                                servers, each of which must FAIL with its checker:
+#                                `ws-no-linger` (close_codes, the oversized frame's 1009),
+#                                `queue-unbounded-bytes` (close_codes, the non-reader's 1008),
+#                                `no-header-timeout` (slow_clients).
 #
 # Each run prints the Redis it used and every real fault it applied; its run directory
 # (history.jsonl, faults.jsonl, proxies.jsonl, each process's log, verdict.json, rerun.sh) is
@@ -17,6 +26,8 @@
 # as it must.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+mode=${1:-ci}
+case $mode in ci | all) ;; *) echo "usage: scripts/real-world.sh [ci|all]" >&2; exit 64 ;; esac
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 out=${REAL_WORLD_OUT:-$CARGO_TARGET_DIR/real-world}
 rel=$CARGO_TARGET_DIR/release
@@ -62,6 +73,30 @@ if step "planted journal-volatile: redis-outage seed 1 must fail" 129 "$out/plan
     echo "FAILED  planted journal-volatile: the verdict is not acked_writes'"
     failed=1
   fi
+fi
+
+# planted BUG CHECK -- ARGS...: the slow-clients run on the planted server BUG must fail (129)
+# with CHECK.
+planted() {
+  local bug=$1 check=$2
+  shift 3
+  if step "planted $bug: bad-clients seed 4 must fail with $check" 129 "$out/planted-$bug.log" -- \
+    env SPIRAL_PLANTED_BUG="$bug" "$chaos" run scenarios/bad-clients.toml --seed 4 \
+    --spiral-bin "$rel/spiral-planted" --out "$out/planted-$bug" "$@"; then
+    if ! grep -q "\"failure\": \"correctness \\[$check\\]" "$out/planted-$bug/verdict.json"; then
+      echo "FAILED  planted $bug: the verdict is not $check's"
+      failed=1
+    fi
+  fi
+}
+
+step "slow clients: bad-clients seed 4, open-file limit 64" 0 "$out/slow-clients.log" -- \
+  "$chaos" run scenarios/bad-clients.toml --seed 4 --fd-limit 64 --out "$out/slow-clients"
+
+if [ "$mode" = all ]; then
+  planted ws-no-linger close_codes --
+  planted queue-unbounded-bytes close_codes --
+  planted no-header-timeout slow_clients -- --fd-limit 64
 fi
 
 [ "$failed" -eq 0 ] && echo "real world: every step ended as it must" || echo "real world: FAILED"

@@ -217,7 +217,15 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<Outcome> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let result = rt.block_on(run_in(opts, session.clone(), &dir))?;
+    // Interrupted (Ctrl-C, SIGTERM), the run is dropped: its servers, Redis and proxies are
+    // killed and its tmpfs disks unmounted, as at a normal end.
+    let result = rt.block_on(async {
+        tokio::select! {
+            biased;
+            () = spiral_server::signal::shutdown() => bail!("interrupted; run directory {}", dir.display()),
+            r = run_in(opts, session.clone(), &dir) => r,
+        }
+    })?;
     write_outputs(opts, &session, &dir, &result)?;
     Ok(Outcome { result, dir })
 }
