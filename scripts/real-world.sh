@@ -10,12 +10,14 @@
 #        killed (SIGKILL) in degraded mode and restarted, Redis errors (reset_peer) — real and
 #        simulated verdicts must agree (and pass);
 #     2. redis-outage seed 1 on the planted `journal-volatile` server: must FAIL, with
-#        `acked_writes` (acknowledged writes lost in the crash);
+#        `acked_writes` (acknowledged writes lost in the crash) — in one of three tries: a
+#        real run is not replayable, and a crash that finds the journal empty loses nothing;
 #     3. slow clients: bad-clients seed 4 with each server's open-file limit lowered to 64 — an
 #        oversized frame past 256 KiB, a peer that never reads, slowloris sockets on every port —
 #        must pass.
 #   scripts/real-world.sh all    the CI set, then the same slow-clients run on three planted
-#                                servers, each of which must FAIL with its checker:
+#                                servers, each of which must FAIL with its checker (in one of
+#                                three tries, as step 2):
 #                                `ws-no-linger` (close_codes, the oversized frame's 1009),
 #                                `queue-unbounded-bytes` (close_codes, the non-reader's 1008),
 #                                `no-header-timeout` (slow_clients).
@@ -64,30 +66,46 @@ step() {
   echo "ok      $name (exit $rc)"
 }
 
+# caught NAME CHECK DIR -- COMMAND...: a run on a planted server must fail (exit 129) with
+# CHECK, judged from DIR/verdict.json. A real run is not byte-replayable — the OS schedules it, and
+# a crash may find the journal empty — so the run is tried up to three times: a planted bug
+# the world catches only by luck shows as the attempts it took.
+caught() {
+  local name=$1 check=$2 dir=$3 attempt rc
+  shift 4
+  echo "--- $name"
+  for attempt in 1 2 3; do
+    "$@" >"$dir.log" 2>&1
+    rc=$?
+    cat "$dir.log"
+    if [ "$rc" -eq 129 ] && grep -q "\"failure\": \"correctness \\[$check\\]" "$dir/verdict.json"; then
+      echo "ok      $name (exit 129, $check, caught on attempt $attempt of 3)"
+      return 0
+    fi
+    if [ "$rc" -ne 0 ] && [ "$rc" -ne 129 ]; then
+      break
+    fi
+    echo "attempt $attempt of 3: exit $rc, not a $check failure"
+  done
+  echo "FAILED  $name: exit $rc, wanted 129 with $check"
+  failed=1
+  return 1
+}
+
 step "diff redis-outage seed 1" 0 "$out/diff-redis-outage.log" -- \
   "$chaos" diff scenarios/redis-outage.toml --seed 1 --out "$out/redis-outage"
-if step "planted journal-volatile: redis-outage seed 1 must fail" 129 "$out/planted-journal-volatile.log" -- \
+caught "planted journal-volatile: redis-outage seed 1 must fail" acked_writes \
+  "$out/planted-journal-volatile" -- \
   env SPIRAL_PLANTED_BUG=journal-volatile "$chaos" run scenarios/redis-outage.toml --seed 1 \
-  --spiral-bin "$rel/spiral-planted" --out "$out/planted-journal-volatile"; then
-  if ! grep -q '"failure": "correctness \[acked_writes\]' "$out/planted-journal-volatile/verdict.json"; then
-    echo "FAILED  planted journal-volatile: the verdict is not acked_writes'"
-    failed=1
-  fi
-fi
+  --spiral-bin "$rel/spiral-planted" --out "$out/planted-journal-volatile"
 
-# planted BUG CHECK -- ARGS...: the slow-clients run on the planted server BUG must fail (129)
-# with CHECK.
+# planted BUG CHECK -- ARGS...: the slow-clients run on the planted server BUG must fail with CHECK.
 planted() {
   local bug=$1 check=$2
   shift 3
-  if step "planted $bug: bad-clients seed 4 must fail with $check" 129 "$out/planted-$bug.log" -- \
+  caught "planted $bug: bad-clients seed 4 must fail with $check" "$check" "$out/planted-$bug" -- \
     env SPIRAL_PLANTED_BUG="$bug" "$chaos" run scenarios/bad-clients.toml --seed 4 \
-    --spiral-bin "$rel/spiral-planted" --out "$out/planted-$bug" "$@"; then
-    if ! grep -q "\"failure\": \"correctness \\[$check\\]" "$out/planted-$bug/verdict.json"; then
-      echo "FAILED  planted $bug: the verdict is not $check's"
-      failed=1
-    fi
-  fi
+    --spiral-bin "$rel/spiral-planted" --out "$out/planted-$bug" "$@"
 }
 
 step "slow clients: bad-clients seed 4, open-file limit 64" 0 "$out/slow-clients.log" -- \
