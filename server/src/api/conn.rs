@@ -164,87 +164,39 @@ enum Limit {
     Idle,
 }
 
-/// A socket that tells its connection's [`Watch`] when bytes come in.
-struct Watched<I> {
-    io: I,
-    watch: Arc<Watch>,
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.io).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.watch.read();
-        }
-        r
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-/// How long an upgraded socket lingers after the server is done with it (see [`Lingering`]).
+/// How long an upgraded socket lingers after the server is done with it (see [`Watched`]).
 const LINGER: Duration = Duration::from_secs(2);
 
-/// A socket that closes an upgraded connection the way a lingering close does. Dropped with input
-/// the server never read — the rest of a frame refused on its header for being over the size
-/// limit, frames that crossed the server's close frame — a socket is reset by the kernel, and
-/// the reset fails the peer's write of the frame it is still sending before it could read the
-/// close frame that explains why. So an upgraded socket's last owner hands it to a task that
-/// sends FIN (the close is final) and then reads and discards until the peer closes too, for at
-/// most [`LINGER`] and `max_bytes` (four times `SPIRAL_MAX_MESSAGE_SIZE` + 1 MiB: the rest of
-/// any frame a client could mean); a peer that keeps sending past either is reset after all.
-/// Plain HTTP connections close at once: a slow or idle one is cut on purpose.
-struct Lingering<I>
+/// A connection's socket: it tells the connection's [`Watch`] when bytes come in, and closes an
+/// upgraded connection the way a lingering close does.
+///
+/// Dropped with input the server never read — the rest of a frame refused on its header for
+/// being over the size limit, frames that crossed the server's close frame — a socket is reset
+/// by the kernel, and the reset fails the peer's write of the frame it is still sending before it
+/// could read the close frame that explains why. So an upgraded socket's last owner hands it to a
+/// task that sends FIN (the close is final) and then reads and discards until the peer closes
+/// too, for at most [`LINGER`] and `linger_bytes` (four times `SPIRAL_MAX_MESSAGE_SIZE` + 1 MiB:
+/// the rest of any frame a client could mean); a peer that keeps sending past either is reset
+/// after all. Plain HTTP connections close at once: a slow or idle one is cut on purpose.
+struct Watched<I>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    /// Taken by the lingering task when the socket is dropped.
     io: Option<I>,
     watch: Arc<Watch>,
-    max_bytes: usize,
+    linger_bytes: usize,
 }
 
-impl<I> Lingering<I>
+impl<I> Watched<I>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    fn new(io: I, watch: Arc<Watch>, max_bytes: usize) -> Self {
-        Lingering {
+    fn new(io: I, watch: Arc<Watch>, linger_bytes: usize) -> Self {
+        Watched {
             io: Some(io),
             watch,
-            max_bytes,
+            linger_bytes,
         }
     }
 
@@ -273,7 +225,7 @@ where
     }
 }
 
-impl<I> Drop for Lingering<I>
+impl<I> Drop for Watched<I>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -285,11 +237,11 @@ where
         let (Some(io), Ok(rt)) = (self.io.take(), tokio::runtime::Handle::try_current()) else {
             return;
         };
-        rt.spawn(Self::linger(io, self.max_bytes));
+        rt.spawn(Self::linger(io, self.linger_bytes));
     }
 }
 
-impl<I> AsyncRead for Lingering<I>
+impl<I> AsyncRead for Watched<I>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -298,11 +250,16 @@ where
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(self.io()?).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let r = Pin::new(self.io()?).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.watch.read();
+        }
+        r
     }
 }
 
-impl<I> AsyncWrite for Lingering<I>
+impl<I> AsyncWrite for Watched<I>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -440,10 +397,7 @@ async fn connection<I>(
 {
     let watch = Arc::new(Watch::new(st.clock.clone()));
     let linger_bytes = st.cfg.max_message_size.saturating_mul(4) + 1024 * 1024;
-    let io = TokioIo::new(Watched {
-        io: Lingering::new(io, watch.clone(), linger_bytes),
-        watch: watch.clone(),
-    });
+    let io = TokioIo::new(Watched::new(io, watch.clone(), linger_bytes));
     let router = TowerToHyperService::new(router);
     let service = {
         let watch = watch.clone();
