@@ -15,7 +15,7 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 export LOOM_TARGET_DIR=${LOOM_TARGET_DIR:-${CARGO_TARGET_DIR}-loom}
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> [%s, %ss in] %s\n' "$(date +%H:%M:%S)" "$SECONDS" "$*"; }
 
 # --- a real Redis -------------------------------------------------------------------------
 step "preparing Redis"

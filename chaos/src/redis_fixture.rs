@@ -9,6 +9,8 @@
 //!    image is present, because nothing can be pulled here and testcontainers pulls on a 404.
 //!    Started with testcontainers (its `redis` module, renamed to the image); should testcontainers
 //!    fail to drive the engine, the docker CLI starts the same image, and the fixture says so.
+//!    (testcontainers is the `containers` feature: on in the workspace's tests and the SLO gate,
+//!    off in the `spiral-chaos` binary, which then uses the docker CLI.)
 //! 3. `redis-server` on a free loopback port, no persistence.
 //!
 //! None of them: with `CI` set the test panics (a Redis-backed test must never pass unchecked in
@@ -433,6 +435,7 @@ fn first_line(e: &anyhow::Error) -> String {
 /// Start through testcontainers on a private runtime: the fixture is shared by tests that each
 /// run their own runtime, and may be first asked for from inside one (where `block_on` panics).
 /// This is test set-up, not server logic, so a short-lived OS thread is fine here.
+#[cfg(feature = "containers")]
 fn start_with_testcontainers(image: &str) -> anyhow::Result<(String, u16)> {
     use testcontainers_modules::redis::Redis;
     use testcontainers_modules::testcontainers::ImageExt;
@@ -466,6 +469,11 @@ fn start_with_testcontainers(image: &str) -> anyhow::Result<(String, u16)> {
     })
 }
 
+#[cfg(not(feature = "containers"))]
+fn start_with_testcontainers(_image: &str) -> anyhow::Result<(String, u16)> {
+    Err(anyhow!("built without spiral-chaos's `containers` feature"))
+}
+
 fn start_with_docker_cli(image: &str) -> anyhow::Result<(String, u16)> {
     let id = output(
         "docker",
@@ -491,6 +499,7 @@ fn start_with_docker_cli(image: &str) -> anyhow::Result<(String, u16)> {
 }
 
 /// `repo/name:tag` → (`repo/name`, `tag`); no tag means `latest`.
+#[cfg(any(test, feature = "containers"))]
 fn split_image(image: &str) -> (&str, &str) {
     match image.rfind(':') {
         Some(i) if !image[i..].contains('/') => (&image[..i], &image[i + 1..]),

@@ -472,6 +472,10 @@ pub enum Event {
         users: usize,
         waited_ms: u64,
     },
+    /// At quiescence, a server still not serving `waited_ms` after the workload ended (every
+    /// fault healed before): it never came back from a crash or a stop — e.g. a boot that
+    /// waits on storage which answers again, but whose breaker never lets it find out.
+    NotServing { server: u32, waited_ms: u64 },
     /// At quiescence, once every bucket of the run is idle (full again and not blocked: the
     /// world waited out the longest window and block since its last request), a request from a
     /// user the server has not seen, then how many rate-limit buckets the server holds in
@@ -494,9 +498,18 @@ pub enum Event {
         /// When the pass started (simulated ms: its end less its pause; none: not known).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         started_ms: Option<u64>,
+        /// Nodes the pass spared for a second chance (none: not known).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        spared: Option<u64>,
     },
-    /// A node removed by GC (a legal disappearance).
-    GcRemoved { server: u32, id: String },
+    /// A node removed by GC (a legal disappearance), with the tenant the engine announced it
+    /// for: its event stream tells that tenant, and only it (none: not known).
+    GcRemoved {
+        server: u32,
+        id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tenant: Option<String>,
+    },
     /// A server stopped (crash or bounce) while removing these nodes — GC passes or collects in
     /// flight, whose removal events died with it: each may or may not be gone.
     RemovalsInFlight { server: u32, ids: Vec<String> },

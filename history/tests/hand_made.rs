@@ -125,6 +125,7 @@ fn clean() -> Vec<Record> {
                 collected: 1,
                 excess: Some(1),
                 started_ms: None,
+                spared: None,
             },
         ),
         at(
@@ -132,6 +133,7 @@ fn clean() -> Vec<Record> {
             Event::GcRemoved {
                 server: 0,
                 id: "b".into(),
+                tenant: Some("tenant-0".into()),
             },
         ),
         at(9500, op(collect("a"), Answer::Collected, 9500)),

@@ -25,6 +25,10 @@ pub const CATALOG: &[(&str, &str)] = &[
         "breaker.closed_by_probe",
         "a half-open probe succeeded; the breaker closed",
     ),
+    (
+        "breaker.probe_by_init",
+        "with nothing journaled to replay, an open breaker was probed with init (a boot during an outage)",
+    ),
     ("storage.timeout", "a storage call ran past CB_TIMEOUT"),
     (
         "journal.appended",

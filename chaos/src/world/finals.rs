@@ -68,14 +68,22 @@ pub(super) async fn observe(world: Arc<Mutex<World>>) -> Observers {
             let session = w.session.clone();
             let stop = stop.clone();
             tasks.push(tokio::spawn(async move {
-                watch(&url, &tok, s as u32, &session, &stop).await;
+                watch(&url, &tok, &tenant, s as u32, &session, &stop).await;
             }));
         }
     }
     Observers { stop, tasks }
 }
 
-async fn watch(url: &str, tok: &str, server: u32, session: &Session, stop: &AtomicBool) {
+/// `tenant`'s stream: the GC removals it is told of are announced as that tenant's.
+async fn watch(
+    url: &str,
+    tok: &str,
+    tenant: &str,
+    server: u32,
+    session: &Session,
+    stop: &AtomicBool,
+) {
     while !stop.load(Ordering::SeqCst) {
         let Ok(mut req) = url.into_client_request() else {
             return;
@@ -105,6 +113,7 @@ async fn watch(url: &str, tok: &str, server: u32, session: &Session, stop: &Atom
                         session.record(Event::GcRemoved {
                             server,
                             id: id.to_owned(),
+                            tenant: Some(tenant.to_owned()),
                         });
                     }
                 }

@@ -18,6 +18,7 @@
 //! - `apply` — what each fault does to the simulation;
 //! - `server`, `client`, `bad`, `net` — the hosts and their simulated network;
 //! - `attacks` — the bad clients' larger attacks, one module each;
+//! - `panics` — a panic anywhere in a run (a task its runtime caught included) is a crash;
 //! - [`real`](mod@real) — the same clients and checkers in the real-process world
 //!   (`spiral-chaos run`): real sockets and the wall clock instead of turmoil's.
 
@@ -27,6 +28,7 @@ mod bad;
 mod build;
 mod client;
 mod net;
+mod panics;
 pub mod real;
 pub mod run;
 pub mod schedule;

@@ -118,9 +118,11 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunResult {
     let schedule = schedule(scenario, &mut root.fork("swarm"));
     // This thread's marker hits from here on are this run's (every host runs on it).
     spiral_server::coverage::take();
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        simulate(&ctx, net_seed, &root, &schedule)
-    }));
+    let (outcome, task_panic) = super::panics::watch(|| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            simulate(&ctx, net_seed, &root, &schedule)
+        }))
+    });
     let reached = spiral_server::coverage::take()
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -133,7 +135,8 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunResult {
                 .unwrap_or_else(|| "panic".into()),
         ),
         Ok(Err(e)) => Some(e),
-        Ok(Ok(())) => None,
+        // A task the host's runtime caught: the simulation went on, but something panicked.
+        Ok(Ok(())) => task_panic.map(|p| format!("a task panicked: {p}")),
     };
     finish(&ctx, seed, crash, checks, reached)
 }
@@ -292,11 +295,12 @@ pub(super) async fn final_checks(ctx: &Arc<Ctx>) {
         phase: Phase::Final,
         at_ms: final_ms,
     });
-    // Settle: journals replayed, breakers closed (bounded; a stuck journal is the acked-write
-    // checker's to judge).
+    // Settle: every server serving (one restarted during an outage boots once storage answers),
+    // journals replayed, breakers closed (bounded; a stuck journal is the acked-write checker's
+    // to judge, a server that never came back the liveness checker's).
     for _ in 0..600 {
         let settled = (0..ctx.sc.world.servers).all(|s| {
-            ctx.state(s).is_none_or(|st| {
+            ctx.state(s).is_some_and(|st| {
                 let status = st.storage.status();
                 status.journal_len == 0 && !status.degraded
             })
@@ -310,6 +314,14 @@ pub(super) async fn final_checks(ctx: &Arc<Ctx>) {
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for s in 0..ctx.sc.world.servers {
+        if ctx.state(s).is_none() {
+            ctx.record(Event::NotServing {
+                server: s,
+                waited_ms: now_ms() - final_ms,
+            });
+        }
     }
     for s in 0..ctx.sc.world.servers {
         let Some(st) = ctx.state(s) else { continue };

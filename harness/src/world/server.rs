@@ -277,12 +277,18 @@ fn watch_engine(ctx: &Arc<Ctx>, s: u32, state: &AppState) {
         loop {
             match events.recv().await {
                 Ok(EngineEvent::Collected {
-                    id, by_gc: true, ..
+                    id,
+                    tenant: announced,
+                    by_gc: true,
                 }) => {
                     if let Some(tenant) = ctx.acked_tenant(&id) {
                         *taken.entry(tenant).or_default() += 1;
                     }
-                    ctx.record(Event::GcRemoved { server: s, id });
+                    ctx.record(Event::GcRemoved {
+                        server: s,
+                        id,
+                        tenant: Some(announced),
+                    });
                 }
                 Ok(EngineEvent::Gc(r)) => {
                     if r.selected > 0 {
@@ -309,6 +315,7 @@ fn watch_engine(ctx: &Arc<Ctx>, s: u32, state: &AppState) {
                         collected: r.collected,
                         excess: Some(r.excess),
                         started_ms: now_ms().checked_sub(r.pause_ms.ceil() as u64),
+                        spared: Some(u64::from(r.skipped)),
                     });
                 }
                 Ok(_) => {}

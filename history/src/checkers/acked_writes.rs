@@ -111,6 +111,7 @@ mod tests {
         let gc = Event::GcRemoved {
             server: 0,
             id: "a".into(),
+            tenant: None,
         };
         run(
             &mut AckedWrites::default(),

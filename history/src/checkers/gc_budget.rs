@@ -50,6 +50,7 @@ mod tests {
             collected: 3,
             excess: None,
             started_ms: None,
+            spared: None,
         };
         run(&mut GcBudget::new(25), &[gc(49.0)]).unwrap();
         assert!(run(&mut GcBudget::new(25), &[gc(51.0)]).is_err());

@@ -1,6 +1,7 @@
 //! Liveness: once the last fault has healed (the [`Phase::Liveness`] record), every well-behaved
 //! client reconnects and completes an operation within `within_ms` (or before the workload ends,
-//! if that comes first). Judged when the history ends; a history that never reached
+//! if that comes first), and every server is serving again by the time the run settles
+//! ([`Event::NotServing`]). Judged when the history ends; a history that never reached
 //! [`Phase::Final`] did not finish its workload.
 
 use std::collections::BTreeMap;
@@ -61,6 +62,11 @@ impl Checker for Liveness {
                 phase: Phase::Final,
                 ..
             } => self.ended = true,
+            Event::NotServing { server, waited_ms } => {
+                return Err(format!(
+                    "server-{server} was still not serving {waited_ms} ms after the workload ended, every fault healed before: it never came back"
+                ));
+            }
             _ => {}
         }
         Ok(())
@@ -119,5 +125,25 @@ mod tests {
         // A history that stops before its final phase did not finish its workload.
         let e = run(&mut live(), &[healed, ok]).unwrap_err();
         assert!(e.contains("never ended"), "{e}");
+    }
+
+    #[test]
+    fn a_server_that_never_came_back_is_caught() {
+        let healed = phase(Phase::Liveness, 25_000);
+        let ok = op(Op::Stats, listed(), 30_000);
+        let end = phase(Phase::Final, 60_000);
+        let down = Event::NotServing {
+            server: 1,
+            waited_ms: 60_000,
+        };
+        let e = run(
+            &mut Liveness::new(1, 20_000, 60_000, false),
+            &[healed, ok, end, down],
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("server-1 was still not serving 60000 ms after the workload ended"),
+            "{e}"
+        );
     }
 }

@@ -5,6 +5,11 @@
 //! the read was answered (before it, no pass can have spent the node's chance). A restart clears
 //! what the engine remembers of reads, and a clock jump makes a pass's start uncertain: servers
 //! with either are not judged from then on.
+//!
+//! And the other way round: a second chance is only for a node read since GC last considered
+//! it. Each one a pass grants spends the mark a read of that node left, so by the end of a run
+//! the chances a server's passes granted cannot outnumber the reads sent to it (every attempt
+//! counts, answered or not: one the answer of which was lost may have marked its node too).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,6 +33,9 @@ pub struct SecondChance {
     removed: BTreeMap<u32, Vec<String>>,
     /// Servers no longer judged (restarted or their clock jumped).
     unjudged: BTreeSet<u32>,
+    /// Per server: reads sent to it, and second chances its passes granted.
+    reads: BTreeMap<u32, u64>,
+    spared: BTreeMap<u32, u64>,
 }
 
 impl SecondChance {
@@ -49,6 +57,14 @@ impl Checker for SecondChance {
     }
 
     fn observe(&mut self, event: &Event) -> Result<(), String> {
+        if let Event::Gc {
+            server,
+            spared: Some(n),
+            ..
+        } = event
+        {
+            *self.spared.entry(*server).or_default() += n;
+        }
         match event {
             Event::Op {
                 server,
@@ -59,6 +75,7 @@ impl Checker for SecondChance {
             } => {
                 let read = matches!(answer, Answer::Read { .. }).then_some(*done_ms);
                 self.first_read.entry((*server, id.clone())).or_insert(read);
+                *self.reads.entry(*server).or_default() += 1;
             }
             Event::Fault {
                 kind:
@@ -70,7 +87,7 @@ impl Checker for SecondChance {
                     self.unjudged.insert(s);
                 }
             }
-            Event::GcRemoved { server, id } => {
+            Event::GcRemoved { server, id, .. } => {
                 self.removed.entry(*server).or_default().push(id.clone());
             }
             Event::Gc {
@@ -106,6 +123,18 @@ impl Checker for SecondChance {
         }
         Ok(())
     }
+
+    fn finish(&mut self) -> Result<(), String> {
+        for (server, spared) in &self.spared {
+            let reads = self.reads.get(server).copied().unwrap_or(0);
+            if *spared > reads {
+                return Err(format!(
+                    "server-{server}'s GC passes spared {spared} nodes for a second chance, but only {reads} reads were sent to it: a second chance is for a node read since GC last considered it"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +151,7 @@ mod tests {
             collected: 1,
             excess: Some(1),
             started_ms: Some(started_ms),
+            spared: None,
         }
     }
 
@@ -129,6 +159,7 @@ mod tests {
         Event::GcRemoved {
             server: 0,
             id: id.into(),
+            tenant: None,
         }
     }
 
@@ -163,5 +194,43 @@ mod tests {
             &[read_at(10), removed("a"), pass(40)],
         )
         .unwrap();
+    }
+
+    #[test]
+    fn second_chances_cannot_outnumber_the_reads() {
+        let sparing = |n| Event::Gc {
+            server: 0,
+            pause_ms: 1.0,
+            budget_ms: 25,
+            collected: 1,
+            excess: Some(1),
+            started_ms: Some(100),
+            spared: Some(n),
+        };
+        let read_at = |t| op(get("a"), read(json!(1)), t);
+        // Two reads, two chances (over two passes): fine; a third chance had no read to spend.
+        run(
+            &mut SecondChance::new(3),
+            &[read_at(10), read_at(20), sparing(1), sparing(1)],
+        )
+        .unwrap();
+        let e = run(
+            &mut SecondChance::new(3),
+            &[read_at(10), read_at(20), sparing(1), sparing(2)],
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("spared 3 nodes for a second chance, but only 2 reads were sent to it"),
+            "{e}"
+        );
+        // A read whose answer was lost counts: it may have marked its node.
+        let lost = op(
+            get("b"),
+            Answer::Lost {
+                error: "closed".into(),
+            },
+            30,
+        );
+        run(&mut SecondChance::new(3), &[read_at(10), lost, sparing(2)]).unwrap();
     }
 }

@@ -161,6 +161,7 @@ mod tests {
             collected,
             excess: Some(excess),
             started_ms: None,
+            spared: None,
         };
         run_each(judge, &[gc(3, 3), gc(0, 0)]).unwrap();
         let e = run_each(judge, &[gc(2, 0)]).unwrap_err();

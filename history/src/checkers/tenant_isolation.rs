@@ -1,6 +1,8 @@
 //! Tenant isolation: reading or collecting another tenant's id answers `not_found` — never the
 //! data, never a collect, and never an error that hints the id exists (errors unrelated to the id, such as `rate_limited`, pass);
-//! a list names only well-formed ids, none of them acknowledged to another tenant.
+//! a list names only well-formed ids, none of them acknowledged to another tenant; and GC
+//! announces each node it removes as its owner's (that announcement is what the event stream
+//! tells, to that tenant only).
 
 use std::collections::BTreeMap;
 
@@ -21,6 +23,17 @@ impl Checker for TenantIsolation {
     }
 
     fn observe(&mut self, event: &Event) -> Result<(), String> {
+        if let Event::GcRemoved {
+            server,
+            id,
+            tenant: Some(tenant),
+        } = event
+            && let Some(owner) = self.owner.get(id).filter(|o| *o != tenant)
+        {
+            return Err(format!(
+                "server-{server}'s GC announced the removal of {id} as {tenant:?}'s; it was acknowledged to {owner}, whose stream is not told"
+            ));
+        }
         if let Event::Op {
             op, answer, tenant, ..
         } = event
@@ -136,5 +149,37 @@ mod tests {
         assert!(e.contains("acknowledged to tenant-1"), "{e}");
         let e = run(&mut TenantIsolation::default(), &[list(&[""])]).unwrap_err();
         assert!(e.contains("not an id"), "{e}");
+    }
+
+    #[test]
+    fn gc_must_announce_a_removal_as_the_owners() {
+        let mine = op(store(json!(1)), stored("ab12"), 0);
+        let removed = |tenant: &str| Event::GcRemoved {
+            server: 0,
+            id: "ab12".into(),
+            tenant: Some(tenant.into()),
+        };
+        run(
+            &mut TenantIsolation::default(),
+            &[mine.clone(), removed("tenant-0")],
+        )
+        .unwrap();
+        let e = run(
+            &mut TenantIsolation::default(),
+            &[mine.clone(), removed("")],
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("announced the removal of ab12 as \"\"'s; it was acknowledged to tenant-0"),
+            "{e}"
+        );
+        // A node no store was acknowledged for is not judged, nor an announcement not on record.
+        run(&mut TenantIsolation::default(), &[removed("")]).unwrap();
+        let unknown = Event::GcRemoved {
+            server: 0,
+            id: "ab12".into(),
+            tenant: None,
+        };
+        run(&mut TenantIsolation::default(), &[mine, unknown]).unwrap();
     }
 }

@@ -276,6 +276,7 @@ impl Shared {
     async fn recover(&self) -> usize {
         if self.core.status().journal_len == 0 {
             if let Some(permit) = self.core.admit_probe(self.now()) {
+                crate::reached!("breaker.probe_by_init");
                 let call = Call::new(self, permit);
                 let r = self.bounded(self.inner.init()).await;
                 self.core.record(call.disarm(), &r, self.now());
