@@ -31,8 +31,8 @@ enum Attack {
     Forged,
     /// A handshake with an `alg: none` token.
     AlgNone,
-    /// A handshake with a token that is not a JWT, or (one in two) a well-signed one whose
-    /// `tenant` is empty.
+    /// A handshake with a token that is not a JWT, a well-signed one whose `tenant` is empty, or
+    /// none at all.
     Garbage,
     /// A handshake with a token expired beyond the leeway by the server's clock.
     Expired,
@@ -232,8 +232,14 @@ impl Bad<'_> {
         match attack {
             Attack::Forged | Attack::AlgNone | Attack::Garbage => {
                 let jti = self.jti();
-                // One garbage token in two is a well-signed one with an empty tenant.
-                let claimless = attack == Attack::Garbage && self.rng.next_u64().is_multiple_of(2);
+                // Of the garbage handshakes, one in three carries a well-signed token with an
+                // empty tenant, one in three no token at all (anonymous WebSockets are off).
+                let pick = (attack == Attack::Garbage).then(|| self.rng.next_u64() % 3);
+                if pick == Some(1) {
+                    self.handshake(s, None, TokenKind::Missing, None).await;
+                    return;
+                }
+                let claimless = pick == Some(0);
                 let cl = net::claims(
                     &sub,
                     if claimless { "" } else { "tenant-bad" },
