@@ -39,10 +39,10 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy -D warnings"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked --features spiral-chaos/containers -- -D warnings
 
 step "rustdoc -D warnings: every intra-doc link resolves (the # Layout maps name real modules)"
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --features spiral-chaos/containers
 
 if command -v actionlint >/dev/null 2>&1; then
   step "actionlint"
@@ -61,9 +61,9 @@ python3 scripts/check-workflow.py pipes
 # --- tests -----------------------------------------------------------------------------------
 step "tests (nextest)"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast
+  cargo nextest run --workspace --locked --no-fail-fast --features spiral-chaos/containers
 else
-  cargo test --workspace --locked --no-fail-fast
+  cargo test --workspace --locked --no-fail-fast --features spiral-chaos/containers
 fi
 
 [ "$mode" = quick ] && exit 0

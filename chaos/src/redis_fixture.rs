@@ -9,8 +9,8 @@
 //!    image is present, because nothing can be pulled here and testcontainers pulls on a 404.
 //!    Started with testcontainers (its `redis` module, renamed to the image); should testcontainers
 //!    fail to drive the engine, the docker CLI starts the same image, and the fixture says so.
-//!    (testcontainers is the `containers` feature: on in the workspace's tests and the SLO gate,
-//!    off in the `spiral-chaos` binary, which then uses the docker CLI.)
+//!    (testcontainers is the `containers` feature, which the test command turns on; without it —
+//!    the `spiral-chaos` binary, the SLO gate — the docker CLI starts the image.)
 //! 3. `redis-server` on a free loopback port, no persistence.
 //!
 //! None of them: with `CI` set the test panics (a Redis-backed test must never pass unchecked in

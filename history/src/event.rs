@@ -476,6 +476,18 @@ pub enum Event {
     /// fault healed before): it never came back from a crash or a stop — e.g. a boot that
     /// waits on storage which answers again, but whose breaker never lets it find out.
     NotServing { server: u32, waited_ms: u64 },
+    /// The degraded journal, looked at after an operation: holding more than `JOURNAL_MAX`
+    /// (`max`) plus `slack` — the writes that can be in flight when an outage begins, which are
+    /// journaled past the bound rather than refused — or reporting a bound (`reported`) outside
+    /// `max..=max + slack` (a journal left by an earlier run is loaded whole). Recorded once per
+    /// server, only when it happens.
+    JournalBound {
+        server: u32,
+        len: usize,
+        reported: usize,
+        max: usize,
+        slack: usize,
+    },
     /// At quiescence, once every bucket of the run is idle (full again and not blocked: the
     /// world waited out the longest window and block since its last request), a request from a
     /// user the server has not seen, then how many rate-limit buckets the server holds in

@@ -76,6 +76,7 @@ pub(super) fn context_over(
         redis,
         server_seed,
         clients_done: AtomicU32::new(0),
+        journal_flagged: Mutex::default(),
         failed: Mutex::new(None),
         settings,
         crowd: tokio::sync::Mutex::new(()),

@@ -186,6 +186,7 @@ pub(crate) async fn main(ctx: &Ctx, c: u32, mut rng: SplitMix64) {
             done_ms: now_ms(),
             answer,
         });
+        ctx.check_journal(server);
     }
     if let Some(mut s) = ws {
         let _ = s.close(None).await;

@@ -108,6 +108,8 @@ pub(crate) struct Ctx {
     /// Which faults are in effect and when they last changed, so that an attack can tell whether
     /// a fault stood between it and the outcome it expects.
     pub disturbance: Mutex<Disturbance>,
+    /// Servers whose journal was seen past its bound (recorded once each).
+    pub journal_flagged: Mutex<std::collections::BTreeSet<u32>>,
 }
 
 /// The faults in effect, by kind of harm: links (partitions, holds, crashed servers) and Redis
@@ -202,6 +204,30 @@ impl Ctx {
     /// Record an event: a trace line, and every checker sees it.
     pub fn record(&self, event: Event) {
         self.record_at(event, now_ms());
+    }
+
+    /// The degraded journal's bound (`refused_writes`), looked at after each operation a client
+    /// finished: a read of the server's status under its lock, so nothing in the run moves. The
+    /// slack is what may be in flight when an outage begins — a GC delete batch with its
+    /// spirals' updates, and a few writes per client — which is journaled past the bound.
+    pub fn check_journal(&self, server: u32) {
+        let Some(st) = self.state(server) else {
+            return;
+        };
+        let status = st.storage.status();
+        let max = self.settings.get("journal_max") as usize;
+        let slack = 64 + 8 * self.sc.world.clients as usize;
+        let bounded =
+            status.journal_len <= max + slack && (max..=max + slack).contains(&status.journal_max);
+        if !bounded && lock(&self.journal_flagged).insert(server) {
+            self.record(Event::JournalBound {
+                server,
+                len: status.journal_len,
+                reported: status.journal_max,
+                max,
+                slack,
+            });
+        }
     }
 
     /// [`Ctx::record`] with the time given (outside any host, `now_ms` cannot see the clock).

@@ -3,6 +3,9 @@
 //! durable storage at the end. SPEC §1.6: a full journal rejects the write — a rejection that
 //! lands after all (and comes back with the next rebuild) is a lie to the client. `timeout`,
 //! `internal` and no answer at all leave the outcome open, so they are not judged.
+//!
+//! And the refusal happens: the journal holds no more than `JOURNAL_MAX` writes plus those in
+//! flight when the outage began, and reports that bound truly ([`Event::JournalBound`]).
 
 use std::collections::BTreeMap;
 
@@ -36,6 +39,18 @@ impl Checker for RefusedWrites {
     }
 
     fn observe(&mut self, event: &Event) -> Result<(), String> {
+        if let Event::JournalBound {
+            server,
+            len,
+            reported,
+            max,
+            slack,
+        } = event
+        {
+            return Err(format!(
+                "server-{server}'s degraded journal held {len} writes and reported a bound of {reported}; JOURNAL_MAX is {max}, and at most {slack} writes in flight may go past it"
+            ));
+        }
         match event {
             Event::Op {
                 op: Op::Store { content, .. },
@@ -79,6 +94,23 @@ mod tests {
             client: Some(client),
             seq: Some(seq),
         }
+    }
+
+    #[test]
+    fn a_journal_past_its_bound_is_caught() {
+        let past = Event::JournalBound {
+            server: 1,
+            len: 180,
+            reported: 2,
+            max: 2,
+            slack: 128,
+        };
+        let e = run(&mut RefusedWrites::default(), &[past]).unwrap_err();
+        assert!(
+            e.contains("server-1's degraded journal held 180 writes and reported a bound of 2; JOURNAL_MAX is 2"),
+            "{e}"
+        );
+        run(&mut RefusedWrites::default(), &[]).unwrap();
     }
 
     #[test]
