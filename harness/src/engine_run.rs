@@ -72,14 +72,7 @@ pub fn run(seed: u64, steps: usize) -> RunReport {
     }));
     match outcome {
         Ok(report) => report,
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panic".into());
-            crash(seed, msg)
-        }
+        Err(panic) => crash(seed, crate::world::panics::message(&*panic)),
     }
 }
 

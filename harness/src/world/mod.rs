@@ -28,7 +28,7 @@ mod bad;
 mod build;
 mod client;
 mod net;
-mod panics;
+pub(crate) mod panics;
 pub mod real;
 pub mod run;
 pub mod schedule;

@@ -47,13 +47,17 @@ fn install() {
     });
 }
 
-fn describe(info: &PanicHookInfo<'_>) -> String {
-    let payload = info.payload();
-    let msg = payload
+/// What a panic said: its payload's text (`panic!` gives a `&str` or a `String`).
+pub(crate) fn message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned());
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+fn describe(info: &PanicHookInfo<'_>) -> String {
+    let msg = message(info.payload());
     match info.location() {
         Some(at) => format!("{msg} (at {}:{})", at.file(), at.line()),
         None => msg,

@@ -128,12 +128,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunResult {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
     let crash = match outcome {
-        Err(p) => Some(
-            p.downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_else(|| "panic".into()),
-        ),
+        Err(p) => Some(super::panics::message(&*p)),
         Ok(Err(e)) => Some(e),
         // A task the host's runtime caught: the simulation went on, but something panicked.
         Ok(Ok(())) => task_panic.map(|p| format!("a task panicked: {p}")),
