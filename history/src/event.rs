@@ -576,6 +576,18 @@ pub enum Event {
         total: u64,
         max_nodes: u64,
     },
+    /// At quiescence, after the on-demand GC: the capacity trigger tried. With the engine at
+    /// capacity (`before` nodes, no pass running, nothing else in flight) one more store was
+    /// made; `ran` is whether a GC pass ran before that store was answered, `after` the nodes
+    /// held once it was. SPEC §1.5: GC is triggered when over capacity, not only every
+    /// `gcTriggerInterval` operations.
+    GcCapacityTrigger {
+        server: u32,
+        before: u64,
+        max_nodes: u64,
+        ran: bool,
+        after: u64,
+    },
     /// At quiescence, after the on-demand GC: what a server's engine still holds in the middle of
     /// an operation — stores reserved and never committed or rolled back (`pending`), removals
     /// never finished (`collecting`). Both must be 0: every operation completes or is undone,

@@ -394,12 +394,16 @@ pub(super) async fn final_checks(ctx: &Arc<Ctx>) {
                 }
             }
         }
+        let total = st.engine.total().unwrap_or(0);
         ctx.record(Event::GcQuiescent {
             server: s,
             started,
-            total: st.engine.total().unwrap_or(0),
+            total,
             max_nodes,
         });
+        if started && total <= max_nodes && max_nodes - total < CAPACITY_PROBES {
+            capacity_trigger(ctx, s, &st.engine, total, max_nodes).await;
+        }
         if let Ok((pending, collecting)) = st.engine.in_flight() {
             ctx.record(Event::EngineAtRest {
                 server: s,
@@ -483,4 +487,52 @@ pub fn sweep(
         }
         r
     })
+}
+
+/// Stores the capacity probe may make to fill an engine that the on-demand GC left just under
+/// capacity (one more then takes it over).
+const CAPACITY_PROBES: u64 = 8;
+
+/// The capacity trigger, tried at quiescence (nothing else in flight, no pass running): fill the
+/// engine to capacity with probe stores of a tenant of its own, then store once more, which takes
+/// it over capacity. A GC pass must run before that store is answered. The probe nodes stay (the
+/// durability lookups are done; the pass may take them like any others).
+async fn capacity_trigger(
+    ctx: &Ctx,
+    server: u32,
+    engine: &spiral_server::engine::Engine,
+    mut total: u64,
+    max_nodes: u64,
+) {
+    let probe = |n: u64| spiral_server::engine::StoreRequest {
+        content: json!({"capacity_probe": n}),
+        depth: Some(0.5),
+        priority: Some(0),
+        tags: Vec::new(),
+    };
+    let mut n = 0;
+    while total < max_nodes {
+        if engine.store("capacity-probe", probe(n)).await.is_err() {
+            return;
+        }
+        n += 1;
+        total = engine.total().unwrap_or(0);
+        if n > CAPACITY_PROBES {
+            return;
+        }
+    }
+    if total != max_nodes {
+        return;
+    }
+    let passes = engine.gc_totals().passes;
+    if engine.store("capacity-probe", probe(n)).await.is_err() {
+        return;
+    }
+    ctx.record(Event::GcCapacityTrigger {
+        server,
+        before: total,
+        max_nodes,
+        ran: engine.gc_totals().passes > passes,
+        after: engine.total().unwrap_or(0),
+    });
 }

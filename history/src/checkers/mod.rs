@@ -14,7 +14,7 @@
 //! | `rate_limit` | accepted operations per user never exceed the bucket | correctness |
 //! | `breaker` | every breaker transition is legal (never open → closed), and a probe goes through no sooner than `CB_WINDOW` after the breaker opened | correctness |
 //! | `gc_budget` | a GC pass stays within its time budget (simulated time) | correctness |
-//! | `gc_keeps_up` | at quiescence a GC pass can start and brings every server back within capacity | correctness |
+//! | `gc_keeps_up` | at quiescence a GC pass can start and brings every server back within capacity; a store taking an engine over capacity runs a pass | correctness |
 //! | `close_codes` | a silent peer is closed with 4001, an idle one with 4000, an oversized frame with 1009, a revoked subject with 4003 | correctness |
 //! | `bad_input` | malformed frames get an error envelope and the connection stays up | correctness |
 //! | `tokens` | every `jti` `/auth/refresh` mints is new, and no refreshed token outlives its chain's start plus `REFRESH_MAX_LIFETIME_S` | correctness |
