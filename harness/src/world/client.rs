@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use futures_util::SinkExt;
 use serde_json::json;
+use spiral_server::auth::LEEWAY_S;
 use spiral_server::engine::StoreRequest;
 use spiral_server::protocol::{self, Command};
 use spiral_server::rng::SplitMix64;
@@ -38,6 +39,8 @@ pub(crate) async fn main(ctx: &Ctx, c: u32, mut rng: SplitMix64) {
     let mut refreshed: Option<(String, String)> = None;
     // When the open connection was opened, and how many graceful stops its server had had.
     let mut opened = (0, 0);
+    // A new connection's first command is the session note.
+    let mut session_note = false;
     while now_ms() < end_ms && seq < max_ops {
         let gap = (mean_gap_ms * (0.5 + rng.next_f64())) as u64;
         tokio::time::sleep(Duration::from_millis(gap.max(1))).await;
@@ -61,11 +64,13 @@ pub(crate) async fn main(ctx: &Ctx, c: u32, mut rng: SplitMix64) {
                     jti
                 }
             };
+            let skew_before = ctx.skew_ms(server);
             let h = net::connect(server, Some(&token)).await;
+            let kind = token_kind(ctx, server, &token, skew_before);
             ctx.record(Event::Connect {
                 client: c,
                 server,
-                token: TokenKind::Valid,
+                token: kind,
                 jti: Some(jti),
                 exp: net::peek_claims(&token).map(|c| c.exp),
                 accepted: h.ws.is_some(),
@@ -76,6 +81,7 @@ pub(crate) async fn main(ctx: &Ctx, c: u32, mut rng: SplitMix64) {
                 Some(s) => {
                     ws = Some(s);
                     opened = (now_ms(), stops(ctx, server));
+                    session_note = true;
                 }
                 None => {
                     // Back off before the next attempt.
@@ -85,16 +91,36 @@ pub(crate) async fn main(ctx: &Ctx, c: u32, mut rng: SplitMix64) {
             }
         }
         let Some(socket) = ws.as_mut() else { continue };
-        let mut roll = rng.next_u64() % total.max(1);
-        let op = weights
-            .iter()
-            .find(|(_, w)| {
-                let hit = roll < u64::from(*w);
-                roll = roll.saturating_sub(u64::from(*w));
-                hit
-            })
-            .map_or("stats", |(name, _)| *name);
+        let op = if std::mem::take(&mut session_note) {
+            "session_note"
+        } else {
+            let mut roll = rng.next_u64() % total.max(1);
+            weights
+                .iter()
+                .find(|(_, w)| {
+                    let hit = roll < u64::from(*w);
+                    roll = roll.saturating_sub(u64::from(*w));
+                    hit
+                })
+                .map_or("stats", |(name, _)| *name)
+        };
         let (command, op) = match op {
+            // Every session opens with the same note, as a real client's "signed in" entry
+            // would: the one content that repeats, so a restarted server's ids are tried
+            // against the ids its earlier boots gave (`acked_writes`).
+            "session_note" => {
+                let req = StoreRequest {
+                    content: json!({"session": "started"}),
+                    depth: Some(0.5),
+                    priority: Some(0),
+                    tags: Vec::new(),
+                };
+                let op = Op::Store {
+                    content: req.content.clone(),
+                    priority: req.priority,
+                };
+                (Command::MemoryStore(req), op)
+            }
             "store" => {
                 let req = store_request(&mut rng, c, seq, sc.world.max_message_size);
                 let op = Op::Store {
@@ -284,6 +310,29 @@ fn store_request(rng: &mut SplitMix64, c: u32, seq: u64, max_message: usize) -> 
         depth: Some(depth),
         priority: Some(priority),
         tags,
+    }
+}
+
+/// What a well-behaved client's token is by `server`'s clock when it is offered. A refreshed
+/// token's expiry came from the clock of the server that refreshed it; a skewed clock may since
+/// have jumped past it (and its leeway): then the token is `Expired`, and `Uncertain` within a
+/// few seconds of that edge or when the clock jumped during the handshake.
+fn token_kind(ctx: &Ctx, server: u32, token: &str, skew_before: i64) -> TokenKind {
+    const MARGIN_S: u64 = 5;
+    let Some(exp) = net::peek_claims(token).map(|c| c.exp) else {
+        return TokenKind::Valid;
+    };
+    if ctx.skew_ms(server) != skew_before {
+        return TokenKind::Uncertain;
+    }
+    let now_s = ctx.server_unix_ms(server) / 1000;
+    let deadline = exp + LEEWAY_S;
+    if deadline + MARGIN_S < now_s {
+        TokenKind::Expired
+    } else if deadline < now_s + MARGIN_S {
+        TokenKind::Uncertain
+    } else {
+        TokenKind::Valid
     }
 }
 

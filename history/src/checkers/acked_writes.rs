@@ -1,5 +1,11 @@
 //! No acknowledged write lost: an acknowledged store stays readable (with its content) until an
 //! acknowledged collect or a GC pass removes it — during the run and in durable storage at the end.
+//!
+//! And an id names one memory for the whole run: a store is never acknowledged with the id of an
+//! earlier store of the same content, as a restarted server whose RNG replays its stream would
+//! give it without the boot generation in the sigil. (Ids are judged by the history, and held by
+//! clients: a late collect of the old id would take the new memory.) Two different contents
+//! meeting on one 40-bit prefix by chance are not judged.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -33,7 +39,12 @@ impl Checker for AckedWrites {
                 let not_found = answer.error_code() == Some(ErrorCode::NotFound);
                 match (op, answer) {
                     (Op::Store { content, .. }, Answer::Stored { id }) => {
-                        self.acked.insert(id.clone(), content.clone());
+                        if self.acked.insert(id.clone(), content.clone()).as_ref() == Some(content)
+                        {
+                            return Err(format!(
+                                "store acknowledged as {id}, the id an earlier store of the same content was given: an id must name one memory for the run"
+                            ));
+                        }
                     }
                     (Op::Collect { id }, _) if not_found && self.present(id) => {
                         return Err(format!(
@@ -129,5 +140,21 @@ mod tests {
         .unwrap();
         let e = run(&mut AckedWrites::default(), &[store, stopping(""), lost]).unwrap_err();
         assert!(e.contains("not an id"), "{e}");
+    }
+
+    #[test]
+    fn an_id_given_again_to_the_same_content_is_caught() {
+        let first = op(store(json!({"note": 1})), stored("a"), 0);
+        let collect = op(collect("a"), Answer::Collected, 1);
+        let again = op(store(json!({"note": 1})), stored("a"), 2);
+        let e = run(
+            &mut AckedWrites::default(),
+            &[first.clone(), collect, again],
+        )
+        .unwrap_err();
+        assert!(e.contains("one memory for the run"), "{e}");
+        // Another content on the same id (a chance meeting of prefixes) is not judged.
+        let other = op(store(json!({"note": 2})), stored("a"), 2);
+        run(&mut AckedWrites::default(), &[first, other]).unwrap();
     }
 }
