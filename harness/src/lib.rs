@@ -75,6 +75,8 @@ pub const EXIT_USAGE: u8 = 2;
 /// `--check-determinism`: two runs of one seed gave different traces.
 pub const EXIT_NONDETERMINISM: u8 = 3;
 pub use coverage::EXIT_COVERAGE;
+/// `load`: the generator fell behind its own schedule, so its figures are not the server's.
+pub const EXIT_INCONCLUSIVE: u8 = 5;
 
 /// The exit codes as `--help` prints them.
 pub const EXIT_CODES_HELP: &str = "Exit codes:
@@ -85,6 +87,8 @@ pub const EXIT_CODES_HELP: &str = "Exit codes:
   3    nondeterminism: --check-determinism saw two different traces for one seed
   4    coverage gap: every run passed, but a marker `sweep --coverage FILE` requires was never
        reached (the sweep no longer exercises that failure path)
+  5    inconclusive (`load`): the load generator fell behind its own schedule (its lag p99 over
+       --max-lag-ms), so the figures describe the generator, not the server
   127  crash: the server or the simulation panicked
   128  liveness: work did not complete after the faults healed, or an SLO was missed
   129  correctness: a safety property broke (acknowledged write lost, tenant leak, ...)

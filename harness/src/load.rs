@@ -1,10 +1,22 @@
 //! The load generator (SPEC §3, "Load"): WebSocket `memory.store` round trips against a running
 //! server on real sockets, open loop. Each connection sends on a fixed schedule whether or not
-//! answers have come back, and a latency is measured from the *intended* send time into an
-//! HdrHistogram, so a stalled server shows up as latency instead of as a slower sender
-//! (no coordinated omission).
+//! answers have come back.
+//!
+//! Latency is honest in three ways:
+//! - It is measured from the *intended* send time into an HdrHistogram, so a stalled server shows
+//!   up as latency instead of as a slower sender (no coordinated omission).
+//! - A request still unanswered `timeout` after its intended send time is recorded *at* the
+//!   timeout and counted as a `timeout` — never dropped from the percentiles. An answer that
+//!   comes later is counted `late` and recorded nowhere else.
+//! - The service time (from the moment the request was actually written to its answer, what a
+//!   closed-loop tool reports) is kept beside it, as wrk2 does, so the two can be compared.
+//!
+//! The generator reports on itself: its schedule lag (actual minus intended send time), the
+//! rate it sent against the rate it was asked for, and its own CPU. When its lag's p99 passes
+//! [`LoadConfig::max_lag`] the phase's verdict is [`Verdict::Inconclusive`]: the figures
+//! describe the generator, not the server.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
@@ -32,27 +44,108 @@ pub struct LoadConfig {
     pub warmup: Duration,
     /// Bytes of content per store.
     pub payload_bytes: usize,
+    /// A request unanswered this long after its intended send time is a `timeout`, recorded at
+    /// this latency.
+    pub timeout: Duration,
+    /// The generator's schedule lag (p99) past which a phase is inconclusive.
+    pub max_lag: Duration,
 }
 
-/// Figures of one phase.
+/// Whether a phase's figures describe the server.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "verdict", content = "reason")]
+pub enum Verdict {
+    /// The generator kept its schedule: the figures are the server's.
+    Measured,
+    /// The generator fell behind its own schedule (the reason says by how much): the figures
+    /// are not the server's.
+    Inconclusive(String),
+}
+
+/// Figures of one phase. Latencies in µs; the percentiles of `latency` include every timeout
+/// at the timeout.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PhaseReport {
+    /// The arrival rate asked for.
     pub rate_per_s: u64,
+    /// Requests the schedule called for.
+    pub scheduled: u64,
+    /// Requests written to a socket.
     pub sent: u64,
+    /// Answered with a result within the timeout.
     pub answered: u64,
+    /// Answered with an error envelope within the timeout.
     pub errors: u64,
+    /// Unanswered at the timeout (recorded at the timeout).
+    pub timeouts: u64,
+    /// Answers that came after their request's timeout (already counted as timeouts).
+    pub late: u64,
+    /// Requests the schedule called for on a connection the server had closed (errors too,
+    /// counted apart).
+    pub lost: u64,
+    pub timeout_us: u64,
+    /// Requests written per second over the phase (the generator's own rate).
+    pub sent_per_s: f64,
+    /// Results per second over the measured part of the phase.
     pub achieved_per_s: f64,
+    /// Latency from the intended send time (no coordinated omission).
+    pub latency: Percentiles,
+    /// Service time: from the actual write to the answer (answered requests only).
+    pub service: Percentiles,
+    /// Schedule lag: actual write minus intended send time.
+    pub lag: Percentiles,
+    /// The generator's CPU over the phase, in cores (1.0 = one core busy throughout).
+    pub generator_cpu: f64,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Percentiles {
+    pub count: u64,
     pub p50_us: u64,
     pub p95_us: u64,
     pub p99_us: u64,
     pub max_us: u64,
 }
 
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Percentiles {
+        Percentiles {
+            count: h.len(),
+            p50_us: h.value_at_quantile(0.50),
+            p95_us: h.value_at_quantile(0.95),
+            p99_us: h.value_at_quantile(0.99),
+            max_us: h.max(),
+        }
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs to 10 min, three significant digits: any timeout a run can set.
+    Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("static bounds are valid")
+}
+
+fn record(h: &mut Histogram<u64>, d: Duration) {
+    let _ = h.record((d.as_micros() as u64).max(1));
+}
+
 /// Real time: the load generator measures the wall clock of a real system, outside any server
 /// logic, so the determinism seam does not apply here.
 #[allow(clippy::disallowed_methods)]
-fn now() -> std::time::Instant {
-    std::time::Instant::now()
+fn now() -> Instant {
+    Instant::now()
+}
+
+/// CPU time this process has used (user + system), from `/proc/self/stat` (Linux; fields 14
+/// and 15, in USER_HZ ticks of 10 ms). `None` where it cannot be read.
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces; the fields after it follow its `)`.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 fn mint(secret: &str, n: usize, run: u64) -> String {
@@ -63,6 +156,180 @@ fn mint(secret: &str, n: usize, run: u64) -> String {
     Keys::hs256(secret.as_bytes())
         .mint(&claims)
         .unwrap_or_default()
+}
+
+/// One connection's schedule: request `seq` is due at `start + offset + seq × interval`.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    start: Instant,
+    offset: Duration,
+    interval: Duration,
+    warm_until: Instant,
+    timeout: Duration,
+}
+
+impl Schedule {
+    fn intended(&self, seq: u64) -> Instant {
+        self.start + self.offset + self.interval.mul_f64(seq as f64)
+    }
+
+    fn measured(&self, seq: u64) -> bool {
+        self.intended(seq) >= self.warm_until
+    }
+}
+
+/// A request the sender began to write: when, and how late by the generator's own doing.
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    seq: u64,
+    at: Instant,
+    lag: Duration,
+}
+
+/// What one connection's reader found.
+#[derive(Debug)]
+struct ConnFigures {
+    latency: Histogram<u64>,
+    service: Histogram<u64>,
+    lag: Histogram<u64>,
+    sent: u64,
+    answered: u64,
+    answered_measured: u64,
+    errors: u64,
+    timeouts: u64,
+    late: u64,
+    lost: u64,
+}
+
+/// Read one connection's answers: each request's outcome is settled exactly once — answered,
+/// error, timeout, or lost with the connection.
+async fn read_answers<S>(
+    mut stream: S,
+    mut sent_rx: tokio::sync::mpsc::UnboundedReceiver<Written>,
+    sched: Schedule,
+    per_conn: u64,
+) -> ConnFigures
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let mut f = ConnFigures {
+        latency: histogram(),
+        service: histogram(),
+        lag: histogram(),
+        sent: 0,
+        answered: 0,
+        answered_measured: 0,
+        errors: 0,
+        timeouts: 0,
+        late: 0,
+        lost: 0,
+    };
+    let n = per_conn as usize;
+    let mut settled = vec![false; n];
+    let mut sent_at: Vec<Option<Instant>> = vec![None; n];
+    // Requests before `expired` have had their timeout checked.
+    let mut expired = 0u64;
+    let mut open = true;
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // Every request whose timeout has passed and has no answer is a timeout, at the timeout.
+        let t = now();
+        while expired < per_conn && sched.intended(expired) + sched.timeout <= t {
+            let i = expired as usize;
+            if !settled[i] {
+                settled[i] = true;
+                f.timeouts += 1;
+                if sched.measured(expired) {
+                    record(&mut f.latency, sched.timeout);
+                }
+            }
+            expired += 1;
+        }
+        if expired == per_conn || !open {
+            break;
+        }
+        tokio::select! {
+            biased;
+            Some(w) = sent_rx.recv() => note_written(&mut f, &mut sent_at, &sched, w),
+            msg = stream.next() => {
+                let t = now();
+                let text = match msg {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => {
+                        open = false;
+                        continue;
+                    }
+                };
+                let v: Value = serde_json::from_str(text.as_str()).unwrap_or_default();
+                let Some(seq) = v["id"].as_u64().filter(|s| *s < per_conn) else {
+                    continue;
+                };
+                let i = seq as usize;
+                if settled[i] {
+                    f.late += 1;
+                    continue;
+                }
+                // The tick may not have run yet: an answer past its timeout is still a timeout.
+                let latency = t.saturating_duration_since(sched.intended(seq));
+                settled[i] = true;
+                if latency >= sched.timeout {
+                    f.timeouts += 1;
+                    f.late += 1;
+                    if sched.measured(seq) {
+                        record(&mut f.latency, sched.timeout);
+                    }
+                    continue;
+                }
+                if v["type"] == "result" {
+                    f.answered += 1;
+                } else {
+                    f.errors += 1;
+                }
+                if sched.measured(seq) {
+                    record(&mut f.latency, latency);
+                    if v["type"] == "result" {
+                        f.answered_measured += 1;
+                    }
+                    // Drain the writes noted so far: this request's is among them.
+                    while let Ok(w) = sent_rx.try_recv() {
+                        note_written(&mut f, &mut sent_at, &sched, w);
+                    }
+                    if let Some(at) = sent_at[i] {
+                        record(&mut f.service, t.saturating_duration_since(at));
+                    }
+                }
+            }
+            _ = tick.tick() => {}
+        }
+    }
+    while let Ok(w) = sent_rx.try_recv() {
+        note_written(&mut f, &mut sent_at, &sched, w);
+    }
+    // The connection went away: what is still unsettled was lost with it.
+    for s in &settled {
+        if !s {
+            f.lost += 1;
+            f.errors += 1;
+        }
+    }
+    f
+}
+
+fn note_written(
+    f: &mut ConnFigures,
+    sent_at: &mut [Option<Instant>],
+    sched: &Schedule,
+    w: Written,
+) {
+    f.sent += 1;
+    if let Some(slot) = sent_at.get_mut(w.seq as usize) {
+        *slot = Some(w.at);
+    }
+    if sched.measured(w.seq) {
+        record(&mut f.lag, w.lag);
+    }
 }
 
 /// Run one phase over fresh connections.
@@ -86,6 +353,8 @@ pub async fn run_phase(cfg: &LoadConfig, phase: &Phase, run: u64) -> anyhow::Res
         };
         sockets.push(ws);
     }
+    let cpu_before = process_cpu();
+    let wall_before = now();
     let start = now() + Duration::from_millis(100);
     let warm_until = start + cfg.warmup;
     // Offsets stagger the connections across one interval so the arrivals are even.
@@ -95,93 +364,121 @@ pub async fn run_phase(cfg: &LoadConfig, phase: &Phase, run: u64) -> anyhow::Res
     let mut tasks = Vec::new();
     let mut triggers = Vec::new();
     for (n, ws) in sockets.into_iter().enumerate() {
-        let (mut sink, mut stream) = ws.split();
-        let offset = offsets[n];
+        let (mut sink, stream) = ws.split();
+        let sched = Schedule {
+            start,
+            offset: offsets[n],
+            interval,
+            warm_until,
+            timeout: cfg.timeout,
+        };
         let store = Command::MemoryStore(StoreRequest {
             content: Value::String(content.clone()),
             ..StoreRequest::default()
         });
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+        let (sent_tx, sent_rx) = tokio::sync::mpsc::unbounded_channel::<Written>();
         triggers.push(tx);
         let sender = tokio::spawn(async move {
+            // When the previous write finished: a write that waits for it waits on the server
+            // (a full socket), which is the server's latency, not the generator's lag.
+            let mut free_at = sched.start;
             while let Some(seq) = rx.recv().await {
                 let msg = protocol::request(&json!(seq), &store);
+                let at = now();
+                let due = sched.intended(seq).max(free_at);
+                let lag = at.saturating_duration_since(due);
+                let _ = sent_tx.send(Written { seq, at, lag });
                 if sink.send(Message::Text(msg.into())).await.is_err() {
                     break;
                 }
+                free_at = now();
             }
             sink
         });
-        let reader = tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
-            let (mut answered, mut errors) = (0u64, 0u64);
-            let deadline =
-                tokio::time::sleep(phase_len(per_conn, interval) + Duration::from_secs(5));
-            tokio::pin!(deadline);
-            while answered + errors < per_conn {
-                let msg = tokio::select! {
-                    m = stream.next() => m,
-                    () = &mut deadline => break,
-                };
-                let Some(Ok(Message::Text(t))) = msg else {
-                    if msg.is_none() { break } else { continue }
-                };
-                let v: Value = serde_json::from_str(t.as_str()).unwrap_or_default();
-                let Some(seq) = v["id"].as_u64() else {
-                    continue;
-                };
-                let intended = start + offset + interval.mul_f64(seq as f64);
-                if v["type"] == "result" {
-                    answered += 1;
-                    if intended >= warm_until {
-                        let us = now().saturating_duration_since(intended).as_micros() as u64;
-                        let _ = hist.record(us.max(1));
-                    }
-                } else {
-                    errors += 1;
-                }
-            }
-            (hist, answered, errors)
-        });
+        let reader = tokio::spawn(read_answers(stream, sent_rx, sched, per_conn));
         tasks.push((sender, reader));
     }
     // The schedule runs on its own OS thread with the OS's sleep (tens of µs precise) instead
     // of tokio's 1 ms timer wheel, whose lateness would otherwise count as server latency.
     let pacer = spawn_pacer(start, interval, offsets, per_conn, triggers);
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
-    let (mut answered, mut errors) = (0, 0);
-    for (sender, reader) in tasks {
-        let sink = sender.await?;
-        let (h, a, e) = reader.await?;
-        drop(sink);
-        hist.add(&h).ok();
-        answered += a;
-        errors += e;
+    let (mut latency, mut service, mut lag) = (histogram(), histogram(), histogram());
+    let mut total = ConnFigures {
+        latency: histogram(),
+        service: histogram(),
+        lag: histogram(),
+        sent: 0,
+        answered: 0,
+        answered_measured: 0,
+        errors: 0,
+        timeouts: 0,
+        late: 0,
+        lost: 0,
+    };
+    for (mut sender, reader) in tasks {
+        let f = reader.await?;
+        // Every outcome is settled. A sender still writing is writing to a server that stopped
+        // reading; it has nothing left to report.
+        match tokio::time::timeout(Duration::from_secs(1), &mut sender).await {
+            Ok(Ok(sink)) => drop(sink),
+            _ => sender.abort(),
+        }
+        latency.add(&f.latency).ok();
+        service.add(&f.service).ok();
+        lag.add(&f.lag).ok();
+        total.sent += f.sent;
+        total.answered += f.answered;
+        total.answered_measured += f.answered_measured;
+        total.errors += f.errors;
+        total.timeouts += f.timeouts;
+        total.late += f.late;
+        total.lost += f.lost;
     }
     let _ = tokio::task::spawn_blocking(move || pacer.join()).await;
-    let sent = per_conn * conns as u64;
+    let wall = now().saturating_duration_since(wall_before).as_secs_f64();
+    let generator_cpu = match (cpu_before, process_cpu()) {
+        (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64() / wall.max(1e-9),
+        _ => f64::NAN,
+    };
     let measured = phase
         .duration
         .saturating_sub(cfg.warmup)
         .as_secs_f64()
         .max(1e-9);
+    let lag = Percentiles::of(&lag);
+    let verdict = if Duration::from_micros(lag.p99_us) > cfg.max_lag {
+        Verdict::Inconclusive(format!(
+            "the generator's schedule lag p99 was {} µs, over its bound of {} µs",
+            lag.p99_us,
+            cfg.max_lag.as_micros()
+        ))
+    } else {
+        Verdict::Measured
+    };
     Ok(PhaseReport {
         rate_per_s: phase.rate_per_s,
-        sent,
-        answered,
-        errors,
-        achieved_per_s: hist.len() as f64 / measured,
-        p50_us: hist.value_at_quantile(0.50),
-        p95_us: hist.value_at_quantile(0.95),
-        p99_us: hist.value_at_quantile(0.99),
-        max_us: hist.max(),
+        scheduled: per_conn * conns as u64,
+        sent: total.sent,
+        answered: total.answered,
+        errors: total.errors,
+        timeouts: total.timeouts,
+        late: total.late,
+        lost: total.lost,
+        timeout_us: cfg.timeout.as_micros() as u64,
+        sent_per_s: total.sent as f64 / phase.duration.as_secs_f64().max(1e-9),
+        achieved_per_s: total.answered_measured as f64 / measured,
+        latency: Percentiles::of(&latency),
+        service: Percentiles::of(&service),
+        lag,
+        generator_cpu,
+        verdict,
     })
 }
 
 /// Fire every connection's sends at their intended times, in time order.
 #[allow(clippy::disallowed_methods)] // a load generator's pacing thread, not server logic
 fn spawn_pacer(
-    start: std::time::Instant,
+    start: Instant,
     interval: Duration,
     offsets: Vec<Duration>,
     per_conn: u64,
@@ -201,14 +498,144 @@ fn spawn_pacer(
     })
 }
 
-fn phase_len(per_conn: u64, interval: Duration) -> Duration {
-    interval.mul_f64(per_conn as f64)
+/// A table row: the counts, the latency from the intended send time (timeouts at the timeout),
+/// the service time's p95, the generator's lag and CPU, and the verdict when it is not measured.
+pub fn row(r: &PhaseReport) -> String {
+    let mut s = format!(
+        "{:>8}/s  sent {:>7}  ok {:>7}  err {:>5}  timeout {:>5}  p50 {:>7} µs  p95 {:>7} µs  p99 {:>7} µs  max {:>8} µs  service p95 {:>7} µs  lag p99 {:>6} µs  cpu {:>3.0} %",
+        r.rate_per_s,
+        r.sent,
+        r.answered,
+        r.errors,
+        r.timeouts,
+        r.latency.p50_us,
+        r.latency.p95_us,
+        r.latency.p99_us,
+        r.latency.max_us,
+        r.service.p95_us,
+        r.lag.p99_us,
+        r.generator_cpu * 100.0,
+    );
+    if let Verdict::Inconclusive(why) = &r.verdict {
+        s.push_str(&format!("  INCONCLUSIVE: {why}"));
+    }
+    s
 }
 
-/// A table row.
-pub fn row(r: &PhaseReport) -> String {
-    format!(
-        "{:>8}/s  sent {:>7}  ok {:>7}  err {:>5}  p50 {:>7} µs  p95 {:>7} µs  p99 {:>7} µs  max {:>8} µs",
-        r.rate_per_s, r.sent, r.answered, r.errors, r.p50_us, r.p95_us, r.p99_us, r.max_us
-    )
+// The generator against a real WebSocket server on loopback that never answers some requests:
+// every unanswered request must be counted as a timeout and recorded at the timeout (not dropped
+// from the percentiles, the coordinated omission the generator exists to avoid), the service time
+// stays apart, and a generator held to an impossible schedule bound says its figures are
+// inconclusive.
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{LoadConfig, Phase, Verdict, run_phase};
+    use futures_util::{SinkExt, StreamExt};
+    use serde_json::{Value, json};
+    use tokio::net::TcpListener;
+    use tokio_tungstenite::tungstenite::Message;
+
+    /// Requests (per connection) the test server never answers.
+    const SILENT: std::ops::Range<u64> = 20..40;
+
+    /// A WebSocket server that answers every request with a result envelope at once, except those
+    /// whose `id` is in [`SILENT`]: those it reads and drops.
+    async fn serve(listener: TcpListener) {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    let Message::Text(text) = msg else { continue };
+                    let v: Value = serde_json::from_str(text.as_str()).unwrap_or_default();
+                    let id = v["id"].as_u64().unwrap_or(u64::MAX);
+                    if SILENT.contains(&id) {
+                        continue;
+                    }
+                    let reply = json!({"id": id, "type": "result", "data": {}}).to_string();
+                    if ws.send(Message::Text(reply.into())).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    async fn config(max_lag: Duration) -> LoadConfig {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener));
+        LoadConfig {
+            ws_url: format!("ws://{addr}"),
+            jwt_secret: "test-secret".into(),
+            connections: 2,
+            warmup: Duration::ZERO,
+            payload_bytes: 16,
+            timeout: Duration::from_millis(300),
+            max_lag,
+        }
+    }
+
+    fn phase() -> Phase {
+        // 2 connections × 100 requests each.
+        Phase {
+            rate_per_s: 200,
+            duration: Duration::from_secs(1),
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn unanswered_requests_are_timeouts_recorded_at_the_timeout() {
+        let cfg = config(Duration::from_secs(5)).await;
+        let r = run_phase(&cfg, &phase(), 1).await.unwrap();
+        let silent = 2 * (SILENT.end - SILENT.start);
+        assert_eq!(r.scheduled, 200, "{r:?}");
+        assert_eq!(r.sent, 200, "{r:?}");
+        assert_eq!(
+            r.timeouts, silent,
+            "every unanswered request is a timeout: {r:?}"
+        );
+        assert_eq!(r.answered, 200 - silent, "{r:?}");
+        assert_eq!((r.errors, r.lost, r.late), (0, 0, 0), "{r:?}");
+        // One request in five never answered: the p95 and p99 are the timeout (to the histogram's
+        // three significant digits), and so is the maximum — nothing was left out.
+        assert_eq!(
+            r.latency.count, 200,
+            "every request is in the latency: {r:?}"
+        );
+        for (name, v) in [
+            ("p95", r.latency.p95_us),
+            ("p99", r.latency.p99_us),
+            ("max", r.latency.max_us),
+        ] {
+            assert!(
+                (299_000..=301_000).contains(&v),
+                "{name} {v} µs: should be the 300 ms timeout; {r:?}"
+            );
+        }
+        // The service time covers the answered requests only, and none of them waited long.
+        assert_eq!(r.service.count, 200 - silent, "{r:?}");
+        assert!(r.service.max_us < 300_000, "{r:?}");
+        assert_eq!(r.timeout_us, 300_000);
+        assert_eq!(r.verdict, Verdict::Measured, "{r:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_generator_behind_its_schedule_bound_is_inconclusive() {
+        // No generator keeps a schedule to within 0 µs: the bound makes the phase inconclusive,
+        // whatever the server did.
+        let cfg = config(Duration::ZERO).await;
+        let r = run_phase(&cfg, &phase(), 2).await.unwrap();
+        match &r.verdict {
+            Verdict::Inconclusive(why) => assert!(why.contains("schedule lag p99"), "{why}"),
+            Verdict::Measured => panic!("a 0 µs lag bound cannot be met: {r:?}"),
+        }
+        assert!(r.lag.count > 0, "{r:?}");
+    }
 }

@@ -38,7 +38,9 @@ pub enum Command {
     #[command(after_help = EXIT_CODES_HELP)]
     Shrink(ShrinkArgs),
     /// Open-loop WebSocket `memory.store` load against a running server (real sockets), one
-    /// phase per rate; latency from the intended send time.
+    /// phase per rate; latency from the intended send time, an unanswered request recorded at
+    /// --timeout-ms and counted as a timeout, the service time beside it, and the generator's own
+    /// lag and CPU (a phase it fell behind in is inconclusive: exit 5).
     #[command(after_help = EXIT_CODES_HELP)]
     Load(LoadArgs),
 }
@@ -146,6 +148,13 @@ pub struct LoadArgs {
     /// Report the highest rate whose p95 stays under this (µs).
     #[arg(long, default_value_t = 1000)]
     pub p95_target_us: u64,
+    /// A request unanswered this long after its intended send time is a timeout, recorded at
+    /// this latency (ms).
+    #[arg(long, default_value_t = 2000)]
+    pub timeout_ms: u64,
+    /// The generator's own schedule lag (p99, ms) past which a phase is inconclusive (exit 5).
+    #[arg(long, default_value_t = 10)]
+    pub max_lag_ms: u64,
     /// Also write the phases as JSON here.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

@@ -3,14 +3,15 @@
 
 use std::process::ExitCode;
 
-use spiral_harness::load::{LoadConfig, Phase, row, run_phase};
-use spiral_harness::{EXIT_ERROR, EXIT_PASS, say};
+use spiral_harness::load::{LoadConfig, Phase, Verdict, row, run_phase};
+use spiral_harness::{EXIT_ERROR, EXIT_INCONCLUSIVE, EXIT_PASS, say};
 
 use super::args::LoadArgs;
 
 pub fn main(a: LoadArgs) -> ExitCode {
     match load(a) {
-        Ok(()) => ExitCode::from(EXIT_PASS),
+        Ok(true) => ExitCode::from(EXIT_PASS),
+        Ok(false) => ExitCode::from(EXIT_INCONCLUSIVE),
         Err(e) => {
             eprintln!("spiral-harness load: {e:#}");
             ExitCode::from(EXIT_ERROR)
@@ -18,7 +19,8 @@ pub fn main(a: LoadArgs) -> ExitCode {
     }
 }
 
-fn load(a: LoadArgs) -> anyhow::Result<()> {
+/// Run the phases; `false` when one of them was inconclusive.
+fn load(a: LoadArgs) -> anyhow::Result<bool> {
     let LoadArgs {
         ws_url,
         jwt_secret,
@@ -28,6 +30,8 @@ fn load(a: LoadArgs) -> anyhow::Result<()> {
         connections,
         payload_bytes,
         p95_target_us,
+        timeout_ms,
+        max_lag_ms,
         json,
     } = a;
     let cfg = LoadConfig {
@@ -36,6 +40,8 @@ fn load(a: LoadArgs) -> anyhow::Result<()> {
         connections,
         warmup: std::time::Duration::from_secs(warmup_s),
         payload_bytes,
+        timeout: std::time::Duration::from_millis(timeout_ms),
+        max_lag: std::time::Duration::from_millis(max_lag_ms),
     };
     // One thread: the pacer wakes it for each send and it reads every answer; a second worker
     // would only add cross-thread wake-ups to what is measured.
@@ -58,7 +64,11 @@ fn load(a: LoadArgs) -> anyhow::Result<()> {
     }
     let best = reports
         .iter()
-        .filter(|r| r.p95_us < p95_target_us && r.errors == 0 && r.answered == r.sent)
+        .filter(|r| {
+            r.verdict == Verdict::Measured
+                && r.latency.p95_us < p95_target_us
+                && r.answered == r.scheduled
+        })
         .map(|r| r.rate_per_s)
         .max();
     match best {
@@ -68,5 +78,15 @@ fn load(a: LoadArgs) -> anyhow::Result<()> {
     if let Some(path) = json {
         std::fs::write(&path, serde_json::to_string_pretty(&reports)?)?;
     }
-    Ok(())
+    let inconclusive = reports
+        .iter()
+        .filter(|r| r.verdict != Verdict::Measured)
+        .count();
+    if inconclusive > 0 {
+        say!(
+            "inconclusive: the generator fell behind its schedule in {inconclusive} of {} phases (exit {EXIT_INCONCLUSIVE})",
+            reports.len()
+        );
+    }
+    Ok(inconclusive == 0)
 }

@@ -39,8 +39,8 @@ impl Checker for AckedWrites {
                 let not_found = answer.error_code() == Some(ErrorCode::NotFound);
                 match (op, answer) {
                     (Op::Store { content, .. }, Answer::Stored { id }) => {
-                        if self.acked.insert(id.clone(), content.clone()).as_ref() == Some(content)
-                        {
+                        let earlier = self.acked.insert(id.clone(), content.clone());
+                        if earlier.as_ref() == Some(content) {
                             return Err(format!(
                                 "store acknowledged as {id}, the id an earlier store of the same content was given: an id must name one memory for the run"
                             ));
