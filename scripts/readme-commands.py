@@ -57,7 +57,9 @@ ROWS = {
     "a server's status": dict(kind="run", timeout=120, codes=[0], expect=r'"breaker_state"'),
     "a server's event stream": dict(kind="run", timeout=120, codes=[0], expect=r'"event"'),
     "open-loop WebSocket load": dict(
-        kind="run", timeout=600, codes=[0], expect=r"^\s*5000/s .* err\s+0\s", forbid=r"err\s+[1-9]"),
+        # 5 is a generator that fell behind its own schedule on a busy machine: the row ran and
+        # said its figures are inconclusive (speed never fails the test command).
+        kind="run", timeout=600, codes=[0, 5], expect=r"^\s*5000/s .* err\s+0\s", forbid=r"err\s+[1-9]"),
     "rebuild statistics against storage": dict(
         kind="run", timeout=300, codes=[0], expect=r"^spiral repair: storage"),
     "SLO gate": dict(
