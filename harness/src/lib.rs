@@ -48,6 +48,7 @@
 pub mod artifacts;
 pub mod coverage;
 pub mod engine_run;
+pub mod floor;
 pub mod load;
 pub mod out;
 pub mod pool;

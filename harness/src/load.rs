@@ -49,6 +49,8 @@ pub struct LoadConfig {
     pub timeout: Duration,
     /// The generator's schedule lag (p99) past which a phase is inconclusive.
     pub max_lag: Duration,
+    /// The server's CPU to report per message, where it can be read.
+    pub server_cpu: Option<ServerCpu>,
 }
 
 /// Whether a phase's figures describe the server.
@@ -96,6 +98,9 @@ pub struct PhaseReport {
     pub lag: Percentiles,
     /// The generator's CPU over the phase, in cores (1.0 = one core busy throughout).
     pub generator_cpu: f64,
+    /// The server's CPU per request sent, in µs (`--server-pid`, or the floor's threads), where
+    /// it could be read. 10 ms ticks: meaningful over thousands of requests.
+    pub server_cpu_us_per_request: Option<f64>,
     #[serde(flatten)]
     pub verdict: Verdict,
 }
@@ -137,15 +142,61 @@ fn now() -> Instant {
     Instant::now()
 }
 
-/// CPU time this process has used (user + system), from `/proc/self/stat` (Linux; fields 14
-/// and 15, in USER_HZ ticks of 10 ms). `None` where it cannot be read.
-fn process_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The command name (field 2) may hold spaces; the fields after it follow its `)`.
-    let rest = &stat[stat.rfind(')')? + 2..];
+/// CPU time (user + system) in a `/proc/…/stat` line: fields 14 and 15, in USER_HZ ticks of
+/// 10 ms. The command name (field 2) may hold spaces; the fields after it follow its `)`.
+fn stat_cpu(stat: &str) -> Option<Duration> {
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
     Some(Duration::from_millis(ticks * 10))
+}
+
+/// CPU time of process `pid` (`self` for this one); `None` where it cannot be read (not Linux,
+/// the process is gone).
+fn process_cpu(pid: &str) -> Option<Duration> {
+    stat_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// CPU time of this process's threads whose name starts with `prefix` (an in-process floor's).
+fn threads_cpu(prefix: &str) -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .filter(|stat| {
+            let name = stat.split_once('(').map_or("", |(_, rest)| rest);
+            name.starts_with(prefix)
+        })
+        .filter_map(|stat| stat_cpu(&stat))
+        .sum()
+}
+
+/// Whose CPU a phase also reports per message: the server under load, when it can be read.
+#[derive(Debug, Clone)]
+pub enum ServerCpu {
+    /// A process on this machine (`load --server-pid`).
+    Process(u32),
+    /// This process's threads named with this prefix: the floor `load --vs-floor` starts.
+    Threads(&'static str),
+}
+
+impl ServerCpu {
+    fn read(&self) -> Option<Duration> {
+        match self {
+            ServerCpu::Process(pid) => process_cpu(&pid.to_string()),
+            ServerCpu::Threads(prefix) => Some(threads_cpu(prefix)),
+        }
+    }
+}
+
+/// The prefix of the in-process floor's thread names, left out of the generator's own CPU.
+pub const FLOOR_THREADS: &str = "floor";
+
+/// The generator's own CPU so far: this process less an in-process floor's threads.
+fn generator_cpu() -> Option<Duration> {
+    Some(process_cpu("self")?.saturating_sub(threads_cpu(FLOOR_THREADS)))
 }
 
 fn mint(secret: &str, n: usize, run: u64) -> String {
@@ -353,7 +404,8 @@ pub async fn run_phase(cfg: &LoadConfig, phase: &Phase, run: u64) -> anyhow::Res
         };
         sockets.push(ws);
     }
-    let cpu_before = process_cpu();
+    let cpu_before = generator_cpu();
+    let server_before = cfg.server_cpu.as_ref().and_then(ServerCpu::read);
     let wall_before = now();
     let start = now() + Duration::from_millis(100);
     let warm_until = start + cfg.warmup;
@@ -436,9 +488,16 @@ pub async fn run_phase(cfg: &LoadConfig, phase: &Phase, run: u64) -> anyhow::Res
     }
     let _ = tokio::task::spawn_blocking(move || pacer.join()).await;
     let wall = now().saturating_duration_since(wall_before).as_secs_f64();
-    let generator_cpu = match (cpu_before, process_cpu()) {
+    let server_after = cfg.server_cpu.as_ref().and_then(ServerCpu::read);
+    let generator_cpu = match (cpu_before, generator_cpu()) {
         (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64() / wall.max(1e-9),
         _ => f64::NAN,
+    };
+    let server_cpu_us_per_request = match (server_before, server_after) {
+        (Some(a), Some(b)) if total.sent > 0 => {
+            Some(b.saturating_sub(a).as_secs_f64() * 1e6 / total.sent as f64)
+        }
+        _ => None,
     };
     let measured = phase
         .duration
@@ -471,6 +530,7 @@ pub async fn run_phase(cfg: &LoadConfig, phase: &Phase, run: u64) -> anyhow::Res
         service: Percentiles::of(&service),
         lag,
         generator_cpu,
+        server_cpu_us_per_request,
         verdict,
     })
 }
@@ -516,10 +576,38 @@ pub fn row(r: &PhaseReport) -> String {
         r.lag.p99_us,
         r.generator_cpu * 100.0,
     );
+    if let Some(us) = r.server_cpu_us_per_request {
+        s.push_str(&format!("  server cpu {us:.1} µs/req"));
+    }
     if let Verdict::Inconclusive(why) = &r.verdict {
         s.push_str(&format!("  INCONCLUSIVE: {why}"));
     }
     s
+}
+
+/// Each figure of `server` as a ratio to the floor's in the same run (`load --vs-floor`): how
+/// many times the floor's latency (and throughput) the server's is.
+pub fn ratio_row(server: &PhaseReport, floor: &PhaseReport) -> String {
+    let x = |a: u64, b: u64| a as f64 / (b.max(1)) as f64;
+    format!(
+        "{:>8}/s  vs floor: p50 ×{:.2}  p95 ×{:.2}  p99 ×{:.2}  max ×{:.2}  service p95 ×{:.2}  ok/s ×{:.2}  cpu/req {}  timeouts {} vs {}",
+        server.rate_per_s,
+        x(server.latency.p50_us, floor.latency.p50_us),
+        x(server.latency.p95_us, floor.latency.p95_us),
+        x(server.latency.p99_us, floor.latency.p99_us),
+        x(server.latency.max_us, floor.latency.max_us),
+        x(server.service.p95_us, floor.service.p95_us),
+        server.achieved_per_s / floor.achieved_per_s.max(1e-9),
+        match (
+            server.server_cpu_us_per_request,
+            floor.server_cpu_us_per_request
+        ) {
+            (Some(a), Some(b)) if b > 0.0 => format!("×{:.2}", a / b),
+            _ => "n/a (--server-pid)".to_owned(),
+        },
+        server.timeouts,
+        floor.timeouts,
+    )
 }
 
 // The generator against a real WebSocket server on loopback that never answers some requests:
@@ -579,6 +667,7 @@ mod tests {
             payload_bytes: 16,
             timeout: Duration::from_millis(300),
             max_lag,
+            server_cpu: None,
         }
     }
 
@@ -637,5 +726,30 @@ mod tests {
             Verdict::Measured => panic!("a 0 µs lag bound cannot be met: {r:?}"),
         }
         assert!(r.lag.count > 0, "{r:?}");
+    }
+
+    #[test]
+    fn cpu_is_read_from_a_stat_line_whose_name_holds_spaces() {
+        let line = "42 (floor worker) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 3 0";
+        assert_eq!(super::stat_cpu(line), Some(Duration::from_millis(3000)));
+        assert_eq!(super::stat_cpu("garbage"), None);
+        assert!(super::process_cpu("self").is_some());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_floor_answers_every_request_and_reports_its_cpu() {
+        let addr = crate::floor::spawn_on_loopback().unwrap();
+        let cfg = LoadConfig {
+            ws_url: format!("ws://{addr}"),
+            server_cpu: Some(super::ServerCpu::Threads(super::FLOOR_THREADS)),
+            max_lag: Duration::from_secs(5),
+            ..config(Duration::from_secs(5)).await
+        };
+        let r = run_phase(&cfg, &phase(), 3).await.unwrap();
+        assert_eq!((r.answered, r.timeouts, r.errors), (200, 0, 0), "{r:?}");
+        let cpu = r
+            .server_cpu_us_per_request
+            .expect("the floor's threads are readable");
+        assert!(cpu >= 0.0 && cpu.is_finite(), "{r:?}");
     }
 }

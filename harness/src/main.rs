@@ -21,5 +21,6 @@ fn main() -> ExitCode {
         Command::Sweep(a) => cli::sweep::main(a),
         Command::Shrink(a) => cli::shrink::main(a),
         Command::Load(a) => cli::load::main(a),
+        Command::Floor(a) => cli::load::floor(a),
     }
 }

@@ -43,6 +43,18 @@ pub enum Command {
     /// lag and CPU (a phase it fell behind in is inconclusive: exit 5).
     #[command(after_help = EXIT_CODES_HELP)]
     Load(LoadArgs),
+    /// Serve the floor: the least a server on Spiral's stack can do for the load's workload —
+    /// `/health`, and a WebSocket that parses each request frame and answers a store-shaped
+    /// result envelope (no auth, no engine, no storage) — until stopped.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Floor(FloorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FloorArgs {
+    /// Where to listen (HTTP `/health` and the WebSocket on every other path).
+    #[arg(long, default_value = "127.0.0.1:3101")]
+    pub listen: String,
 }
 
 // The flag structs carry no doc comment of their own: the subcommand's help is its variant's.
@@ -155,6 +167,15 @@ pub struct LoadArgs {
     /// The generator's own schedule lag (p99, ms) past which a phase is inconclusive (exit 5).
     #[arg(long, default_value_t = 10)]
     pub max_lag_ms: u64,
+    /// Also run every phase against a floor (the least a server on the same stack can do,
+    /// started in this process), alternating with the target, and print each figure as a ratio
+    /// to the floor's.
+    #[arg(long)]
+    pub vs_floor: bool,
+    /// The target server's process id on this machine: each phase also reports its CPU per
+    /// request (and, with --vs-floor, as a ratio to the floor's).
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
     /// Also write the phases as JSON here.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

@@ -3,10 +3,12 @@
 
 use std::process::ExitCode;
 
-use spiral_harness::load::{LoadConfig, Phase, Verdict, row, run_phase};
+use spiral_harness::load::{
+    FLOOR_THREADS, LoadConfig, Phase, ServerCpu, Verdict, ratio_row, row, run_phase,
+};
 use spiral_harness::{EXIT_ERROR, EXIT_INCONCLUSIVE, EXIT_PASS, say};
 
-use super::args::LoadArgs;
+use super::args::{FloorArgs, LoadArgs};
 
 pub fn main(a: LoadArgs) -> ExitCode {
     match load(a) {
@@ -32,6 +34,8 @@ fn load(a: LoadArgs) -> anyhow::Result<bool> {
         p95_target_us,
         timeout_ms,
         max_lag_ms,
+        vs_floor,
+        server_pid,
         json,
     } = a;
     let cfg = LoadConfig {
@@ -42,24 +46,49 @@ fn load(a: LoadArgs) -> anyhow::Result<bool> {
         payload_bytes,
         timeout: std::time::Duration::from_millis(timeout_ms),
         max_lag: std::time::Duration::from_millis(max_lag_ms),
+        server_cpu: server_pid.map(ServerCpu::Process),
     };
     // One thread: the pacer wakes it for each send and it reads every answer; a second worker
     // would only add cross-thread wake-ups to what is measured.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let floor_cfg = if vs_floor {
+        let addr = spiral_harness::floor::spawn_on_loopback()?;
+        say!("floor: ws://{addr} (alternating with the target, phase by phase)");
+        Some(LoadConfig {
+            ws_url: format!("ws://{addr}"),
+            server_cpu: Some(ServerCpu::Threads(FLOOR_THREADS)),
+            ..cfg.clone()
+        })
+    } else {
+        None
+    };
     let mut reports = Vec::new();
+    let mut floors = Vec::new();
     for (i, rate) in rates.iter().enumerate() {
         let phase = Phase {
             rate_per_s: *rate,
             duration: std::time::Duration::from_secs(duration_s.max(warmup_s + 1)),
         };
-        let r = rt.block_on(run_phase(
-            &cfg,
-            &phase,
-            i as u64 + (std::process::id() as u64) * 1000,
-        ))?;
+        let run = i as u64 + (std::process::id() as u64) * 1000;
+        // Against a floor the order alternates (target first on even phases), so neither side
+        // always runs on the warmer machine.
+        let floor_first = i % 2 == 1;
+        let mut floor_report = None;
+        if let (Some(fc), true) = (&floor_cfg, floor_first) {
+            floor_report = Some(rt.block_on(run_phase(fc, &phase, run))?);
+        }
+        let r = rt.block_on(run_phase(&cfg, &phase, run))?;
+        if let (Some(fc), false) = (&floor_cfg, floor_first) {
+            floor_report = Some(rt.block_on(run_phase(fc, &phase, run))?);
+        }
         say!("{}", row(&r));
+        if let Some(f) = floor_report {
+            say!("   floor {}", row(&f));
+            say!("{}", ratio_row(&r, &f));
+            floors.push(f);
+        }
         reports.push(r);
     }
     let best = reports
@@ -76,17 +105,47 @@ fn load(a: LoadArgs) -> anyhow::Result<bool> {
         None => say!("no rate kept p95 < {p95_target_us} µs"),
     }
     if let Some(path) = json {
-        std::fs::write(&path, serde_json::to_string_pretty(&reports)?)?;
+        let body = if vs_floor {
+            serde_json::json!({"server": reports, "floor": floors})
+        } else {
+            serde_json::to_value(&reports)?
+        };
+        std::fs::write(&path, serde_json::to_string_pretty(&body)?)?;
     }
     let inconclusive = reports
         .iter()
+        .chain(&floors)
         .filter(|r| r.verdict != Verdict::Measured)
         .count();
     if inconclusive > 0 {
         say!(
             "inconclusive: the generator fell behind its schedule in {inconclusive} of {} phases (exit {EXIT_INCONCLUSIVE})",
-            reports.len()
+            reports.len() + floors.len()
         );
     }
     Ok(inconclusive == 0)
+}
+
+/// `spiral-harness floor`: serve the floor until stopped.
+pub fn floor(a: FloorArgs) -> ExitCode {
+    let served = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| {
+            rt.block_on(async {
+                let listener = tokio::net::TcpListener::bind(&a.listen).await?;
+                say!("floor: listening on {}", listener.local_addr()?);
+                spiral_harness::floor::serve(listener).await?;
+                Ok(())
+            })
+        });
+    match served {
+        Ok(()) => ExitCode::from(EXIT_PASS),
+        Err(e) => {
+            eprintln!("spiral-harness floor: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
 }

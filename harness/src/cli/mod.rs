@@ -6,7 +6,8 @@
 //! - [`sweep`] — `sweep`: many seeds, the summary table and JSON, the artifacts of failures.
 //! - [`progress`] — the progress bar a sweep draws on a terminal.
 //! - [`shrink`] — `shrink`: a failing run cut down to a minimal scenario.
-//! - [`load`] — `load`: open-loop WebSocket load against a running server.
+//! - [`load`] — `load`: open-loop WebSocket load against a running server (and a floor beside
+//!   it); `floor`: the floor on its own.
 
 pub mod args;
 pub mod load;
