@@ -59,6 +59,7 @@ pub mod sim_net;
 pub mod sim_redis;
 pub mod summary;
 pub mod sweep;
+pub mod thresholds;
 pub mod world;
 
 /// The checkers and the history they judge live in `spiral-history`, shared with every world.
@@ -90,6 +91,7 @@ pub const EXIT_CODES_HELP: &str = "Exit codes:
        reached (the sweep no longer exercises that failure path)
   5    inconclusive (`load`): the load generator fell behind its own schedule (its lag p99 over
        --max-lag-ms), so the figures describe the generator, not the server
+  99   threshold breached (`load --threshold`): a measured phase failed a pass/fail criterion
   127  crash: the server or the simulation panicked
   128  liveness: work did not complete after the faults healed, or an SLO was missed
   129  correctness: a safety property broke (acknowledged write lost, tenant leak, ...)

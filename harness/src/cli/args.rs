@@ -176,6 +176,14 @@ pub struct LoadArgs {
     /// request (and, with --vs-floor, as a ratio to the floor's).
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
+    /// A pass/fail criterion judged on every measured phase, k6 style: `METRIC < VALUE` or
+    /// `METRIC <= VALUE`, METRIC one of p50_ms, p95_ms, p99_ms, max_ms, service_p95_ms,
+    /// error_rate, timeout_rate (over the requests scheduled). Repeatable. A breach exits 99.
+    #[arg(long = "threshold", value_name = "EXPR")]
+    pub thresholds: Vec<spiral_harness::thresholds::Threshold>,
+    /// Stop after the first phase that breaches a threshold.
+    #[arg(long)]
+    pub abort_on_fail: bool,
     /// Also write the phases as JSON here.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

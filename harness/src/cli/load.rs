@@ -6,14 +6,14 @@ use std::process::ExitCode;
 use spiral_harness::load::{
     FLOOR_THREADS, LoadConfig, Phase, ServerCpu, Verdict, ratio_row, row, run_phase,
 };
+use spiral_harness::thresholds::{self, EXIT_THRESHOLD, Judged};
 use spiral_harness::{EXIT_ERROR, EXIT_INCONCLUSIVE, EXIT_PASS, say};
 
 use super::args::{FloorArgs, LoadArgs};
 
 pub fn main(a: LoadArgs) -> ExitCode {
     match load(a) {
-        Ok(true) => ExitCode::from(EXIT_PASS),
-        Ok(false) => ExitCode::from(EXIT_INCONCLUSIVE),
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("spiral-harness load: {e:#}");
             ExitCode::from(EXIT_ERROR)
@@ -21,8 +21,8 @@ pub fn main(a: LoadArgs) -> ExitCode {
     }
 }
 
-/// Run the phases; `false` when one of them was inconclusive.
-fn load(a: LoadArgs) -> anyhow::Result<bool> {
+/// Run the phases; the exit code: a breached threshold (99) before an inconclusive phase (5).
+fn load(a: LoadArgs) -> anyhow::Result<u8> {
     let LoadArgs {
         ws_url,
         jwt_secret,
@@ -36,6 +36,8 @@ fn load(a: LoadArgs) -> anyhow::Result<bool> {
         max_lag_ms,
         vs_floor,
         server_pid,
+        thresholds,
+        abort_on_fail,
         json,
     } = a;
     let cfg = LoadConfig {
@@ -66,6 +68,7 @@ fn load(a: LoadArgs) -> anyhow::Result<bool> {
     };
     let mut reports = Vec::new();
     let mut floors = Vec::new();
+    let mut judged = Vec::new();
     for (i, rate) in rates.iter().enumerate() {
         let phase = Phase {
             rate_per_s: *rate,
@@ -89,7 +92,20 @@ fn load(a: LoadArgs) -> anyhow::Result<bool> {
             say!("{}", ratio_row(&r, &f));
             floors.push(f);
         }
+        let verdicts: Vec<Judged> = thresholds.iter().map(|t| t.judge(&r)).collect();
+        let breached = verdicts.iter().any(|j| j.ok == Some(false));
+        judged.extend(verdicts);
         reports.push(r);
+        if breached && abort_on_fail {
+            say!("a threshold was breached: --abort-on-fail skips the remaining phases");
+            break;
+        }
+    }
+    if !judged.is_empty() {
+        say!("thresholds:");
+        for j in &judged {
+            say!("{}", thresholds::row(j));
+        }
     }
     let best = reports
         .iter()
@@ -106,7 +122,9 @@ fn load(a: LoadArgs) -> anyhow::Result<bool> {
     }
     if let Some(path) = json {
         let body = if vs_floor {
-            serde_json::json!({"server": reports, "floor": floors})
+            serde_json::json!({"server": reports, "floor": floors, "thresholds": judged})
+        } else if !judged.is_empty() {
+            serde_json::json!({"server": reports, "thresholds": judged})
         } else {
             serde_json::to_value(&reports)?
         };
@@ -123,7 +141,16 @@ fn load(a: LoadArgs) -> anyhow::Result<bool> {
             reports.len() + floors.len()
         );
     }
-    Ok(inconclusive == 0)
+    let breached = judged.iter().filter(|j| j.ok == Some(false)).count();
+    if breached > 0 {
+        say!("{breached} threshold verdicts breached (exit {EXIT_THRESHOLD})");
+        return Ok(EXIT_THRESHOLD);
+    }
+    Ok(if inconclusive == 0 {
+        EXIT_PASS
+    } else {
+        EXIT_INCONCLUSIVE
+    })
 }
 
 /// `spiral-harness floor`: serve the floor until stopped.
