@@ -103,6 +103,10 @@ pub struct PhaseReport {
     pub server_cpu_us_per_request: Option<f64>,
     #[serde(flatten)]
     pub verdict: Verdict,
+    /// Latency and service time per second of the measured part, for the interval log
+    /// ([`write_interval_log`]).
+    #[serde(skip)]
+    pub intervals: Vec<(Histogram<u64>, Histogram<u64>)>,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -242,6 +246,9 @@ struct Written {
 struct ConnFigures {
     latency: Histogram<u64>,
     service: Histogram<u64>,
+    /// Per second of the measured part of the phase (by intended send time): latency and
+    /// service time, for the interval log.
+    intervals: Vec<(Histogram<u64>, Histogram<u64>)>,
     lag: Histogram<u64>,
     sent: u64,
     answered: u64,
@@ -266,6 +273,7 @@ where
     let mut f = ConnFigures {
         latency: histogram(),
         service: histogram(),
+        intervals: Vec::new(),
         lag: histogram(),
         sent: 0,
         answered: 0,
@@ -292,7 +300,7 @@ where
                 settled[i] = true;
                 f.timeouts += 1;
                 if sched.measured(expired) {
-                    record(&mut f.latency, sched.timeout);
+                    f.latency(&sched, expired, sched.timeout);
                 }
             }
             expired += 1;
@@ -329,7 +337,7 @@ where
                     f.timeouts += 1;
                     f.late += 1;
                     if sched.measured(seq) {
-                        record(&mut f.latency, sched.timeout);
+                        f.latency(&sched, seq, sched.timeout);
                     }
                     continue;
                 }
@@ -339,7 +347,7 @@ where
                     f.errors += 1;
                 }
                 if sched.measured(seq) {
-                    record(&mut f.latency, latency);
+                    f.latency(&sched, seq, latency);
                     if v["type"] == "result" {
                         f.answered_measured += 1;
                     }
@@ -348,7 +356,7 @@ where
                         note_written(&mut f, &mut sent_at, &sched, w);
                     }
                     if let Some(at) = sent_at[i] {
-                        record(&mut f.service, t.saturating_duration_since(at));
+                        f.service(&sched, seq, t.saturating_duration_since(at));
                     }
                 }
             }
@@ -366,6 +374,37 @@ where
         }
     }
     f
+}
+
+impl ConnFigures {
+    fn interval(&mut self, sched: &Schedule, seq: u64) -> &mut (Histogram<u64>, Histogram<u64>) {
+        let i = sched
+            .intended(seq)
+            .saturating_duration_since(sched.warm_until)
+            .as_secs() as usize;
+        while self.intervals.len() <= i {
+            self.intervals
+                .push((interval_histogram(), interval_histogram()));
+        }
+        &mut self.intervals[i]
+    }
+
+    /// A measured request's latency from its intended send time.
+    fn latency(&mut self, sched: &Schedule, seq: u64, d: Duration) {
+        record(&mut self.latency, d);
+        record(&mut self.interval(sched, seq).0, d);
+    }
+
+    /// A measured request's service time.
+    fn service(&mut self, sched: &Schedule, seq: u64, d: Duration) {
+        record(&mut self.service, d);
+        record(&mut self.interval(sched, seq).1, d);
+    }
+}
+
+/// An interval's histogram: it grows to what it holds (most intervals hold little).
+fn interval_histogram() -> Histogram<u64> {
+    Histogram::<u64>::new(3).expect("3 significant digits are valid")
 }
 
 fn note_written(
@@ -455,9 +494,11 @@ pub async fn run_phase(cfg: &LoadConfig, phase: &Phase, run: u64) -> anyhow::Res
     // of tokio's 1 ms timer wheel, whose lateness would otherwise count as server latency.
     let pacer = spawn_pacer(start, interval, offsets, per_conn, triggers);
     let (mut latency, mut service, mut lag) = (histogram(), histogram(), histogram());
+    let mut intervals: Vec<(Histogram<u64>, Histogram<u64>)> = Vec::new();
     let mut total = ConnFigures {
         latency: histogram(),
         service: histogram(),
+        intervals: Vec::new(),
         lag: histogram(),
         sent: 0,
         answered: 0,
@@ -477,6 +518,13 @@ pub async fn run_phase(cfg: &LoadConfig, phase: &Phase, run: u64) -> anyhow::Res
         }
         latency.add(&f.latency).ok();
         service.add(&f.service).ok();
+        for (i, (l, sv)) in f.intervals.iter().enumerate() {
+            while intervals.len() <= i {
+                intervals.push((interval_histogram(), interval_histogram()));
+            }
+            intervals[i].0.add(l).ok();
+            intervals[i].1.add(sv).ok();
+        }
         lag.add(&f.lag).ok();
         total.sent += f.sent;
         total.answered += f.answered;
@@ -532,6 +580,7 @@ pub async fn run_phase(cfg: &LoadConfig, phase: &Phase, run: u64) -> anyhow::Res
         generator_cpu,
         server_cpu_us_per_request,
         verdict,
+        intervals,
     })
 }
 
@@ -556,6 +605,62 @@ fn spawn_pacer(
             }
         }
     })
+}
+
+/// Write a phase's interval log: one line per second of its measured part for the latency
+/// (tag `latency`) and one for the service time (tag `service`), HdrHistogram V2 with DEFLATE,
+/// values in µs (`MaxValueDivisor` 1000: the max column in ms). `started` is the wall-clock
+/// start of the measured part (the log's StartTime and BaseTime).
+pub fn write_interval_log(
+    r: &PhaseReport,
+    started: std::time::SystemTime,
+    comment: &str,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
+    use hdrhistogram::serialization::V2DeflateSerializer;
+    use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+    let mut serializer = V2DeflateSerializer::new();
+    let mut log = IntervalLogWriterBuilder::new()
+        .add_comment(comment)
+        .add_comment("values in µs; latency from the intended send time, timeouts at the timeout")
+        .with_start_time(started)
+        .with_base_time(started)
+        .with_max_value_divisor(1000.0)
+        .begin_log_with(out, &mut serializer)?;
+    let second = Duration::from_secs(1);
+    for (i, (latency, service)) in r.intervals.iter().enumerate() {
+        let at = second * i as u32;
+        for (h, tag) in [(latency, "latency"), (service, "service")] {
+            log.write_histogram(h, at, second, Tag::new(tag))
+                .map_err(|e| anyhow::anyhow!("interval log: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Read back an interval log's histograms with `tag`, added together: the same histogram the
+/// log was written from (exactly: the log holds every count).
+pub fn read_interval_log(text: &[u8], tag: &str) -> anyhow::Result<Histogram<u64>> {
+    use base64::Engine as _;
+    use hdrhistogram::serialization::Deserializer;
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    let mut total = interval_histogram();
+    let mut de = Deserializer::new();
+    for entry in IntervalLogIterator::new(text) {
+        let entry = entry.map_err(|e| anyhow::anyhow!("interval log: {e:?}"))?;
+        let LogEntry::Interval(h) = entry else {
+            continue;
+        };
+        if h.tag().map(|t| t.as_str()) != Some(tag) {
+            continue;
+        }
+        let bytes = base64::engine::general_purpose::STANDARD.decode(h.encoded_histogram())?;
+        let hist: Histogram<u64> = de.deserialize(&mut bytes.as_slice())?;
+        total
+            .add(&hist)
+            .map_err(|e| anyhow::anyhow!("interval log: {e:?}"))?;
+    }
+    Ok(total)
 }
 
 /// A table row: the counts, the latency from the intended send time (timeouts at the timeout),
@@ -713,6 +818,24 @@ mod tests {
         assert!(r.service.max_us < 300_000, "{r:?}");
         assert_eq!(r.timeout_us, 300_000);
         assert_eq!(r.verdict, Verdict::Measured, "{r:?}");
+        // The interval log holds every count: read back, its latency histograms add up to the
+        // phase's figures exactly.
+        let mut log = Vec::new();
+        let started = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        super::write_interval_log(&r, started, "test", &mut log).unwrap();
+        let text = String::from_utf8(log.clone()).unwrap();
+        assert!(text.contains("#[StartTime: 1800000000.000"), "{text}");
+        assert!(
+            text.contains(",tag=latency") || text.contains("Tag=latency"),
+            "{text}"
+        );
+        let back = super::read_interval_log(&log, "latency").unwrap();
+        assert_eq!(back.len(), r.latency.count);
+        assert_eq!(back.value_at_quantile(0.99), r.latency.p99_us);
+        assert_eq!(back.value_at_quantile(0.50), r.latency.p50_us);
+        assert_eq!(back.max(), r.latency.max_us);
+        let service = super::read_interval_log(&log, "service").unwrap();
+        assert_eq!(service.len(), r.service.count);
     }
 
     #[tokio::test(flavor = "current_thread")]

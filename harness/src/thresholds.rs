@@ -187,6 +187,7 @@ mod tests {
             generator_cpu: 0.1,
             server_cpu_us_per_request: None,
             verdict,
+            intervals: Vec::new(),
         }
     }
 

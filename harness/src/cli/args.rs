@@ -184,6 +184,11 @@ pub struct LoadArgs {
     /// Stop after the first phase that breaches a threshold.
     #[arg(long)]
     pub abort_on_fail: bool,
+    /// Write a run directory here: `summary.json` (schema, commit, machine and load average,
+    /// configuration, every phase's figures, the threshold verdicts, the exit code) and one
+    /// HdrHistogram interval log per phase (`server-RATE.hlog`, `floor-RATE.hlog`).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
     /// Also write the phases as JSON here.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

@@ -5,7 +5,12 @@ use std::process::ExitCode;
 
 use spiral_harness::load::{
     FLOOR_THREADS, LoadConfig, Phase, ServerCpu, Verdict, ratio_row, row, run_phase,
+    write_interval_log,
 };
+use spiral_harness::provenance::{Checkout, HARNESS_VERSION};
+
+/// The version of `load --out`'s `summary.json`.
+const LOAD_SCHEMA_VERSION: u32 = 1;
 use spiral_harness::thresholds::{self, EXIT_THRESHOLD, Judged};
 use spiral_harness::{EXIT_ERROR, EXIT_INCONCLUSIVE, EXIT_PASS, say};
 
@@ -38,8 +43,26 @@ fn load(a: LoadArgs) -> anyhow::Result<u8> {
         server_pid,
         thresholds,
         abort_on_fail,
+        out,
         json,
     } = a;
+    let loadavg_before = loadavg();
+    let started_ms = spiral_server::clock::Clock::unix_ms(&spiral_server::clock::SystemClock);
+    let config = serde_json::json!({
+        "ws_url": ws_url,
+        "rates": rates,
+        "duration_s": duration_s,
+        "warmup_s": warmup_s,
+        "connections": connections,
+        "payload_bytes": payload_bytes,
+        "p95_target_us": p95_target_us,
+        "timeout_ms": timeout_ms,
+        "max_lag_ms": max_lag_ms,
+        "vs_floor": vs_floor,
+        "server_pid": server_pid,
+        "thresholds": thresholds.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+        "abort_on_fail": abort_on_fail,
+    });
     let cfg = LoadConfig {
         ws_url,
         jwt_secret,
@@ -142,15 +165,65 @@ fn load(a: LoadArgs) -> anyhow::Result<u8> {
         );
     }
     let breached = judged.iter().filter(|j| j.ok == Some(false)).count();
-    if breached > 0 {
+    let code = if breached > 0 {
         say!("{breached} threshold verdicts breached (exit {EXIT_THRESHOLD})");
-        return Ok(EXIT_THRESHOLD);
-    }
-    Ok(if inconclusive == 0 {
-        EXIT_PASS
-    } else {
+        EXIT_THRESHOLD
+    } else if inconclusive > 0 {
         EXIT_INCONCLUSIVE
-    })
+    } else {
+        EXIT_PASS
+    };
+    if let Some(dir) = out {
+        let checkout = Checkout::current();
+        let summary = serde_json::json!({
+            "schema": "spiral-harness/load",
+            "schema_version": LOAD_SCHEMA_VERSION,
+            "harness_version": HARNESS_VERSION,
+            "commit": checkout.commit,
+            "dirty": checkout.dirty,
+            "started_unix_ms": started_ms,
+            "machine": {
+                "hostname": std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_owned())
+                    .unwrap_or_default(),
+                "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+                "loadavg_before": loadavg_before,
+                "loadavg_after": loadavg(),
+            },
+            "config": config,
+            "results": {"server": reports, "floor": floors, "thresholds": judged},
+            "exit_code": code,
+        });
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join("summary.json"),
+            serde_json::to_string_pretty(&summary)? + "\n",
+        )?;
+        let measured_from = std::time::UNIX_EPOCH
+            + std::time::Duration::from_millis(started_ms)
+            + std::time::Duration::from_secs(warmup_s);
+        for (label, list) in [("server", &reports), ("floor", &floors)] {
+            for r in list.iter() {
+                let path = dir.join(format!("{label}-{}.hlog", r.rate_per_s));
+                let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+                let comment = format!(
+                    "spiral-harness load: {label} at {}/s, commit {}",
+                    r.rate_per_s,
+                    checkout.short()
+                );
+                write_interval_log(r, measured_from, &comment, &mut f)?;
+            }
+        }
+        say!("run directory: {}", dir.display());
+    }
+    Ok(code)
+}
+
+/// The 1, 5 and 15 minute load averages (`/proc/loadavg`), where they can be read.
+fn loadavg() -> Option<[f64; 3]> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut f = text.split_whitespace().map(|v| v.parse::<f64>().ok());
+    Some([f.next()??, f.next()??, f.next()??])
 }
 
 /// `spiral-harness floor`: serve the floor until stopped.
