@@ -10,7 +10,8 @@
 //! reads: `X-RateLimit-Limit` is the configured capacity, `X-RateLimit-Remaining` no more than
 //! that, and `X-RateLimit-Reset` (unix seconds, rounded up) no earlier than the request was sent
 //! and no later than one window after the answer — a refused request's block may take it to the
-//! block's end instead. Judged only when no clock fault moved the server's clock meanwhile.
+//! block's end instead. Judged only when no clock fault moved the server's clock meanwhile. A
+//! refusal carries a `retry_after_ms` of at least 1.
 //!
 //! The limiter's memory: at rest, with every bucket idle, a server holds no more buckets than
 //! its bound (`SPIRAL_RATE_LIMIT_BUCKETS`) once a new user's request has made it sweep.
@@ -76,6 +77,13 @@ fn judge_headers(http: &Limit, event: &Event) -> Result<(), String> {
     }
     if *status == 429 && retry_after_ms.is_none() {
         return Err(format!("{what}: a refusal without retry_after_ms"));
+    }
+    // A bucket refuses only what it cannot admit yet: "retry after 0 ms" names the very moment
+    // it refused, so a client that obeys it asks again at once, in a loop.
+    if *status == 429 && *retry_after_ms == Some(0) {
+        return Err(format!(
+            "{what}: a refusal with retry_after_ms 0 (the moment it refused: a client obeying it retries at once, in a loop)"
+        ));
     }
     if !steady {
         return Ok(());
@@ -297,6 +305,12 @@ mod tests {
             *retry_after_ms = None;
         }
         assert!(judge(bare).unwrap_err().contains("without retry_after_ms"));
+        // "Retry after 0 ms": the moment it refused.
+        let mut now = headers(429, 0, 1060, false);
+        if let Event::RateHeaders { retry_after_ms, .. } = &mut now {
+            *retry_after_ms = Some(0);
+        }
+        assert!(judge(now).unwrap_err().contains("retry_after_ms 0"));
         // A clock fault in between: the times say nothing, the counts still do.
         judge(headers(200, 99, 1020, false)).unwrap();
         let e = judge(headers(200, 101, 1001, false)).unwrap_err();
