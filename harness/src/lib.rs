@@ -50,6 +50,7 @@ pub mod coverage;
 pub mod engine_run;
 pub mod floor;
 pub mod load;
+pub mod maxrate;
 pub mod out;
 pub mod pool;
 pub mod provenance;

@@ -184,6 +184,18 @@ pub struct LoadArgs {
     /// Stop after the first phase that breaches a threshold.
     #[arg(long)]
     pub abort_on_fail: bool,
+    /// Instead of --rates: find the highest arrival rate in LO..HI whose phases meet every
+    /// --threshold (without any: p95 under --p95-target-us, no timeout, no error), by bisection;
+    /// a rate passes only when all --repeats phases pass. Exit 0 with a rate found, 99 when none
+    /// in the range passes, 5 when the generator fell behind below any rate the server failed.
+    #[arg(long, value_name = "LO..HI", value_parser = parse_range, conflicts_with_all = ["rates", "vs_floor"])]
+    pub find_max_rate: Option<std::ops::Range<u64>>,
+    /// Phases per rate tried by --find-max-rate.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: u32,
+    /// --find-max-rate stops when its bracket is this narrow (% of the rate).
+    #[arg(long, default_value_t = 5.0)]
+    pub resolution_pct: f64,
     /// Write a run directory here: `summary.json` (schema, commit, machine and load average,
     /// configuration, every phase's figures, the threshold verdicts, the exit code) and one
     /// HdrHistogram interval log per phase (`server-RATE.hlog`, `floor-RATE.hlog`).

@@ -11,7 +11,8 @@ use spiral_harness::provenance::{Checkout, HARNESS_VERSION};
 
 /// The version of `load --out`'s `summary.json`.
 const LOAD_SCHEMA_VERSION: u32 = 1;
-use spiral_harness::thresholds::{self, EXIT_THRESHOLD, Judged};
+use spiral_harness::maxrate::{Probe, Search, find_max_rate as find_max_rate_by};
+use spiral_harness::thresholds::{self, EXIT_THRESHOLD, Judged, Threshold};
 use spiral_harness::{EXIT_ERROR, EXIT_INCONCLUSIVE, EXIT_PASS, say};
 
 use super::args::{FloorArgs, LoadArgs};
@@ -43,6 +44,9 @@ fn load(a: LoadArgs) -> anyhow::Result<u8> {
         server_pid,
         thresholds,
         abort_on_fail,
+        find_max_rate,
+        repeats,
+        resolution_pct,
         out,
         json,
     } = a;
@@ -62,6 +66,9 @@ fn load(a: LoadArgs) -> anyhow::Result<u8> {
         "server_pid": server_pid,
         "thresholds": thresholds.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
         "abort_on_fail": abort_on_fail,
+        "find_max_rate": find_max_rate.as_ref().map(|r| [r.start, r.end]),
+        "repeats": repeats,
+        "resolution_pct": resolution_pct,
     });
     let cfg = LoadConfig {
         ws_url,
@@ -92,6 +99,79 @@ fn load(a: LoadArgs) -> anyhow::Result<u8> {
     let mut reports = Vec::new();
     let mut floors = Vec::new();
     let mut judged = Vec::new();
+    let mut max_rate = None;
+    if let Some(range) = find_max_rate {
+        // Without thresholds of its own, a rate passes when its p95 is under --p95-target-us
+        // and nothing timed out or failed.
+        let criteria: Vec<Threshold> = if thresholds.is_empty() {
+            [
+                format!("p95_ms < {}", p95_target_us as f64 / 1000.0),
+                "timeout_rate <= 0".to_owned(),
+                "error_rate <= 0".to_owned(),
+            ]
+            .iter()
+            .map(|t| t.parse().map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<_>>()?
+        } else {
+            thresholds.clone()
+        };
+        let shown: Vec<String> = criteria.iter().map(|t| t.to_string()).collect();
+        say!(
+            "finding the highest rate in {}..={} meeting {} ({repeats} phases each)",
+            range.start,
+            range.end,
+            shown.join(", ")
+        );
+        let search = Search {
+            lo: range.start,
+            hi: range.end,
+            resolution_pct,
+            repeats,
+        };
+        let mut n = 0u64;
+        let found = find_max_rate_by(search, |rate, _| {
+            let phase = Phase {
+                rate_per_s: rate,
+                duration: std::time::Duration::from_secs(duration_s.max(warmup_s + 1)),
+            };
+            n += 1;
+            let r = rt.block_on(run_phase(
+                &cfg,
+                &phase,
+                n + (std::process::id() as u64) * 1000,
+            ))?;
+            let verdicts: Vec<Judged> = criteria.iter().map(|t| t.judge(&r)).collect();
+            let probe = if r.verdict != Verdict::Measured {
+                Probe::Inconclusive
+            } else if verdicts.iter().all(|j| j.ok == Some(true)) {
+                Probe::Pass
+            } else {
+                Probe::Fail
+            };
+            say!("{}  {probe:?}", row(&r));
+            judged.extend(verdicts);
+            reports.push(r);
+            Ok(probe)
+        })?;
+        match (found.max_rate, found.failed_at) {
+            (Some(m), Some(f)) => say!("highest rate meeting them: {m}/s (failed at {f}/s)"),
+            (Some(m), None) => say!("highest rate meeting them: {m}/s (the top of the range)"),
+            (None, _) => say!("no rate in the range meets them"),
+        }
+        if found.generator_bound() {
+            say!(
+                "the generator fell behind at {}/s: what the server can do above {}/s is unknown (exit {EXIT_INCONCLUSIVE})",
+                found.inconclusive_at.unwrap_or_default(),
+                found.max_rate.unwrap_or_default()
+            );
+        }
+        max_rate = Some(found);
+    }
+    let rates = if max_rate.is_some() {
+        Vec::new()
+    } else {
+        rates
+    };
     for (i, rate) in rates.iter().enumerate() {
         let phase = Phase {
             rate_per_s: *rate,
@@ -140,6 +220,7 @@ fn load(a: LoadArgs) -> anyhow::Result<u8> {
         .map(|r| r.rate_per_s)
         .max();
     match best {
+        _ if max_rate.is_some() => {}
         Some(r) => say!("highest rate with p95 < {p95_target_us} µs: {r}/s"),
         None => say!("no rate kept p95 < {p95_target_us} µs"),
     }
@@ -165,7 +246,17 @@ fn load(a: LoadArgs) -> anyhow::Result<u8> {
         );
     }
     let breached = judged.iter().filter(|j| j.ok == Some(false)).count();
-    let code = if breached > 0 {
+    let code = if let Some(found) = &max_rate {
+        // A search's failing phases are how it brackets the rate: it fails (99) only when no
+        // rate met the thresholds, and is inconclusive when the generator bounded its answer.
+        if found.generator_bound() {
+            EXIT_INCONCLUSIVE
+        } else if found.max_rate.is_none() {
+            EXIT_THRESHOLD
+        } else {
+            EXIT_PASS
+        }
+    } else if breached > 0 {
         say!("{breached} threshold verdicts breached (exit {EXIT_THRESHOLD})");
         EXIT_THRESHOLD
     } else if inconclusive > 0 {
@@ -191,7 +282,7 @@ fn load(a: LoadArgs) -> anyhow::Result<u8> {
                 "loadavg_after": loadavg(),
             },
             "config": config,
-            "results": {"server": reports, "floor": floors, "thresholds": judged},
+            "results": {"server": reports, "floor": floors, "thresholds": judged, "max_rate": max_rate},
             "exit_code": code,
         });
         std::fs::create_dir_all(&dir)?;
@@ -203,8 +294,16 @@ fn load(a: LoadArgs) -> anyhow::Result<u8> {
             + std::time::Duration::from_millis(started_ms)
             + std::time::Duration::from_secs(warmup_s);
         for (label, list) in [("server", &reports), ("floor", &floors)] {
+            let mut seen = std::collections::BTreeMap::<u64, u32>::new();
             for r in list.iter() {
-                let path = dir.join(format!("{label}-{}.hlog", r.rate_per_s));
+                // A rate run more than once (a search's repeats) gets `-2`, `-3`, … after the first.
+                let k = seen.entry(r.rate_per_s).or_default();
+                *k += 1;
+                let name = match *k {
+                    1 => format!("{label}-{}.hlog", r.rate_per_s),
+                    k => format!("{label}-{}-{k}.hlog", r.rate_per_s),
+                };
+                let path = dir.join(name);
                 let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
                 let comment = format!(
                     "spiral-harness load: {label} at {}/s, commit {}",
