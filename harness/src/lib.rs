@@ -51,6 +51,7 @@ pub mod engine_run;
 pub mod floor;
 pub mod load;
 pub mod maxrate;
+pub mod merge;
 pub mod out;
 pub mod pool;
 pub mod provenance;

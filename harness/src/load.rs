@@ -119,7 +119,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(h: &Histogram<u64>) -> Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Percentiles {
         Percentiles {
             count: h.len(),
             p50_us: h.value_at_quantile(0.50),
@@ -403,7 +403,7 @@ impl ConnFigures {
 }
 
 /// An interval's histogram: it grows to what it holds (most intervals hold little).
-fn interval_histogram() -> Histogram<u64> {
+pub fn interval_histogram() -> Histogram<u64> {
     Histogram::<u64>::new(3).expect("3 significant digits are valid")
 }
 
@@ -638,13 +638,67 @@ pub fn write_interval_log(
     Ok(())
 }
 
-/// Read back an interval log's histograms with `tag`, added together: the same histogram the
-/// log was written from (exactly: the log holds every count).
-pub fn read_interval_log(text: &[u8], tag: &str) -> anyhow::Result<Histogram<u64>> {
+/// The schema of `load --out`'s `summary.json`, and its version.
+pub const LOAD_SCHEMA: &str = "spiral-harness/load";
+pub const LOAD_SCHEMA_VERSION: u32 = 1;
+
+/// The interval log names of `label`'s phases, in order: `LABEL-RATE.hlog`, and for a rate run
+/// again (a search's repeats) `LABEL-RATE-2.hlog`, `-3`, ….
+pub fn log_names(label: &str, reports: &[PhaseReport]) -> Vec<String> {
+    let mut seen = std::collections::BTreeMap::<u64, u32>::new();
+    reports
+        .iter()
+        .map(|r| {
+            let k = seen.entry(r.rate_per_s).or_default();
+            *k += 1;
+            match *k {
+                1 => format!("{label}-{}.hlog", r.rate_per_s),
+                k => format!("{label}-{}-{k}.hlog", r.rate_per_s),
+            }
+        })
+        .collect()
+}
+
+/// Write a run directory: `summary.json` (`summary`, with the log names of each label added as
+/// `logs`) and one interval log per phase of the target (`server`) and of the floor.
+pub fn write_run_dir(
+    dir: &std::path::Path,
+    mut summary: Value,
+    server: &[PhaseReport],
+    floor: &[PhaseReport],
+    measured_from: std::time::SystemTime,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let commit = summary["commit"].as_str().unwrap_or("unknown").to_owned();
+    let mut logs = serde_json::Map::new();
+    for (label, list) in [("server", server), ("floor", floor)] {
+        let names = log_names(label, list);
+        for (r, name) in list.iter().zip(&names) {
+            let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join(name))?);
+            let comment = format!(
+                "spiral-harness load: {label} at {}/s, commit {}",
+                r.rate_per_s,
+                &commit[..commit.len().min(12)]
+            );
+            write_interval_log(r, measured_from, &comment, &mut f)?;
+            std::io::Write::flush(&mut f)?;
+        }
+        logs.insert(label.to_owned(), json!(names));
+    }
+    summary["logs"] = Value::Object(logs);
+    std::fs::write(
+        dir.join("summary.json"),
+        serde_json::to_string_pretty(&summary)? + "\n",
+    )?;
+    Ok(())
+}
+
+/// An interval log's histograms with `tag`, one per interval, by the interval's start second.
+pub fn read_intervals(text: &[u8], tag: &str) -> anyhow::Result<Vec<Histogram<u64>>> {
     use base64::Engine as _;
     use hdrhistogram::serialization::Deserializer;
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
-    let mut total = interval_histogram();
+    let mut out: Vec<Histogram<u64>> = Vec::new();
     let mut de = Deserializer::new();
     for entry in IntervalLogIterator::new(text) {
         let entry = entry.map_err(|e| anyhow::anyhow!("interval log: {e:?}"))?;
@@ -656,8 +710,24 @@ pub fn read_interval_log(text: &[u8], tag: &str) -> anyhow::Result<Histogram<u64
         }
         let bytes = base64::engine::general_purpose::STANDARD.decode(h.encoded_histogram())?;
         let hist: Histogram<u64> = de.deserialize(&mut bytes.as_slice())?;
-        total
+        let i = h.start_timestamp().as_secs() as usize;
+        while out.len() <= i {
+            out.push(interval_histogram());
+        }
+        out[i]
             .add(&hist)
+            .map_err(|e| anyhow::anyhow!("interval log: {e:?}"))?;
+    }
+    Ok(out)
+}
+
+/// Read back an interval log's histograms with `tag`, added together: the same histogram the
+/// log was written from (exactly: the log holds every count).
+pub fn read_interval_log(text: &[u8], tag: &str) -> anyhow::Result<Histogram<u64>> {
+    let mut total = interval_histogram();
+    for h in read_intervals(text, tag)? {
+        total
+            .add(&h)
             .map_err(|e| anyhow::anyhow!("interval log: {e:?}"))?;
     }
     Ok(total)

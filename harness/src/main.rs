@@ -22,5 +22,6 @@ fn main() -> ExitCode {
         Command::Shrink(a) => cli::shrink::main(a),
         Command::Load(a) => cli::load::main(a),
         Command::Floor(a) => cli::load::floor(a),
+        Command::Merge(a) => cli::load::merge(a),
     }
 }

@@ -48,6 +48,21 @@ pub enum Command {
     /// result envelope (no auth, no engine, no storage) — until stopped.
     #[command(after_help = EXIT_CODES_HELP)]
     Floor(FloorArgs),
+    /// Merge `load --out` run directories of several generators over the same work into one:
+    /// histograms added exactly from their interval logs, counters summed; runs of another
+    /// commit, schema or phase configuration are refused.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Run directories written by `load --out`.
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Write the merged summary (`summary.json`) here.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

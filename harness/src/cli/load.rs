@@ -4,18 +4,15 @@
 use std::process::ExitCode;
 
 use spiral_harness::load::{
-    FLOOR_THREADS, LoadConfig, Phase, ServerCpu, Verdict, ratio_row, row, run_phase,
-    write_interval_log,
+    FLOOR_THREADS, LoadConfig, Phase, ServerCpu, Verdict, ratio_row, row, run_phase, write_run_dir,
 };
-use spiral_harness::provenance::{Checkout, HARNESS_VERSION};
-
-/// The version of `load --out`'s `summary.json`.
-const LOAD_SCHEMA_VERSION: u32 = 1;
+use spiral_harness::load::{LOAD_SCHEMA, LOAD_SCHEMA_VERSION};
 use spiral_harness::maxrate::{Probe, Search, find_max_rate as find_max_rate_by};
+use spiral_harness::provenance::{Checkout, HARNESS_VERSION};
 use spiral_harness::thresholds::{self, EXIT_THRESHOLD, Judged, Threshold};
-use spiral_harness::{EXIT_ERROR, EXIT_INCONCLUSIVE, EXIT_PASS, say};
+use spiral_harness::{EXIT_ERROR, EXIT_INCONCLUSIVE, EXIT_PASS, EXIT_USAGE, say};
 
-use super::args::{FloorArgs, LoadArgs};
+use super::args::{FloorArgs, LoadArgs, MergeArgs};
 
 pub fn main(a: LoadArgs) -> ExitCode {
     match load(a) {
@@ -267,7 +264,7 @@ fn load(a: LoadArgs) -> anyhow::Result<u8> {
     if let Some(dir) = out {
         let checkout = Checkout::current();
         let summary = serde_json::json!({
-            "schema": "spiral-harness/load",
+            "schema": LOAD_SCHEMA,
             "schema_version": LOAD_SCHEMA_VERSION,
             "harness_version": HARNESS_VERSION,
             "commit": checkout.commit,
@@ -285,34 +282,10 @@ fn load(a: LoadArgs) -> anyhow::Result<u8> {
             "results": {"server": reports, "floor": floors, "thresholds": judged, "max_rate": max_rate},
             "exit_code": code,
         });
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(
-            dir.join("summary.json"),
-            serde_json::to_string_pretty(&summary)? + "\n",
-        )?;
         let measured_from = std::time::UNIX_EPOCH
             + std::time::Duration::from_millis(started_ms)
             + std::time::Duration::from_secs(warmup_s);
-        for (label, list) in [("server", &reports), ("floor", &floors)] {
-            let mut seen = std::collections::BTreeMap::<u64, u32>::new();
-            for r in list.iter() {
-                // A rate run more than once (a search's repeats) gets `-2`, `-3`, … after the first.
-                let k = seen.entry(r.rate_per_s).or_default();
-                *k += 1;
-                let name = match *k {
-                    1 => format!("{label}-{}.hlog", r.rate_per_s),
-                    k => format!("{label}-{}-{k}.hlog", r.rate_per_s),
-                };
-                let path = dir.join(name);
-                let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
-                let comment = format!(
-                    "spiral-harness load: {label} at {}/s, commit {}",
-                    r.rate_per_s,
-                    checkout.short()
-                );
-                write_interval_log(r, measured_from, &comment, &mut f)?;
-            }
-        }
+        write_run_dir(&dir, summary, &reports, &floors, measured_from)?;
         say!("run directory: {}", dir.display());
     }
     Ok(code)
@@ -345,6 +318,35 @@ pub fn floor(a: FloorArgs) -> ExitCode {
         Err(e) => {
             eprintln!("spiral-harness floor: {e:#}");
             ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// `spiral-harness merge`: load runs of several generators as one.
+pub fn merge(a: MergeArgs) -> ExitCode {
+    let merged = spiral_harness::merge::merge_load_runs(&a.runs).and_then(|m| {
+        say!(
+            "{} runs at commit {}",
+            m.runs.len(),
+            &m.commit[..m.commit.len().min(12)]
+        );
+        for p in &m.phases {
+            say!("{}", spiral_harness::merge::row(p));
+        }
+        if let Some(dir) = &a.out {
+            std::fs::create_dir_all(dir)?;
+            let text = serde_json::to_string_pretty(&spiral_harness::merge::summary(&m))?;
+            std::fs::write(dir.join("summary.json"), text + "\n")?;
+            say!("merged summary: {}", dir.join("summary.json").display());
+        }
+        Ok(())
+    });
+    match merged {
+        Ok(()) => ExitCode::from(EXIT_PASS),
+        Err(e) => {
+            // The error names the merge itself ("merge: …").
+            eprintln!("spiral-harness {e:#}");
+            ExitCode::from(EXIT_USAGE)
         }
     }
 }
