@@ -73,6 +73,14 @@ pub struct Decision {
     pub reset_after_ms: u64,
 }
 
+/// The planted `limiter-never-sweeps` bug's test of a bucket to keep: idleness judged by
+/// deciding a request, which takes one from the bucket, so no bucket ever looks full. (Reached
+/// only with the bug planted; out of the mutation scope as `planted_*`.)
+fn planted_never_sweeps_keeps(b: &Bucket, now_ms: u64, l: &Limit) -> bool {
+    let (probe, _) = decide(Some(*b), now_ms, l);
+    probe.reset_after_ms > 0 || now_ms < b.blocked_until_ms
+}
+
 /// The decision for one request at `now_ms`, and the bucket to keep. `bucket` is `None` for a
 /// user not seen before (or whose bucket expired): a full bucket.
 pub fn decide(bucket: Option<Bucket>, now_ms: u64, limit: &Limit) -> (Decision, Bucket) {
@@ -316,10 +324,7 @@ impl MemoryLimiter {
             if crate::planted!(LimiterNeverSweeps) {
                 // Planted: idleness judged by deciding a request, which takes one from the
                 // bucket, so no bucket ever looks full and nothing is swept.
-                map.retain(|_, (b, l)| {
-                    let (probe, _) = decide(Some(*b), now_ms, l);
-                    probe.reset_after_ms > 0 || now_ms < b.blocked_until_ms
-                });
+                map.retain(|_, (b, l)| planted_never_sweeps_keeps(b, now_ms, l));
             } else {
                 map.retain(|_, (b, l)| !idle(b, now_ms, l));
             }
