@@ -6,6 +6,11 @@
 //! give it without the boot generation in the sigil. (Ids are judged by the history, and held by
 //! clients: a late collect of the old id would take the new memory.) Two different contents
 //! meeting on one 40-bit prefix by chance are not judged.
+//!
+//! And a list shows what is there: a tenant's list answered empty by a server on which one of
+//! its stores had been acknowledged before the list was sent — a node nothing ever removed (no
+//! collect, no GC removal, no removal in flight at a stop, all run long) — is a violation.
+//! Judged at the end of the run, when every removal is known.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,6 +25,10 @@ use crate::event::{Answer, Event, Op};
 pub struct AckedWrites {
     acked: BTreeMap<String, Value>,
     removed: BTreeSet<String>,
+    /// Each acknowledged id's tenant, server and when its acknowledgement came.
+    owner: BTreeMap<String, (String, u32, u64)>,
+    /// Lists answered empty: tenant, server, when sent.
+    empty_lists: Vec<(String, u32, u64)>,
 }
 
 impl AckedWrites {
@@ -35,7 +44,25 @@ impl Checker for AckedWrites {
 
     fn observe(&mut self, event: &Event) -> Result<(), String> {
         match event {
-            Event::Op { op, answer, .. } => {
+            Event::Op {
+                op,
+                answer,
+                tenant,
+                server,
+                sent_ms,
+                done_ms,
+                ..
+            } => {
+                match (op, answer) {
+                    (Op::Store { .. }, Answer::Stored { id }) => {
+                        self.owner
+                            .insert(id.clone(), (tenant.clone(), *server, *done_ms));
+                    }
+                    (Op::List, Answer::Listed { items: 0, .. }) => {
+                        self.empty_lists.push((tenant.clone(), *server, *sent_ms));
+                    }
+                    _ => {}
+                }
                 let not_found = answer.error_code() == Some(ErrorCode::NotFound);
                 match (op, answer) {
                     (Op::Store { content, .. }, Answer::Stored { id }) => {
@@ -84,6 +111,20 @@ impl Checker for AckedWrites {
                 ));
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        for (tenant, server, sent_ms) in &self.empty_lists {
+            let there = self.owner.iter().find(|(id, (t, s, acked_ms))| {
+                t == tenant && s == server && acked_ms < sent_ms && !self.removed.contains(*id)
+            });
+            if let Some((id, (_, _, acked_ms))) = there {
+                return Err(format!(
+                    "{tenant}'s list on server-{server} (sent at {sent_ms} ms) was empty, but {id}, acknowledged at {acked_ms} ms and never removed, was there"
+                ));
+            }
         }
         Ok(())
     }
@@ -140,6 +181,36 @@ mod tests {
         .unwrap();
         let e = run(&mut AckedWrites::default(), &[store, stopping(""), lost]).unwrap_err();
         assert!(e.contains("not an id"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_list_while_a_node_is_there_is_caught() {
+        let late = op(store(json!(1)), stored("a"), 7);
+        let store = op(store(json!(1)), stored("a"), 0);
+        let empty = op(Op::List, listed(), 5);
+        let e = run(&mut AckedWrites::default(), &[store.clone(), empty.clone()]).unwrap_err();
+        assert!(
+            e.contains("list on server-0 (sent at 5 ms) was empty, but a"),
+            "{e}"
+        );
+        // Removed at any time, or acknowledged after the list was sent: not judged.
+        let gc = Event::GcRemoved {
+            server: 0,
+            id: "a".into(),
+            tenant: None,
+        };
+        run(
+            &mut AckedWrites::default(),
+            &[store.clone(), empty.clone(), gc],
+        )
+        .unwrap();
+        run(&mut AckedWrites::default(), &[empty.clone(), late]).unwrap();
+        // Another tenant's node is not this tenant's to list.
+        let mut other = store;
+        if let Event::Op { tenant, .. } = &mut other {
+            *tenant = "tenant-1".into();
+        }
+        run(&mut AckedWrites::default(), &[other, empty]).unwrap();
     }
 
     #[test]
