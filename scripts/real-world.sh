@@ -9,7 +9,7 @@
 #     1. diff redis-outage seed 1: Redis paused (SIGSTOP), the journal's disk filled, the server
 #        killed (SIGKILL) in degraded mode and restarted, Redis errors (reset_peer) — real and
 #        simulated verdicts must agree (and pass);
-#     2. redis-outage seed 1 on the planted `journal-volatile` server: must FAIL, with
+#     2. redis-outage seed 3 on the planted `journal-volatile` server: must FAIL, with
 #        `acked_writes` (acknowledged writes lost in the crash) — in one of three tries: a
 #        real run is not replayable, and a crash that finds the journal empty loses nothing;
 #     3. slow clients: bad-clients seed 4 with each server's open-file limit lowered to 64 — an
@@ -94,9 +94,9 @@ caught() {
 
 step "diff redis-outage seed 1" 0 "$out/diff-redis-outage.log" -- \
   "$chaos" diff scenarios/redis-outage.toml --seed 1 --out "$out/redis-outage"
-caught "planted journal-volatile: redis-outage seed 1 must fail" acked_writes \
+caught "planted journal-volatile: redis-outage seed 3 must fail" acked_writes \
   "$out/planted-journal-volatile" -- \
-  env SPIRAL_PLANTED_BUG=journal-volatile "$chaos" run scenarios/redis-outage.toml --seed 1 \
+  env SPIRAL_PLANTED_BUG=journal-volatile "$chaos" run scenarios/redis-outage.toml --seed 3 \
   --spiral-bin "$rel/spiral-planted" --out "$out/planted-journal-volatile"
 
 # planted BUG CHECK -- ARGS...: the slow-clients run on the planted server BUG must fail with CHECK.
