@@ -270,19 +270,7 @@ async fn read_answers<S>(
 where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
-    let mut f = ConnFigures {
-        latency: histogram(),
-        service: histogram(),
-        intervals: Vec::new(),
-        lag: histogram(),
-        sent: 0,
-        answered: 0,
-        answered_measured: 0,
-        errors: 0,
-        timeouts: 0,
-        late: 0,
-        lost: 0,
-    };
+    let mut f = ConnFigures::new();
     let n = per_conn as usize;
     let mut settled = vec![false; n];
     let mut sent_at: Vec<Option<Instant>> = vec![None; n];
@@ -377,6 +365,44 @@ where
 }
 
 impl ConnFigures {
+    fn new() -> ConnFigures {
+        ConnFigures {
+            latency: histogram(),
+            service: histogram(),
+            intervals: Vec::new(),
+            lag: histogram(),
+            sent: 0,
+            answered: 0,
+            answered_measured: 0,
+            errors: 0,
+            timeouts: 0,
+            late: 0,
+            lost: 0,
+        }
+    }
+
+    /// Add another connection's figures to these (histograms exactly, counts summed).
+    fn absorb(&mut self, f: &ConnFigures) {
+        self.latency.add(&f.latency).ok();
+        self.service.add(&f.service).ok();
+        self.lag.add(&f.lag).ok();
+        for (i, (l, sv)) in f.intervals.iter().enumerate() {
+            while self.intervals.len() <= i {
+                self.intervals
+                    .push((interval_histogram(), interval_histogram()));
+            }
+            self.intervals[i].0.add(l).ok();
+            self.intervals[i].1.add(sv).ok();
+        }
+        self.sent += f.sent;
+        self.answered += f.answered;
+        self.answered_measured += f.answered_measured;
+        self.errors += f.errors;
+        self.timeouts += f.timeouts;
+        self.late += f.late;
+        self.lost += f.lost;
+    }
+
     fn interval(&mut self, sched: &Schedule, seq: u64) -> &mut (Histogram<u64>, Histogram<u64>) {
         let i = sched
             .intended(seq)
@@ -493,21 +519,7 @@ pub async fn run_phase(cfg: &LoadConfig, phase: &Phase, run: u64) -> anyhow::Res
     // The schedule runs on its own OS thread with the OS's sleep (tens of µs precise) instead
     // of tokio's 1 ms timer wheel, whose lateness would otherwise count as server latency.
     let pacer = spawn_pacer(start, interval, offsets, per_conn, triggers);
-    let (mut latency, mut service, mut lag) = (histogram(), histogram(), histogram());
-    let mut intervals: Vec<(Histogram<u64>, Histogram<u64>)> = Vec::new();
-    let mut total = ConnFigures {
-        latency: histogram(),
-        service: histogram(),
-        intervals: Vec::new(),
-        lag: histogram(),
-        sent: 0,
-        answered: 0,
-        answered_measured: 0,
-        errors: 0,
-        timeouts: 0,
-        late: 0,
-        lost: 0,
-    };
+    let mut total = ConnFigures::new();
     for (mut sender, reader) in tasks {
         let f = reader.await?;
         // Every outcome is settled. A sender still writing is writing to a server that stopped
@@ -516,23 +528,7 @@ pub async fn run_phase(cfg: &LoadConfig, phase: &Phase, run: u64) -> anyhow::Res
             Ok(Ok(sink)) => drop(sink),
             _ => sender.abort(),
         }
-        latency.add(&f.latency).ok();
-        service.add(&f.service).ok();
-        for (i, (l, sv)) in f.intervals.iter().enumerate() {
-            while intervals.len() <= i {
-                intervals.push((interval_histogram(), interval_histogram()));
-            }
-            intervals[i].0.add(l).ok();
-            intervals[i].1.add(sv).ok();
-        }
-        lag.add(&f.lag).ok();
-        total.sent += f.sent;
-        total.answered += f.answered;
-        total.answered_measured += f.answered_measured;
-        total.errors += f.errors;
-        total.timeouts += f.timeouts;
-        total.late += f.late;
-        total.lost += f.lost;
+        total.absorb(&f);
     }
     let _ = tokio::task::spawn_blocking(move || pacer.join()).await;
     let wall = now().saturating_duration_since(wall_before).as_secs_f64();
@@ -552,7 +548,7 @@ pub async fn run_phase(cfg: &LoadConfig, phase: &Phase, run: u64) -> anyhow::Res
         .saturating_sub(cfg.warmup)
         .as_secs_f64()
         .max(1e-9);
-    let lag = Percentiles::of(&lag);
+    let lag = Percentiles::of(&total.lag);
     let verdict = if Duration::from_micros(lag.p99_us) > cfg.max_lag {
         Verdict::Inconclusive(format!(
             "the generator's schedule lag p99 was {} µs, over its bound of {} µs",
@@ -574,13 +570,13 @@ pub async fn run_phase(cfg: &LoadConfig, phase: &Phase, run: u64) -> anyhow::Res
         timeout_us: cfg.timeout.as_micros() as u64,
         sent_per_s: total.sent as f64 / phase.duration.as_secs_f64().max(1e-9),
         achieved_per_s: total.answered_measured as f64 / measured,
-        latency: Percentiles::of(&latency),
-        service: Percentiles::of(&service),
+        latency: Percentiles::of(&total.latency),
+        service: Percentiles::of(&total.service),
         lag,
         generator_cpu,
         server_cpu_us_per_request,
         verdict,
-        intervals,
+        intervals: total.intervals,
     })
 }
 
